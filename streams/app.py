@@ -1,0 +1,384 @@
+"""Faust glue: topics, tables and agents wiring the dataflow stages together.
+
+    user-activity ┐                                   ┌─ cci-dead-letters
+    ticket-created┴─ ingest (validate + enrich) ──────┴─ {app}-facts (by user_id / ticket_id)
+    {app}-facts ──── deduplicate (PartitionState) ──── {app}-partials (by month)
+    {app}-partials ─ aggregate (month table) ── timer ─ cci-updates
+
+The rules live in the stage modules; this file only moves records between them and Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+from faust.types import TP, EventT
+
+from streams import domain, metrics
+from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
+from streams.deduplicate import PartitionState
+from streams.emit import Versions, update_key, update_value
+from streams.enrich import ActiveFact, Enricher, decode_facts, encode_fact
+from streams.profiles import ProfileBook
+from streams.settings import (
+    TOPIC_ACTIVITY,
+    TOPIC_DEAD_LETTERS,
+    TOPIC_PROFILES,
+    TOPIC_TICKETS,
+    TOPIC_UPDATES,
+    Settings,
+)
+from streams.validate import InvalidEvent, parse_activity, parse_ticket
+
+log = logging.getLogger("streams")
+
+INGEST_BATCH = 2000
+INGEST_WITHIN = 0.05  # seconds a partial ingest batch may wait
+PARTIALS_INTERVAL = 0.1  # seconds between publishes of changed partial counts
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), so other clients agree on where a key lives."""
+    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+def internal_topic_names(app_id: str) -> dict[str, str]:
+    return {"facts": f"{app_id}-facts", "partials": f"{app_id}-partials"}
+
+
+@dataclass
+class Runtime:
+    """Worker state that is not in a Faust table (rebuilt from the tables on recovery)."""
+
+    settings: Settings
+    states: dict[int, PartitionState] = field(default_factory=dict)
+    ready: bool = False  # tables recovered since the last rebalance
+    pending_updates: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    versions: Versions = field(default_factory=Versions)
+
+    def oldest_month(self) -> int:
+        return domain.oldest_retained_month(
+            datetime.now(UTC), self.settings.zone, self.settings.retain_months
+        )
+
+
+class DedupTable(faust.Table):
+    """Changelog of the dedup stage, folded straight into ``PartitionState`` on recovery.
+
+    The stage writes chunks with ``send_changelog`` itself; the Faust store holds nothing, so the
+    state lives once in memory (as the per-partition index) instead of twice.
+    """
+
+    runtime: Runtime
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        oldest = self.runtime.oldest_month()
+        dimensions = domain.user_dimensions(self.runtime.settings.extra_dimensions)
+        for event in batch:
+            partition = event.message.partition
+            state = self.runtime.states.get(partition)
+            if state is None:
+                state = self.runtime.states[partition] = PartitionState(dimensions)
+            value = None if event.value is None else orjson.loads(event.value)
+            state.apply_chunk(event.key.decode("utf-8"), value, oldest)
+
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        self.runtime.ready = False
+        changelog = self.changelog_topic.get_topic_name()
+        # A partition we give up, or get (back), is rebuilt from its changelog from the start.
+        for tp in revoked | newly_assigned:
+            if tp.topic == changelog:
+                self.runtime.states.pop(tp.partition, None)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+
+def dead_letter_value(event: EventT, error: InvalidEvent) -> bytes:
+    message = event.message
+    raw = message.value if isinstance(message.value, bytes) else b""
+    return orjson.dumps(
+        {
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "error": str(error),
+            "reason": error.reason,
+            "raw": base64.b64encode(raw).decode("ascii"),
+        }
+    )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app with every topic, table, agent and web page of the pipeline."""
+    partitions = settings.partitions
+    app = faust.App(
+        settings.app_id,
+        broker=";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")),
+        broker_credentials=_broker_credentials(settings),
+        store="memory://",
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+        broker_rebalance_timeout=max(settings.session_timeout, 10.0),
+        producer_acks=-1,
+        # The embedded broker misreports the high watermark of multi-record batches (see README):
+        # one record per batch keeps table recovery complete there.
+        **({"producer_max_batch_size": 16} if settings.embedded_broker else {}),
+    )
+    runtime = Runtime(settings)
+    app.cci_runtime = runtime  # type: ignore[attr-defined]
+    names = internal_topic_names(settings.app_id)
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    input_topic = app.topic(TOPIC_ACTIVITY, TOPIC_TICKETS, **raw)
+    facts_topic = app.topic(names["facts"], internal=True, partitions=partitions, **raw)
+    partials_topic = app.topic(names["partials"], internal=True, partitions=partitions, **raw)
+    updates_topic = app.topic(TOPIC_UPDATES, **raw)
+    dead_letter_topic = app.topic(TOPIC_DEAD_LETTERS, **raw)
+
+    dedup_table = DedupTable(
+        app,
+        name="dedup",
+        beacon=app.tables.beacon,
+        partitions=partitions,
+        schema=faust.Schema(**raw),
+        help="Winning facts per user-month and ticket, as chunks per (month, facts offset)",
+    )
+    dedup_table.runtime = runtime
+    app.tables.add(dedup_table)
+    month_table = app.Table(
+        "month-partials",
+        partitions=partitions,
+        key_type=str,
+        value_type=dict,
+        help="Latest partial counts of every facts partition, per month",
+    )
+
+    profiles = ProfileBook(
+        settings.kafka_bootstrap,
+        TOPIC_PROFILES,
+        settings.zone,
+        settings.max_event_bytes,
+        settings.kafka_client_kwargs(),
+        on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
+    )
+    dimensions = domain.user_dimensions(settings.extra_dimensions)
+    enricher = Enricher(
+        zone=settings.zone,
+        dimensions=dimensions,
+        active_activities=frozenset(settings.active_activities),
+        retain_months=settings.retain_months,
+        max_future_micros=int(settings.max_future_seconds * 1_000_000),
+        profile_of=profiles.get,
+    )
+
+    @app.service
+    class ProfileService(faust.Service):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            await profiles.start()
+
+        async def on_stop(self) -> None:
+            await profiles.stop()
+
+    # --- validate + enrich ---------------------------------------------------------------------
+
+    @app.agent(input_topic, name="ingest")
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        await profiles.wait_loaded()
+        async for events in stream.take_events(INGEST_BATCH, within=INGEST_WITHIN):
+            now = datetime.now(UTC)
+            batches: dict[int, list[list[object]]] = defaultdict(list)
+            for event in events:
+                message = event.message
+                metrics.events_consumed.labels(message.topic).inc()
+                value = message.value if isinstance(message.value, bytes) else b""
+                try:
+                    if message.topic == TOPIC_ACTIVITY:
+                        fact = enricher.active_fact(parse_activity(value, settings.max_event_bytes), now)
+                        if fact is None:
+                            metrics.inactive_activities.inc()
+                            continue
+                    else:
+                        fact = enricher.ticket_fact(parse_ticket(value, settings.max_event_bytes), now)
+                except InvalidEvent as error:
+                    metrics.dead_letters.labels(error.reason).inc()
+                    await dead_letter_topic.send(key=message.key, value=dead_letter_value(event, error))
+                    continue
+                batches[partition_for(fact[0], partitions)].append(encode_fact(fact))
+            for partition, rows in batches.items():
+                await facts_topic.send(partition=partition, value=orjson.dumps(rows))
+
+    # --- deduplicate ---------------------------------------------------------------------------
+
+    @app.agent(facts_topic, name="deduplicate")
+    async def deduplicate(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            partition, seq = event.message.partition, event.message.offset
+            state = runtime.states.get(partition)
+            if state is None:
+                state = runtime.states[partition] = PartitionState(dimensions)
+            for key in state.expire(runtime.oldest_month()):
+                dedup_table.send_changelog(partition, key.encode(), None)
+            facts = decode_facts(orjson.loads(event.value))
+            changed = state.apply(facts, seq)
+            _count_repeats(facts, changed)
+            for month, winners in changed.items():
+                key, value = state.encode_chunk(month, seq, winners)
+                dedup_table.send_changelog(partition, key.encode(), orjson.dumps(value))
+
+    @app.timer(PARTIALS_INTERVAL)
+    async def publish_partials() -> None:
+        if not runtime.ready:
+            return
+        for partition, state in list(runtime.states.items()):
+            for month, counts in state.drain_dirty():
+                label = domain.month_label(month)
+                body = {"p": partition, "seq": state.applied_seq, "counts": counts}
+                await partials_topic.send(
+                    key=label.encode(),
+                    value=orjson.dumps(body),
+                    partition=partition_for(label, partitions),
+                )
+                metrics.partials_published.inc()
+        metrics.user_months.set(sum(s.user_months() for s in runtime.states.values()))
+
+    # --- aggregate -----------------------------------------------------------------------------
+
+    @app.agent(partials_topic, name="aggregate")
+    async def aggregate(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            label = event.key.decode("utf-8")
+            _expire_months(month_table, event.message.partition, runtime)
+            if domain.month_from_label(label) < runtime.oldest_month():
+                continue
+            body = orjson.loads(event.value)
+            merged = merge_partial(month_table.get(label), body["p"], body["seq"], body["counts"])
+            if merged is None:
+                metrics.stale_partials.inc()
+                continue
+            state, touched = merged
+            month_table[label] = state
+            runtime.pending_updates[label].update(touched)
+
+    @app.timer(settings.emit_interval)
+    async def emit_updates() -> None:
+        if not runtime.ready:
+            return
+        pending, runtime.pending_updates = runtime.pending_updates, defaultdict(set)
+        now = datetime.now(UTC)
+        for label, keys in pending.items():
+            state: MonthPartials | None = month_table.get(label)
+            if not state:
+                continue
+            month = domain.month_from_label(label)
+            for segment_key, (tickets, active_users) in segment_totals(state, keys).items():
+                dimension, _, segment = segment_key.partition("|")
+                key = update_key(month, dimension, segment)
+                version = runtime.versions.next(key, now)
+                value = update_value(month, dimension, segment, tickets, active_users, version, now)
+                await updates_topic.send(key=key.encode(), value=orjson.dumps(value))
+                metrics.updates_emitted.inc()
+                ratio = value["cci"]
+                metrics.current_cci.labels(label, dimension, segment).set(
+                    float("nan") if ratio is None else ratio
+                )
+
+    # --- recovery ------------------------------------------------------------------------------
+
+    async def on_recovered() -> None:
+        # Republish everything this worker owns: a publish lost in a crash must not stay lost,
+        # and republishing absolute figures is harmless.
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == names["partials"]}
+        for label in list(month_table.keys()):
+            if partition_for(label, partitions) in owned:
+                state = month_table.get(label)
+                if state:
+                    runtime.pending_updates[label].update(all_segment_keys(state))
+        for state in runtime.states.values():
+            state.mark_all_dirty()
+        runtime.ready = True
+        log.info(
+            "recovered: %d facts partitions, %d user-months, %d months of partials",
+            len(runtime.states),
+            sum(s.user_months() for s in runtime.states.values()),
+            len(runtime.pending_updates),
+        )
+
+    dedup_table.on_recover(on_recovered)
+
+    # --- web -----------------------------------------------------------------------------------
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        healthy = (
+            runtime.ready
+            and not app.rebalancing
+            and app.tables.recovery.completed.is_set()
+            and bool(app.consumer.assignment())
+            and profiles.loaded.is_set()
+        )
+        body = {"status": "ok" if healthy else "starting", "partitions": len(app.consumer.assignment())}
+        return web.json(body, status=200 if healthy else 503)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return app
+
+
+def _count_repeats(facts: list[Any], changed: dict[int, list[Any]]) -> None:
+    """Facts that changed nothing are repeats: resends, duplicates, further activity."""
+    won = Counter(isinstance(f, ActiveFact) for winners in changed.values() for f in winners)
+    seen = Counter(isinstance(f, ActiveFact) for f in facts)
+    metrics.repeat_facts.labels("active").inc(seen[True] - won[True])
+    metrics.repeat_facts.labels("ticket").inc(seen[False] - won[False])
+
+
+def _expire_months(month_table: Any, partition: int, runtime: Runtime) -> None:
+    """Delete expired months of this partition (inside stream iteration, as Faust requires)."""
+    oldest = runtime.oldest_month()
+    partitions = runtime.settings.partitions
+    for label in [k for k in month_table.keys() if domain.month_from_label(k) < oldest]:
+        if partition_for(label, partitions) == partition:
+            del month_table[label]
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    kwargs = settings.kafka_client_kwargs()
+    protocol = kwargs["security_protocol"]
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(kwargs["ssl_context"])
+    return faust.SASLCredentials(
+        username=kwargs["sasl_plain_username"],
+        password=kwargs["sasl_plain_password"],
+        mechanism=kwargs["sasl_mechanism"],
+        ssl_context=kwargs.get("ssl_context"),
+    )

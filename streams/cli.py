@@ -1,0 +1,225 @@
+"""The ``cci`` command: every entry point of the project.
+
+Settings come from ``CCI_*`` environment variables (see ``cci settings``); flags override the ones
+that matter per command. A bad flag or value exits with status 2 and a message naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streams.settings import Settings, SettingsError, describe_settings, load_settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="cci-stream")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """cci-stream: exact, live Customer Contact Index per segment from Kafka events."""
+    try:
+        ctx.obj = load_settings()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@cli.command("settings")
+def settings_command() -> None:
+    """List every CCI_* environment variable with its default."""
+    for env, default, doc in describe_settings():
+        click.echo(f"{env:<28} {default!s:<24} {doc}")
+
+
+# --- dev -----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def dev() -> None:
+    """Development helpers (embedded broker)."""
+
+
+@dev.command("broker")
+@click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True)
+def dev_broker(port: int) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu) on 127.0.0.1:PORT until stopped."""
+    from streams.dev.broker import run_foreground
+
+    sys.exit(run_foreground(port))
+
+
+# --- topics --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def topics() -> None:
+    """Topic administration."""
+
+
+@topics.command("create")
+@click.option("--bootstrap", help="Kafka bootstrap servers (default: CCI_KAFKA_BOOTSTRAP).")
+@click.option("--partitions", type=click.IntRange(1, 1024), help="Default: CCI_PARTITIONS.")
+@click.pass_context
+def topics_create(ctx: click.Context, bootstrap: str | None, partitions: int | None) -> None:
+    """Create the input, output and internal topics (idempotent)."""
+    from streams.dev.topics import create_topics
+    from streams.topics import topic_catalogue
+
+    settings = _settings(ctx).with_overrides(kafka_bootstrap=bootstrap, partitions=partitions)
+    report = asyncio.run(
+        create_topics(
+            settings.kafka_bootstrap,
+            topic_catalogue(settings),
+            client_kwargs=settings.kafka_client_kwargs(),
+        )
+    )
+    click.echo(_format_topic_report(report))
+
+
+def _format_topic_report(report: Any) -> str:
+    if isinstance(report, dict):
+        return "\n".join(f"{name}: {status}" for name, status in sorted(report.items()))
+    return str(report)
+
+
+# --- worker --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--bootstrap", help="Kafka bootstrap servers (default: CCI_KAFKA_BOOTSTRAP).")
+@click.option("--web-port", type=click.IntRange(1, 65535), help="Default: CCI_WEB_PORT.")
+@click.option("--app-id", help="Faust app id / consumer group (default: CCI_APP_ID).")
+@click.pass_context
+def worker(ctx: click.Context, bootstrap: str | None, web_port: int | None, app_id: str | None) -> None:
+    """Run the Faust worker: all agents, the web server (/health, /metrics) and the sink."""
+    from streams.worker import run_worker
+
+    settings = _settings(ctx).with_overrides(
+        kafka_bootstrap=bootstrap, web_port=web_port, app_id=app_id
+    )
+    run_worker(settings)
+
+
+# --- generate / produce --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(1, 10_000_000), default=1000, show_default=True)
+@click.option("--months", type=click.IntRange(1, 120), default=3, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".cci/generated"),
+    show_default=True,
+    help="Directory for the JSON-lines files and expected.json.",
+)
+@click.option("--to-topics", is_flag=True, help="Also produce the events to the input topics.")
+@click.option("--bootstrap", help="With --to-topics (default: CCI_KAFKA_BOOTSTRAP).")
+@click.pass_context
+def generate(
+    ctx: click.Context,
+    users: int,
+    months: int,
+    seed: int,
+    out: Path,
+    to_topics: bool,
+    bootstrap: str | None,
+) -> None:
+    """Write realistic synthetic events for USERS over MONTHS, and the exact expected CCI."""
+    from streams import generate as generator
+
+    settings = _settings(ctx).with_overrides(kafka_bootstrap=bootstrap)
+    if months > settings.retain_months:
+        raise click.BadParameter(
+            f"{months} months is more than CCI_RETAIN_MONTHS={settings.retain_months}",
+            param_hint="--months",
+        )
+    now = datetime.now(UTC)
+    with click.progressbar(length=users, label="generating users", file=sys.stderr) as bar:
+        dataset = generator.generate(users, months, seed, now, settings.zone, progress=bar.update)
+    summary = generator.write_dataset(dataset, out, settings, now)
+    click.echo(f"wrote {out}: {summary}")
+    if to_topics:
+        from streams.dev.produce import produce_records
+        from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS
+
+        for topic, lines in (
+            (TOPIC_PROFILES, dataset.profiles),
+            (TOPIC_ACTIVITY, dataset.activity),
+            (TOPIC_TICKETS, dataset.tickets),
+        ):
+            count = asyncio.run(
+                produce_records(
+                    settings.kafka_bootstrap,
+                    topic,
+                    ((_key_of(line), line) for line in lines),
+                    one_record_batches=settings.embedded_broker,
+                    client_kwargs=settings.kafka_client_kwargs(),
+                )
+            )
+            click.echo(f"produced {count} records to {topic}")
+
+
+def _key_of(line: bytes) -> bytes | None:
+    import orjson
+
+    try:
+        user_id = orjson.loads(line).get("user_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return user_id.encode() if isinstance(user_id, str) else None
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--topic", required=True, help="Topic to write to.")
+@click.option("--bootstrap", help="Kafka bootstrap servers (default: CCI_KAFKA_BOOTSTRAP).")
+@click.pass_context
+def produce(ctx: click.Context, file: Path, topic: str, bootstrap: str | None) -> None:
+    """Load JSON-lines events from FILE into TOPIC, keyed by user_id."""
+    from streams.dev.produce import produce_jsonl
+
+    settings = _settings(ctx).with_overrides(kafka_bootstrap=bootstrap)
+    count = asyncio.run(
+        produce_jsonl(
+            settings.kafka_bootstrap,
+            topic,
+            file,
+            one_record_batches=settings.embedded_broker,
+            client_kwargs=settings.kafka_client_kwargs(),
+        )
+    )
+    click.echo(f"produced {count} records to {topic}")
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(10, 1_000_000), default=2000, show_default=True)
+@click.option("--rate", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="Live events per second after the history is loaded.")
+@click.pass_context
+def demo(ctx: click.Context, users: int, rate: int) -> None:
+    """Everything on loopback: broker, topics, worker, live traffic and a live CCI table."""
+    from streams.demo import run_demo
+
+    sys.exit(run_demo(_settings(ctx), users=users, rate=rate))
+
+
+def main() -> None:
+    cli(prog_name="cci")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The product's rules as pure functions: calendar months, tenure, segments, CCI arithmetic.
+
+Nothing here imports Faust or Kafka, so the rules are tested directly and shared by the stream, the
+batch recount and the generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+ALL = "all"
+UNKNOWN = "unknown"
+PROFILE_DIMENSIONS: tuple[str, ...] = ("plan", "product", "region")
+TENURE = "tenure"
+CHANNEL = "channel"
+TENURE_BUCKETS: tuple[str, ...] = ("new", "1-2m", "3-11m", "12m+")
+
+
+# --- calendar months ---------------------------------------------------------------------------
+# A month is an integer index (year * 12 + month - 1): cheap to compare, subtract and hash.
+
+
+def month_of(moment: datetime, zone: ZoneInfo) -> int:
+    """Index of the calendar month that an aware timestamp falls in, in ``zone`` (DST-correct)."""
+    local = moment.astimezone(zone)
+    return local.year * 12 + local.month - 1
+
+
+def month_label(month: int) -> str:
+    """``2026-11`` for a month index."""
+    year, zero_based = divmod(month, 12)
+    return f"{year:04d}-{zero_based + 1:02d}"
+
+
+def month_from_label(label: str) -> int:
+    """Month index of ``YYYY-MM``; ValueError for anything else."""
+    year_text, sep, month_text = label.partition("-")
+    if not sep or len(year_text) != 4 or len(month_text) != 2:
+        raise ValueError(f"expected YYYY-MM, got {label!r}")
+    year, month = int(year_text), int(month_text)
+    if not 1 <= month <= 12:
+        raise ValueError(f"month out of range in {label!r}")
+    return year * 12 + month - 1
+
+
+def month_start(month: int) -> date:
+    """First day of the month, as analysts' ``Date`` column holds it."""
+    year, zero_based = divmod(month, 12)
+    return date(year, zero_based + 1, 1)
+
+
+def oldest_retained_month(now: datetime, zone: ZoneInfo, retain_months: int) -> int:
+    """The earliest month whose state is kept: this month and the ``retain_months - 1`` before."""
+    return month_of(now, zone) - (retain_months - 1)
+
+
+# --- segments ----------------------------------------------------------------------------------
+
+
+def tenure_bucket(signup_month: int | None, event_month: int) -> str:
+    """Whole calendar months from signup to the event: 0 new, 1-2, 3-11, 12+; no signup unknown.
+
+    A signup after the event (a profile corrected later) counts as ``new`` rather than inventing a
+    negative tenure.
+    """
+    if signup_month is None:
+        return UNKNOWN
+    months = event_month - signup_month
+    if months <= 0:
+        return "new"
+    if months <= 2:
+        return "1-2m"
+    if months <= 11:
+        return "3-11m"
+    return "12m+"
+
+
+def segment_value(
+    dimension: str,
+    event_segments: Mapping[str, str] | None,
+    profile_segments: Mapping[str, str] | None,
+) -> str:
+    """The event's own value, else the profile's, else ``unknown``."""
+    if event_segments:
+        value = event_segments.get(dimension)
+        if value:
+            return value
+    if profile_segments:
+        value = profile_segments.get(dimension)
+        if value:
+            return value
+    return UNKNOWN
+
+
+def user_dimensions(extra_dimensions: Sequence[str]) -> tuple[str, ...]:
+    """Dimensions that split both tickets and active users, in attribute-tuple order."""
+    extras = tuple(d for d in extra_dimensions if d not in PROFILE_DIMENSIONS + (TENURE, CHANNEL, ALL))
+    return PROFILE_DIMENSIONS + extras + (TENURE,)
+
+
+def user_attributes(
+    dimensions: Sequence[str],
+    event_segments: Mapping[str, str] | None,
+    profile_segments: Mapping[str, str] | None,
+    signup_month: int | None,
+    event_month: int,
+) -> tuple[str, ...]:
+    """One value per dimension of ``user_dimensions`` for an event in ``event_month``."""
+    return tuple(
+        tenure_bucket(signup_month, event_month)
+        if dimension == TENURE
+        else segment_value(dimension, event_segments, profile_segments)
+        for dimension in dimensions
+    )
+
+
+def segment_keys(dimensions: Sequence[str], attributes: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """(dimension, segment) pairs a fact counts under, the global ``all/all`` included."""
+    yield ALL, ALL
+    yield from zip(dimensions, attributes, strict=True)
+
+
+# --- CCI arithmetic ----------------------------------------------------------------------------
+
+
+def cci(tickets: int, active_users: int) -> float | None:
+    """Tickets per active user; undefined (None) without active users."""
+    if active_users <= 0:
+        return None
+    return tickets / active_users
+
+
+def contact_rate_pct(tickets: int, active_users: int) -> float | None:
+    """The same ratio in the contact-rate form: contacts per 100 customers."""
+    ratio = cci(tickets, active_users)
+    return None if ratio is None else 100.0 * ratio
+
+
+def agents_needed(expected_tickets: float, tickets_per_agent: float) -> float:
+    """Agent workload in full-time agents (may be fractional)."""
+    if tickets_per_agent <= 0:
+        raise ValueError("tickets per agent must be positive")
+    return expected_tickets / tickets_per_agent
+
+
+def headcount(agents: float) -> int:
+    """Agents to hire: the fraction of an agent still needs a person, so round up.
+
+    A tolerance absorbs float noise (e.g. 2.0000000001 from 140.0 / 70) before rounding up.
+    """
+    return math.ceil(round(agents, 9))

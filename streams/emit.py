@@ -1,0 +1,54 @@
+"""Stage 5 of the dataflow: totals → ``cci-updates`` records with strictly rising versions.
+
+A record's ``version`` is the emission time in µs, or the previous version + 1 when the clock has
+not moved on. Because it comes from the clock, it keeps rising across restarts and rebalances
+without being stored (as long as the workers' clocks agree to within a rebalance's duration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from streams import domain
+
+
+def update_key(month: int, dimension: str, segment: str) -> str:
+    return f"{domain.month_label(month)}|{dimension}|{segment}"
+
+
+def update_value(
+    month: int,
+    dimension: str,
+    segment: str,
+    tickets: int,
+    active_users: int,
+    version: int,
+    emitted_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "month": domain.month_label(month),
+        "dimension": dimension,
+        "segment": segment,
+        "tickets": tickets,
+        "active_users": active_users,
+        "cci": domain.cci(tickets, active_users),
+        "contact_rate_pct": domain.contact_rate_pct(tickets, active_users),
+        "version": version,
+        "emitted_at": emitted_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+
+
+@dataclass
+class Versions:
+    """Strictly rising version per update key."""
+
+    last: dict[str, int] = field(default_factory=dict)
+
+    def next(self, key: str, now: datetime | None = None) -> int:
+        moment = now or datetime.now(UTC)
+        micros = int(moment.timestamp() * 1_000_000)
+        version = max(self.last.get(key, 0) + 1, micros)
+        self.last[key] = version
+        return version

@@ -1,0 +1,143 @@
+"""Stage 2 of the dataflow: a valid event + the user's profile → a *fact* to deduplicate.
+
+A fact is what the rest of the pipeline needs of an event, and nothing more:
+
+* ``ActiveFact``  — user ``user_id`` was active in ``month``, with the segment attributes of that event;
+* ``TicketFact``  — ticket ``ticket_id`` was created in ``month``, with its attributes (channel last).
+
+``ts`` (event time, µs since the epoch) decides which of several versions of the same user-month
+or ticket wins: the earliest, ties broken by the smaller attribute tuple. That rule is independent
+of arrival order, so replays and rebalances cannot change the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
+
+from streams import domain
+from streams.validate import (
+    FUTURE_TIMESTAMP,
+    TOO_LATE,
+    ActivityEvent,
+    InvalidEvent,
+    TicketEvent,
+    UserProfile,
+)
+
+Attributes = tuple[str, ...]
+
+
+class ActiveFact(NamedTuple):
+    user_id: str
+    month: int
+    ts: int
+    attributes: Attributes
+
+
+class TicketFact(NamedTuple):
+    ticket_id: str
+    month: int
+    ts: int
+    attributes: Attributes  # user dimensions' values, then the channel
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What enrichment needs of a user profile."""
+
+    signup_month: int
+    segments: Mapping[str, str]
+    updated_at: int  # µs; the newest profile of a user wins
+
+
+def profile_from_event(event: UserProfile, zone: ZoneInfo) -> Profile:
+    return Profile(
+        signup_month=domain.month_of(event.signup_at, zone),
+        segments=event.segments,
+        updated_at=epoch_micros(event.updated_at),
+    )
+
+
+def newer_profile(current: Profile | None, candidate: Profile) -> Profile:
+    """Keep the profile with the latest ``updated_at``, whatever order they arrive in."""
+    if current is None or candidate.updated_at >= current.updated_at:
+        return candidate
+    return current
+
+
+def epoch_micros(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+@dataclass(frozen=True)
+class Enricher:
+    """Turns valid events into facts; raises InvalidEvent for events outside the kept months."""
+
+    zone: ZoneInfo
+    dimensions: tuple[str, ...]
+    active_activities: frozenset[str]
+    retain_months: int
+    max_future_micros: int
+    profile_of: Callable[[str], Profile | None]
+
+    def counts_as_active(self, activity: str | None) -> bool:
+        return not self.active_activities or activity in self.active_activities
+
+    def _month(self, moment: datetime, now: datetime) -> tuple[int, int]:
+        ts = epoch_micros(moment)
+        if ts > epoch_micros(now) + self.max_future_micros:
+            raise InvalidEvent(FUTURE_TIMESTAMP, f"{moment.isoformat()} is in the future")
+        month = domain.month_of(moment, self.zone)
+        oldest = domain.oldest_retained_month(now, self.zone, self.retain_months)
+        if month < oldest:
+            raise InvalidEvent(
+                TOO_LATE,
+                f"month {domain.month_label(month)} is older than the {self.retain_months} "
+                f"months kept (oldest {domain.month_label(oldest)})",
+            )
+        return month, ts
+
+    def _attributes(self, user_id: str, segments: Mapping[str, str] | None, month: int) -> Attributes:
+        profile = self.profile_of(user_id)
+        return domain.user_attributes(
+            self.dimensions,
+            segments,
+            profile.segments if profile else None,
+            profile.signup_month if profile else None,
+            month,
+        )
+
+    def active_fact(self, event: ActivityEvent, now: datetime) -> ActiveFact | None:
+        """None when the activity's type does not make a user active."""
+        if not self.counts_as_active(event.activity):
+            return None
+        month, ts = self._month(event.occurred_at, now)
+        attributes = self._attributes(event.user_id, event.segments, month)
+        return ActiveFact(event.user_id, month, ts, attributes)
+
+    def ticket_fact(self, event: TicketEvent, now: datetime) -> TicketFact:
+        month, ts = self._month(event.created_at, now)
+        attributes = self._attributes(event.user_id, event.segments, month)
+        return TicketFact(event.ticket_id, month, ts, (*attributes, event.channel or domain.UNKNOWN))
+
+
+# --- wire format of the facts topic (enrich → deduplicate) -------------------------------------
+# One record carries a batch of facts for one partition: ["a"|"t", id, month, ts, [attributes]].
+
+
+def encode_fact(fact: ActiveFact | TicketFact) -> list[object]:
+    kind = "a" if isinstance(fact, ActiveFact) else "t"
+    return [kind, fact[0], fact.month, fact.ts, fact.attributes]
+
+
+def decode_facts(rows: list[list[Any]]) -> list[ActiveFact | TicketFact]:
+    return [
+        ActiveFact(key, month, ts, tuple(attributes))
+        if kind == "a"
+        else TicketFact(key, month, ts, tuple(attributes))
+        for kind, key, month, ts, attributes in rows
+    ]

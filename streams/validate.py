@@ -1,0 +1,179 @@
+"""Stage 1 of the dataflow: raw record bytes → a typed, checked event, or a dead-letter reason.
+
+Every input topic's contract (see ``schemas/*.schema.json``) is enforced here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+
+class InvalidEvent(Exception):
+    """The record is not a valid event; ``reason`` is a short code counted in metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# Dead-letter reason codes (also metric labels).
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+INVALID_TIMESTAMP = "invalid_timestamp"
+OVERSIZED = "oversized"
+TOO_LATE = "too_late"
+FUTURE_TIMESTAMP = "future_timestamp"
+MAX_ID_LENGTH = 256
+MAX_SEGMENTS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityEvent:
+    user_id: str
+    occurred_at: datetime
+    activity: str | None
+    segments: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEvent:
+    ticket_id: str
+    user_id: str
+    created_at: datetime
+    channel: str | None
+    segments: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfile:
+    user_id: str
+    signup_at: datetime
+    segments: dict[str, str]
+    updated_at: datetime
+
+
+# RFC 3339 date-time: fromisoformat alone also takes dates, week dates and offset-less times.
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_timestamp(value: Any, field: str) -> datetime:
+    """An aware datetime from an RFC 3339 string with offset."""
+    if not isinstance(value, str):
+        raise InvalidEvent(WRONG_TYPE, f"{field} must be an RFC 3339 string")
+    if not _RFC3339.match(value):
+        raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is not RFC 3339 with offset: {value!r}")
+    text = value.upper()
+    # fromisoformat takes at most 6 fractional digits; RFC 3339 allows more.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is impossible: {value!r} ({exc})") from None
+    if moment.year < 1970:
+        raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is before 1970: {value!r}")
+    return moment
+
+
+def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise InvalidEvent(OVERSIZED, f"{len(raw)} bytes is more than the {max_bytes} allowed")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidEvent(INVALID_UTF8, "payload is not UTF-8") from None
+        raise InvalidEvent(INVALID_JSON, str(exc)) from None
+    if not isinstance(document, dict):
+        raise InvalidEvent(NOT_AN_OBJECT, f"expected a JSON object, got {type(document).__name__}")
+    return document
+
+
+def _required_id(document: dict[str, Any], field: str) -> str:
+    value = document.get(field)
+    if value is None:
+        raise InvalidEvent(MISSING_FIELD, f"{field} is required")
+    if not isinstance(value, str):
+        raise InvalidEvent(WRONG_TYPE, f"{field} must be a string")
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidEvent(WRONG_TYPE, f"{field} must be 1 to {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _optional_label(document: dict[str, Any], field: str) -> str | None:
+    value = document.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(WRONG_TYPE, f"{field} must be a string or null")
+    return value or None
+
+
+def _segments(document: dict[str, Any], *, required: bool = False) -> dict[str, str] | None:
+    value = document.get("segments")
+    if value is None:
+        if required:
+            raise InvalidEvent(MISSING_FIELD, "segments is required")
+        return None
+    if not isinstance(value, dict):
+        raise InvalidEvent(WRONG_TYPE, "segments must be an object of strings")
+    if len(value) > MAX_SEGMENTS:
+        raise InvalidEvent(WRONG_TYPE, f"segments holds more than {MAX_SEGMENTS} keys")
+    for key, label in value.items():
+        if not isinstance(label, str):
+            raise InvalidEvent(WRONG_TYPE, f"segments.{key} must be a string")
+        if len(label) > MAX_ID_LENGTH:
+            raise InvalidEvent(WRONG_TYPE, f"segments.{key} is longer than {MAX_ID_LENGTH}")
+    return value
+
+
+def _required_timestamp(document: dict[str, Any], field: str) -> datetime:
+    if field not in document or document[field] is None:
+        raise InvalidEvent(MISSING_FIELD, f"{field} is required")
+    return parse_timestamp(document[field], field)
+
+
+def parse_activity(raw: bytes, max_bytes: int) -> ActivityEvent:
+    document = _load_object(raw, max_bytes)
+    return ActivityEvent(
+        user_id=_required_id(document, "user_id"),
+        occurred_at=_required_timestamp(document, "occurred_at"),
+        activity=_optional_label(document, "activity"),
+        segments=_segments(document),
+    )
+
+
+def parse_ticket(raw: bytes, max_bytes: int) -> TicketEvent:
+    document = _load_object(raw, max_bytes)
+    return TicketEvent(
+        ticket_id=_required_id(document, "ticket_id"),
+        user_id=_required_id(document, "user_id"),
+        created_at=_required_timestamp(document, "created_at"),
+        channel=_optional_label(document, "channel"),
+        segments=_segments(document),
+    )
+
+
+def parse_profile(raw: bytes, max_bytes: int) -> UserProfile:
+    document = _load_object(raw, max_bytes)
+    return UserProfile(
+        user_id=_required_id(document, "user_id"),
+        signup_at=_required_timestamp(document, "signup_at"),
+        segments=_segments(document, required=True) or {},
+        updated_at=_required_timestamp(document, "updated_at"),
+    )
