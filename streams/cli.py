@@ -82,13 +82,10 @@ def topics_create(ctx: click.Context, bootstrap: str | None, partitions: int | N
             client_kwargs=settings.kafka_client_kwargs(),
         )
     )
-    click.echo(_format_topic_report(report))
-
-
-def _format_topic_report(report: Any) -> str:
-    if isinstance(report, dict):
-        return "\n".join(f"{name}: {status}" for name, status in sorted(report.items()))
-    return str(report)
+    for name in report.created:
+        click.echo(f"created  {name}")
+    for name in report.existing:
+        click.echo(f"exists   {name}")
 
 
 # --- worker --------------------------------------------------------------------------------------

@@ -1,0 +1,48 @@
+"""Fixtures for pipeline tests: a fresh broker per test (the topic names are the product's own)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from streams.dev.broker import EmbeddedBroker
+from tests.integration.harness import WorkerProcess, create_all_topics, worker_env
+
+
+@dataclass
+class Pipeline:
+    broker: EmbeddedBroker
+    tmp_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def worker(self, name: str = "worker", **env: str) -> WorkerProcess:
+        """A started, healthy worker (shares the data dir root; each has its own subdir)."""
+        data_dir = self.tmp_path / name
+        data_dir.mkdir(exist_ok=True)
+        process = WorkerProcess(
+            worker_env(self.bootstrap, data_dir, **{**self.env, **env}),
+            self.tmp_path / f"{name}.log",
+        )
+        self.workers.append(process.start())
+        process.wait_healthy()
+        return process
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    with EmbeddedBroker() as broker:
+        create_all_topics(broker.bootstrap)
+        running = Pipeline(broker, tmp_path)
+        try:
+            yield running
+        finally:
+            for process in running.workers:
+                process.stop()

@@ -1,0 +1,208 @@
+"""Drive the real pipeline from tests: worker processes, topics, and reading cci-updates back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.dev.broker import free_port
+from streams.dev.produce import produce_records
+from streams.dev.topics import create_topics
+from streams.settings import TOPIC_UPDATES, load_settings
+from streams.topics import topic_catalogue
+
+Figures = dict[tuple[str, str, str], tuple[int, int]]
+
+
+def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCI_")}
+    env.update(
+        CCI_KAFKA_BOOTSTRAP=bootstrap,
+        CCI_EMBEDDED_BROKER="true",
+        CCI_DATA_DIR=str(data_dir),
+        CCI_CLICKHOUSE_URL=f"chdb://{data_dir / 'clickhouse'}",
+        CCI_EMIT_INTERVAL="0.3",
+        CCI_LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """``cci worker`` as a child process in its own process group, logging to a file."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.env = {**env, "CCI_WEB_PORT": str(self.port)}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def health(self) -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self.health() == 200:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"worker not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye to the group."""
+        self._signal(signal.SIGKILL)
+        if self.process:
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.process and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def create_all_topics(bootstrap: str, **env: str) -> None:
+    settings = load_settings({"CCI_KAFKA_BOOTSTRAP": bootstrap, **env})
+    asyncio.run(create_topics(bootstrap, topic_catalogue(settings)))
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
+    """Produce values keyed by their user_id (as `cci produce` does)."""
+    records = [(_user_key(v), v) for v in values]
+    return asyncio.run(produce_records(bootstrap, topic, records, one_record_batches=True))
+
+
+def _user_key(value: bytes) -> bytes | None:
+    try:
+        user_id = orjson.loads(value).get("user_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return user_id.encode() if isinstance(user_id, str) else None
+
+
+def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of a topic, partition by partition, from the beginning to the end offsets."""
+
+    async def read() -> list[tuple[bytes | None, bytes | None]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                return []
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            records: list[tuple[bytes | None, bytes | None]] = []
+            remaining = {tp for tp in tps if end[tp] > 0}
+            while remaining:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for tp, batch in batches.items():
+                    records.extend((r.key, r.value) for r in batch)
+                remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def latest_updates(bootstrap: str) -> dict[str, dict[str, Any]]:
+    """The newest cci-updates value per key, asserting that versions rise strictly per key."""
+    latest: dict[str, dict[str, Any]] = {}
+    for key, value in read_topic(bootstrap, TOPIC_UPDATES):
+        assert key is not None and value is not None
+        record = orjson.loads(value)
+        previous = latest.get(key.decode())
+        if previous is not None:
+            assert record["version"] > previous["version"], (key, previous, record)
+        latest[key.decode()] = record
+    return latest
+
+
+def figures_of(updates: Mapping[str, Mapping[str, Any]]) -> Figures:
+    """(month, dimension, segment) → (tickets, active_users); emptied segments (0, 0) dropped."""
+    return {
+        (u["month"], u["dimension"], u["segment"]): (u["tickets"], u["active_users"])
+        for u in updates.values()
+        if u["tickets"] or u["active_users"]
+    }
+
+
+def wait_for_figures(bootstrap: str, expected: Figures, timeout: float = 90.0) -> Figures:
+    """Poll cci-updates until its latest figures equal ``expected``; fail with the difference."""
+    deadline = time.monotonic() + timeout
+    actual: Figures = {}
+    while time.monotonic() < deadline:
+        actual = figures_of(latest_updates(bootstrap))
+        if actual == expected:
+            return actual
+        time.sleep(1.0)
+    raise AssertionError(describe_difference(expected, actual))
+
+
+def describe_difference(expected: Figures, actual: Figures, limit: int = 20) -> str:
+    rows = []
+    for key in sorted(set(expected) | set(actual)):
+        if expected.get(key) != actual.get(key):
+            rows.append(f"  {key}: expected {expected.get(key)}, got {actual.get(key)}")
+    return f"{len(rows)} figures differ:\n" + "\n".join(rows[:limit])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(message)

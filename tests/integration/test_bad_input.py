@@ -1,0 +1,86 @@
+"""Every kind of bad input goes to cci-dead-letters with its reason and changes nothing else."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from streams.settings import TOPIC_ACTIVITY, TOPIC_DEAD_LETTERS, TOPIC_TICKETS
+from tests.integration.harness import produce, read_topic, wait_for_figures, wait_until
+
+
+def test_bad_input_is_dead_lettered_with_reason(pipeline) -> None:
+    now = datetime.now(UTC)
+    month = now.strftime("%Y-%m")
+    stamp = now.isoformat()
+    good_activity = [
+        orjson.dumps({"user_id": "u1", "occurred_at": stamp, "segments": {"plan": "free"}}),
+        orjson.dumps({"user_id": "u2", "occurred_at": stamp, "segments": {"plan": "paid"}}),
+    ]
+    good_ticket = orjson.dumps(
+        {
+            "ticket_id": "t1",
+            "user_id": "u1",
+            "created_at": stamp,
+            "channel": "chat",
+            "segments": {"plan": "free"},
+        }
+    )
+    bad_activity = {
+        "invalid_utf8": b'{"user_id": "\xff\xfe", "occurred_at": "' + stamp.encode() + b'"}',
+        "invalid_json": b'{"user_id": "u9", ',
+        "not_an_object": b'["u9"]',
+        "missing_field": orjson.dumps({"occurred_at": stamp}),
+        "wrong_type": orjson.dumps({"user_id": 42, "occurred_at": stamp}),
+        "invalid_timestamp": orjson.dumps({"user_id": "u9", "occurred_at": "2026-02-30T10:00:00Z"}),
+        "oversized": orjson.dumps({"user_id": "u9", "occurred_at": stamp, "pad": "x" * 2000}),
+        "too_late": orjson.dumps(
+            {"user_id": "u9", "occurred_at": (now - timedelta(days=800)).isoformat()}
+        ),
+        "future_timestamp": orjson.dumps(
+            {"user_id": "u9", "occurred_at": (now + timedelta(days=30)).isoformat()}
+        ),
+    }
+    bad_segments = orjson.dumps({"user_id": "u9", "occurred_at": stamp, "segments": ["free"]})
+    bad_ticket = orjson.dumps({"ticket_id": "t9", "user_id": "u9", "created_at": "yesterday"})
+    pipeline.env["CCI_MAX_EVENT_BYTES"] = "1024"
+    worker = pipeline.worker()
+
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, [*good_activity, *bad_activity.values(), bad_segments])
+    produce(pipeline.bootstrap, TOPIC_TICKETS, [good_ticket, bad_ticket, b""])
+
+    expected_bad = len(bad_activity) + 3
+    wait_until(
+        lambda: len(read_topic(pipeline.bootstrap, TOPIC_DEAD_LETTERS)) >= expected_bad,
+        60,
+        "dead letters did not arrive",
+    )
+    letters = [orjson.loads(v) for _, v in read_topic(pipeline.bootstrap, TOPIC_DEAD_LETTERS)]
+    assert len(letters) == expected_bad
+    by_raw = {base64.b64decode(letter["raw"]): letter for letter in letters}
+    for reason, raw in bad_activity.items():
+        letter = by_raw[raw]
+        assert letter["reason"] == reason, letter
+        assert letter["topic"] == TOPIC_ACTIVITY
+        assert isinstance(letter["partition"], int) and isinstance(letter["offset"], int)
+        assert letter["error"].startswith(reason)
+    assert by_raw[bad_segments]["reason"] == "wrong_type"
+    assert by_raw[bad_ticket]["reason"] == "invalid_timestamp"
+    assert by_raw[bad_ticket]["topic"] == TOPIC_TICKETS
+    assert by_raw[b""]["reason"] == "invalid_json"
+
+    # Only the good events count.
+    expected = {
+        (month, "all", "all"): (1, 2),
+        (month, "plan", "free"): (1, 1),
+        (month, "plan", "paid"): (0, 1),
+        (month, "product", "unknown"): (1, 2),
+        (month, "region", "unknown"): (1, 2),
+        (month, "tenure", "unknown"): (1, 2),
+        (month, "channel", "chat"): (1, 2),
+    }
+    wait_for_figures(pipeline.bootstrap, expected)
+    assert worker.health() == 200
+    assert worker.process is not None and worker.process.poll() is None
