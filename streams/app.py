@@ -164,7 +164,8 @@ def create_app(settings: Settings) -> faust.App:
         name="dedup",
         beacon=app.tables.beacon,
         partitions=partitions,
-        schema=faust.Schema(**raw),
+        key_type=bytes,
+        value_type=bytes,
         help="Winning facts per user-month and ticket, as chunks per (month, facts offset)",
     )
     dedup_table.runtime = runtime
@@ -172,8 +173,6 @@ def create_app(settings: Settings) -> faust.App:
     month_table = app.Table(
         "month-partials",
         partitions=partitions,
-        key_type=str,
-        value_type=dict,
         help="Latest partial counts of every facts partition, per month",
     )
 
