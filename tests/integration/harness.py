@@ -48,6 +48,7 @@ class WorkerProcess:
         self.env = {**env, "CCI_WEB_PORT": str(self.port)}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.statuses_seen: list[int | None] = []  # /health answers while waiting, in order
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
@@ -75,10 +76,17 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self.health() == 200:
+            status = self.health()
+            if not self.statuses_seen or self.statuses_seen[-1] != status:
+                self.statuses_seen.append(status)
+            if status == 200:
                 return
             time.sleep(0.3)
         raise AssertionError(f"worker not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            return str(response.read().decode())
 
     def kill(self) -> None:
         """SIGKILL: no flush, no commit, no goodbye to the group."""

@@ -83,4 +83,10 @@ def test_bad_input_is_dead_lettered_with_reason(pipeline) -> None:
     }
     wait_for_figures(pipeline.bootstrap, expected)
     assert worker.health() == 200
+    # The web server answers before the worker has its partitions: 503 until it is ready.
+    assert 503 in worker.statuses_seen and worker.statuses_seen[-1] == 200
+    metrics_text = worker.get("/metrics")
+    assert 'cci_dead_letters_total{reason="invalid_json"} 2.0' in metrics_text
+    assert 'cci_dead_letters_total{reason="too_late"} 1.0' in metrics_text
+    assert 'cci_events_consumed_total{topic="user-activity"}' in metrics_text
     assert worker.process is not None and worker.process.poll() is None

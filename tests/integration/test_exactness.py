@@ -1,0 +1,90 @@
+"""The latest cci-updates per key equal a batch recount of the raw events, exactly.
+
+Three ways at-least-once delivery tries to break that: resent events, a worker killed with
+SIGKILL mid-stream, and two workers sharing the group while partitions move between them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from streams.batch import recount
+from streams.generate import Dataset, generate
+from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
+from tests.integration.harness import Figures, latest_updates, produce, wait_for_figures
+
+
+@pytest.fixture(scope="module")
+def dataset() -> tuple[Dataset, Figures]:
+    now = datetime.now(UTC)
+    data = generate(users=400, months=3, seed=11, now=now, zone=load_settings({}).zone)
+    expected = recount(data.activity, data.tickets, data.profiles, now, load_settings({})).figures
+    assert len(expected) > 50 and any(t for t, _ in expected.values())
+    return data, expected
+
+
+def _produce_events(bootstrap: str, data: Dataset, part: slice = slice(None)) -> None:
+    produce(bootstrap, TOPIC_ACTIVITY, data.activity[part])
+    produce(bootstrap, TOPIC_TICKETS, data.tickets[part])
+
+
+def test_resent_events_count_once(pipeline, dataset) -> None:
+    data, expected = dataset
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    pipeline.worker()
+    _produce_events(pipeline.bootstrap, data)
+    wait_for_figures(pipeline.bootstrap, expected)
+    # A producer that resends everything (and then some, out of order) changes nothing.
+    _produce_events(pipeline.bootstrap, data, slice(None, None, -1))
+    _produce_events(pipeline.bootstrap, data)
+    time.sleep(3)
+    wait_for_figures(pipeline.bootstrap, expected)
+
+
+def test_sigkill_mid_stream_then_restart(pipeline, dataset) -> None:
+    data, expected = dataset
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    half = len(data.activity) // 2
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[:half])
+    first = pipeline.worker("first")
+    # Kill while the rest is still arriving: state, changelog and offsets are mid-flight.
+    feeder = threading.Thread(
+        target=lambda: (
+            produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[half:]),
+            produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets),
+        )
+    )
+    feeder.start()
+    time.sleep(1.5)
+    first.kill()
+    feeder.join()
+    killed_with = len(latest_updates(pipeline.bootstrap))
+    pipeline.worker("second")
+    wait_for_figures(pipeline.bootstrap, expected)
+    assert killed_with < len(expected), "the kill came too late to test recovery"
+
+
+def test_two_workers_share_the_group_and_survive_a_rebalance(pipeline, dataset) -> None:
+    data, expected = dataset
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    first = pipeline.worker("first")
+    second = pipeline.worker("second")
+    half = len(data.tickets) // 2
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[:half])
+    recount_half = recount(
+        data.activity, data.tickets[:half], data.profiles, datetime.now(UTC), load_settings({})
+    ).figures
+    wait_for_figures(pipeline.bootstrap, recount_half)
+    # Both workers took part: each owns some partitions.
+    assert "partitions" in first.log_tail(400) and second.health() == 200
+    # The second worker dies; its partitions move to the first, which must carry on exactly.
+    second.kill()
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[half:])
+    _produce_events(pipeline.bootstrap, data)  # and a full resend for good measure
+    wait_for_figures(pipeline.bootstrap, expected, timeout=120)
+    assert first.health() == 200
