@@ -288,7 +288,11 @@ def create_app(settings: Settings) -> faust.App:
             return
         pending, runtime.pending_updates = runtime.pending_updates, defaultdict(set)
         now = datetime.now(UTC)
+        owned = _owned_partitions(app, names["partials"])
         for label, keys in pending.items():
+            if partition_for(label, partitions) not in owned:
+                # The month moved to another worker in a rebalance: it publishes it now.
+                continue
             state: MonthPartials | None = month_table.get(label)
             if not state:
                 continue
@@ -310,7 +314,8 @@ def create_app(settings: Settings) -> faust.App:
     async def on_recovered() -> None:
         # Republish everything this worker owns: a publish lost in a crash must not stay lost,
         # and republishing absolute figures is harmless.
-        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == names["partials"]}
+        owned = _owned_partitions(app, names["partials"])
+        runtime.pending_updates.clear()
         for label in list(month_table.keys()):
             if partition_for(label, partitions) in owned:
                 state = month_table.get(label)
@@ -349,6 +354,10 @@ def create_app(settings: Settings) -> faust.App:
         return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     return app
+
+
+def _owned_partitions(app: faust.App, topic: str) -> set[int]:
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
 
 
 def _count_repeats(facts: list[Any], changed: dict[int, list[Any]]) -> None:
