@@ -40,7 +40,12 @@ def merge_partial(
     touched = set(counts)
     if GLOBAL_KEY in counts:
         # The global active-user count is every channel segment's denominator.
-        touched.update(key for part in merged.values() for key in part["counts"] if key.startswith(CHANNEL_PREFIX))
+        touched.update(
+            key
+            for part in merged.values()
+            for key in part["counts"]
+            if key.startswith(CHANNEL_PREFIX)
+        )
     return merged, touched
 
 

@@ -152,7 +152,12 @@ def create_app(settings: Settings) -> faust.App:
     runtime = Runtime(settings)
     app.cci_runtime = runtime  # type: ignore[attr-defined]
     names = internal_topic_names(settings.app_id)
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     input_topic = app.topic(TOPIC_ACTIVITY, TOPIC_TICKETS, **raw)
     facts_topic = app.topic(names["facts"], internal=True, partitions=partitions, **raw)
     partials_topic = app.topic(names["partials"], internal=True, partitions=partitions, **raw)
@@ -216,15 +221,21 @@ def create_app(settings: Settings) -> faust.App:
                 value = message.value if isinstance(message.value, bytes) else b""
                 try:
                     if message.topic == TOPIC_ACTIVITY:
-                        fact = enricher.active_fact(parse_activity(value, settings.max_event_bytes), now)
+                        fact = enricher.active_fact(
+                            parse_activity(value, settings.max_event_bytes), now
+                        )
                         if fact is None:
                             metrics.inactive_activities.inc()
                             continue
                     else:
-                        fact = enricher.ticket_fact(parse_ticket(value, settings.max_event_bytes), now)
+                        fact = enricher.ticket_fact(
+                            parse_ticket(value, settings.max_event_bytes), now
+                        )
                 except InvalidEvent as error:
                     metrics.dead_letters.labels(error.reason).inc()
-                    await dead_letter_topic.send(key=message.key, value=dead_letter_value(event, error))
+                    await dead_letter_topic.send(
+                        key=message.key, value=dead_letter_value(event, error)
+                    )
                     continue
                 batches[partition_for(fact[0], partitions)].append(encode_fact(fact))
             for partition, rows in batches.items():
@@ -344,14 +355,19 @@ def create_app(settings: Settings) -> faust.App:
             and bool(app.consumer.assignment())
             and profiles.loaded.is_set()
         )
-        body = {"status": "ok" if healthy else "starting", "partitions": len(app.consumer.assignment())}
+        body = {
+            "status": "ok" if healthy else "starting",
+            "partitions": len(app.consumer.assignment()),
+        }
         return web.json(body, status=200 if healthy else 503)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        return web.bytes(
+            generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+        )
 
     return app
 
@@ -372,7 +388,7 @@ def _expire_months(month_table: Any, partition: int, runtime: Runtime) -> None:
     """Delete expired months of this partition (inside stream iteration, as Faust requires)."""
     oldest = runtime.oldest_month()
     partitions = runtime.settings.partitions
-    for label in [k for k in month_table.keys() if domain.month_from_label(k) < oldest]:
+    for label in [k for k in month_table if domain.month_from_label(k) < oldest]:
         if partition_for(label, partitions) == partition:
             del month_table[label]
 

@@ -10,7 +10,6 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -96,7 +95,9 @@ def topics_create(ctx: click.Context, bootstrap: str | None, partitions: int | N
 @click.option("--web-port", type=click.IntRange(1, 65535), help="Default: CCI_WEB_PORT.")
 @click.option("--app-id", help="Faust app id / consumer group (default: CCI_APP_ID).")
 @click.pass_context
-def worker(ctx: click.Context, bootstrap: str | None, web_port: int | None, app_id: str | None) -> None:
+def worker(
+    ctx: click.Context, bootstrap: str | None, web_port: int | None, app_id: str | None
+) -> None:
     """Run the Faust worker: all agents, the web server (/health, /metrics) and the sink."""
     from streams.worker import run_worker
 
@@ -204,8 +205,13 @@ def produce(ctx: click.Context, file: Path, topic: str, bootstrap: str | None) -
 
 @cli.command()
 @click.option("--users", type=click.IntRange(10, 1_000_000), default=2000, show_default=True)
-@click.option("--rate", type=click.IntRange(1, 100_000), default=200, show_default=True,
-              help="Live events per second after the history is loaded.")
+@click.option(
+    "--rate",
+    type=click.IntRange(1, 100_000),
+    default=200,
+    show_default=True,
+    help="Live events per second after the history is loaded.",
+)
 @click.pass_context
 def demo(ctx: click.Context, users: int, rate: int) -> None:
     """Everything on loopback: broker, topics, worker, live traffic and a live CCI table."""

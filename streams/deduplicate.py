@@ -111,14 +111,20 @@ class PartitionState:
     def chunk_key(month: int, seq: int) -> str:
         return f"{domain.month_label(month)}@{seq}"
 
-    def encode_chunk(self, month: int, seq: int, facts: Sequence[Fact]) -> tuple[str, dict[str, Any]]:
+    def encode_chunk(
+        self, month: int, seq: int, facts: Sequence[Fact]
+    ) -> tuple[str, dict[str, Any]]:
         """Changelog (key, value) for the winners of one facts message in one month."""
         key = self.chunk_key(month, seq)
         self.chunk_keys[month].add(key)
         value = {
             "seq": seq,
-            "a": [[f.user_id, f.ts, list(f.attributes)] for f in facts if isinstance(f, ActiveFact)],
-            "t": [[f.ticket_id, f.ts, list(f.attributes)] for f in facts if isinstance(f, TicketFact)],
+            "a": [
+                [f.user_id, f.ts, list(f.attributes)] for f in facts if isinstance(f, ActiveFact)
+            ],
+            "t": [
+                [f.ticket_id, f.ts, list(f.attributes)] for f in facts if isinstance(f, TicketFact)
+            ],
         }
         return key, value
 
@@ -172,10 +178,16 @@ class PartitionState:
                 continue
             tickets = self.ticket_counts[month]
             actives = self.active_counts[month]
-            yield month, {
-                f"{dimension}|{segment}": [tickets[(dimension, segment)], actives[(dimension, segment)]]
-                for dimension, segment in keys
-            }
+            yield (
+                month,
+                {
+                    f"{dimension}|{segment}": [
+                        tickets[(dimension, segment)],
+                        actives[(dimension, segment)],
+                    ]
+                    for dimension, segment in keys
+                },
+            )
             # Drop zero counts so segments that emptied do not linger in memory.
             for key in keys:
                 if tickets.get(key) == 0:

@@ -97,7 +97,9 @@ def segment_value(
 
 def user_dimensions(extra_dimensions: Sequence[str]) -> tuple[str, ...]:
     """Dimensions that split both tickets and active users, in attribute-tuple order."""
-    extras = tuple(d for d in extra_dimensions if d not in PROFILE_DIMENSIONS + (TENURE, CHANNEL, ALL))
+    extras = tuple(
+        d for d in extra_dimensions if d not in (*PROFILE_DIMENSIONS, TENURE, CHANNEL, ALL)
+    )
     return PROFILE_DIMENSIONS + extras + (TENURE,)
 
 

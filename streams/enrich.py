@@ -2,8 +2,8 @@
 
 A fact is what the rest of the pipeline needs of an event, and nothing more:
 
-* ``ActiveFact``  — user ``user_id`` was active in ``month``, with the segment attributes of that event;
-* ``TicketFact``  — ticket ``ticket_id`` was created in ``month``, with its attributes (channel last).
+* ``ActiveFact`` — user ``user_id`` was active in ``month``, with that event's segment attributes;
+* ``TicketFact`` — ticket ``ticket_id`` was created in ``month``, with its attributes, channel last.
 
 ``ts`` (event time, µs since the epoch) decides which of several versions of the same user-month
 or ticket wins: the earliest, ties broken by the smaller attribute tuple. That rule is independent
@@ -101,7 +101,9 @@ class Enricher:
             )
         return month, ts
 
-    def _attributes(self, user_id: str, segments: Mapping[str, str] | None, month: int) -> Attributes:
+    def _attributes(
+        self, user_id: str, segments: Mapping[str, str] | None, month: int
+    ) -> Attributes:
         profile = self.profile_of(user_id)
         return domain.user_attributes(
             self.dimensions,
@@ -122,7 +124,9 @@ class Enricher:
     def ticket_fact(self, event: TicketEvent, now: datetime) -> TicketFact:
         month, ts = self._month(event.created_at, now)
         attributes = self._attributes(event.user_id, event.segments, month)
-        return TicketFact(event.ticket_id, month, ts, (*attributes, event.channel or domain.UNKNOWN))
+        return TicketFact(
+            event.ticket_id, month, ts, (*attributes, event.channel or domain.UNKNOWN)
+        )
 
 
 # --- wire format of the facts topic (enrich → deduplicate) -------------------------------------

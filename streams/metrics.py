@@ -10,7 +10,9 @@ events_consumed = Counter(
     "cci_events_consumed_total", "Input records consumed", ["topic"], registry=registry
 )
 dead_letters = Counter(
-    "cci_dead_letters_total", "Input records sent to the dead-letter topic", ["reason"],
+    "cci_dead_letters_total",
+    "Input records sent to the dead-letter topic",
+    ["reason"],
     registry=registry,
 )
 inactive_activities = Counter(
@@ -42,6 +44,8 @@ user_months = Gauge(
     "cci_user_months", "Distinct active user-months held in dedup state", registry=registry
 )
 current_cci = Gauge(
-    "cci_current", "Latest CCI per month, dimension and segment", ["month", "dimension", "segment"],
+    "cci_current",
+    "Latest CCI per month, dimension and segment",
+    ["month", "dimension", "segment"],
     registry=registry,
 )

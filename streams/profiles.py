@@ -98,7 +98,7 @@ class ProfileBook:
             pending = {tp for tp in tps if end[tp] > 0}
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for tp, records in batches.items():
+                for records in batches.values():
                     for record in records:
                         self.apply(record.key, record.value)
                 if pending:

@@ -33,6 +33,10 @@ def _parse_str(value: str) -> str:
     return value.strip()
 
 
+def _parse_path(value: str) -> Path:
+    return Path(_parse_str(value))
+
+
 def _parse_positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -117,7 +121,10 @@ class Settings:
     """The worker's and the CLI's configuration."""
 
     kafka_bootstrap: str = _setting(
-        "CCI_KAFKA_BOOTSTRAP", "localhost:9092", _parse_str, "Kafka bootstrap servers, host:port[,…]"
+        "CCI_KAFKA_BOOTSTRAP",
+        "localhost:9092",
+        _parse_str,
+        "Kafka bootstrap servers, host:port[,…]",
     )
     app_id: str = _setting(
         "CCI_APP_ID", "cci", _parse_str, "Faust app id: consumer group and internal topic prefix"
@@ -147,11 +154,14 @@ class Settings:
         "CCI_WEB_HOST", "127.0.0.1", _parse_str, "address the worker's web server binds"
     )
     web_port: int = _setting("CCI_WEB_PORT", 6066, _parse_port, "port of the worker's web server")
-    data_dir: Path = _setting(
-        "CCI_DATA_DIR", Path(".cci/data"), lambda v: Path(_parse_str(v)), "worker state directory"
+    data_dir: Path = _setting(  # noqa: RUF009 - Path is immutable, safe as a shared default
+        "CCI_DATA_DIR", Path(".cci/data"), _parse_path, "worker state directory"
     )
     partitions: int = _setting(
-        "CCI_PARTITIONS", 4, _parse_positive_int, "partitions of the topics `cci topics create` makes"
+        "CCI_PARTITIONS",
+        4,
+        _parse_positive_int,
+        "partitions of the topics `cci topics create` makes",
     )
     replication_factor: int = _setting(
         "CCI_REPLICATION_FACTOR", 1, _parse_positive_int, "replication factor of created topics"

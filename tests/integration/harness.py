@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -75,7 +76,9 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise AssertionError(
+                    f"worker exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             status = self.health()
             if not self.statuses_seen or self.statuses_seen[-1] != status:
                 self.statuses_seen.append(status)
@@ -106,10 +109,8 @@ class WorkerProcess:
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -155,7 +156,7 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | N
             remaining = {tp for tp in tps if end[tp] > 0}
             while remaining:
                 batches = await consumer.getmany(timeout_ms=1000)
-                for tp, batch in batches.items():
+                for batch in batches.values():
                     records.extend((r.key, r.value) for r in batch)
                 remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
             return records

@@ -48,7 +48,9 @@ def test_bad_input_is_dead_lettered_with_reason(pipeline) -> None:
     pipeline.env["CCI_MAX_EVENT_BYTES"] = "1024"
     worker = pipeline.worker()
 
-    produce(pipeline.bootstrap, TOPIC_ACTIVITY, [*good_activity, *bad_activity.values(), bad_segments])
+    produce(
+        pipeline.bootstrap, TOPIC_ACTIVITY, [*good_activity, *bad_activity.values(), bad_segments]
+    )
     produce(pipeline.bootstrap, TOPIC_TICKETS, [good_ticket, bad_ticket, b""])
 
     expected_bad = len(bad_activity) + 3

@@ -26,7 +26,19 @@ def cci(*args: str, env: dict[str, str], cwd: Path) -> str:
 def test_generated_expected_cci_is_reproduced_by_the_worker(pipeline, tmp_path: Path) -> None:
     env = worker_env(pipeline.bootstrap, tmp_path / "cli")
     out = tmp_path / "generated"
-    cci("generate", "--users", "300", "--months", "2", "--seed", "3", "--out", str(out), env=env, cwd=tmp_path)
+    cci(
+        "generate",
+        "--users",
+        "300",
+        "--months",
+        "2",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        env=env,
+        cwd=tmp_path,
+    )
     created = cci("topics", "create", env=env, cwd=tmp_path)
     assert "exists" in created  # the fixture made them: idempotent
     for name, topic in (
@@ -34,7 +46,9 @@ def test_generated_expected_cci_is_reproduced_by_the_worker(pipeline, tmp_path: 
         ("activity", "user-activity"),
         ("tickets", "ticket-created"),
     ):
-        produced = cci("produce", str(out / f"{name}.jsonl"), "--topic", topic, env=env, cwd=tmp_path)
+        produced = cci(
+            "produce", str(out / f"{name}.jsonl"), "--topic", topic, env=env, cwd=tmp_path
+        )
         lines = sum(1 for line in (out / f"{name}.jsonl").read_bytes().splitlines() if line.strip())
         assert f"produced {lines} records" in produced
     pipeline.worker()
