@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,8 +18,11 @@ from streams.settings import Settings, SettingsError, describe_settings, load_se
 
 
 def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj
-    return settings
+    """The environment's settings, read when a command runs (so --help works with a bad value)."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc), ctx) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,17 +30,20 @@ def _settings(ctx: click.Context) -> Settings:
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """cci-stream: exact, live Customer Contact Index per segment from Kafka events."""
-    try:
-        ctx.obj = load_settings()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 @cli.command("settings")
-def settings_command() -> None:
-    """List every CCI_* environment variable with its default."""
-    for env, default, doc in describe_settings():
-        click.echo(f"{env:<28} {default!s:<24} {doc}")
+@click.pass_context
+def settings_command(ctx: click.Context) -> None:
+    """List every CCI_* environment variable: its value now, default and meaning."""
+    settings = _settings(ctx)
+    click.echo(f"{'variable':<28} {'value':<24} {'default':<24} meaning")
+    for (env, default, doc), spec in zip(describe_settings(), fields(Settings), strict=True):
+        value = getattr(settings, spec.name)
+        shown = ",".join(value) if isinstance(value, tuple) else str(value)
+        if "PASSWORD" in env and shown:
+            shown = "***"
+        click.echo(f"{env:<28} {shown:<24} {default!s:<24} {doc}")
 
 
 # --- dev -----------------------------------------------------------------------------------------

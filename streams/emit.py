@@ -36,7 +36,9 @@ def update_value(
         "cci": domain.cci(tickets, active_users),
         "contact_rate_pct": domain.contact_rate_pct(tickets, active_users),
         "version": version,
-        "emitted_at": emitted_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "emitted_at": emitted_at.astimezone(UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
     }
 
 

@@ -59,7 +59,7 @@ def _parse_seconds(value: str) -> float:
         seconds = float(value)
     except ValueError:
         raise ValueError(f"expected a number of seconds, got {value!r}") from None
-    if not 0 < seconds < 86400:
+    if not 0 < seconds <= 86400:
         raise ValueError(f"must be between 0 and 86400 seconds, got {seconds}")
     return seconds
 

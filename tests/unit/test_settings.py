@@ -1,0 +1,221 @@
+"""CCI_* settings: defaults, parsing, and start-up errors that name the variable."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from streams.settings import Settings, SettingsError, describe_settings, load_settings
+
+EVERY_VARIABLE = [spec.metadata["env"] for spec in fields(Settings)]
+
+
+@pytest.fixture(autouse=True)
+def no_cci_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's or CI's own CCI_* variables must not leak into these tests."""
+    for name in EVERY_VARIABLE:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+
+    assert settings == Settings()
+    assert settings.kafka_bootstrap == "localhost:9092"
+    assert settings.app_id == "cci"
+    assert settings.clickhouse_url == "chdb://.cci/clickhouse"
+    assert settings.timezone == "UTC"
+    assert settings.zone == ZoneInfo("UTC")
+    assert settings.active_activities == ()
+    assert settings.extra_dimensions == ()
+    assert (settings.web_host, settings.web_port) == ("127.0.0.1", 6066)
+    assert settings.data_dir == Path(".cci/data")
+    assert (settings.partitions, settings.replication_factor) == (4, 1)
+    assert settings.retain_months == 13
+    assert settings.emit_interval == 0.5
+    assert settings.max_event_bytes == 65536
+    assert settings.max_future_seconds == 86400.0
+    assert settings.embedded_broker is False
+    assert settings.session_timeout == 10.0
+    assert settings.log_level == "INFO"
+    assert settings.kafka_security_protocol == "PLAINTEXT"
+    assert settings.kafka_client_kwargs() == {"security_protocol": "PLAINTEXT"}
+
+
+def test_without_an_argument_the_process_environment_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CCI_PARTITIONS", "7")
+
+    assert load_settings().partitions == 7
+
+
+# (variable, raw value, attribute, parsed value)
+VALID: list[tuple[str, str, str, Any]] = [
+    ("CCI_KAFKA_BOOTSTRAP", "k1:9092,k2:9092", "kafka_bootstrap", "k1:9092,k2:9092"),
+    ("CCI_KAFKA_BOOTSTRAP", "  broker:9093 ", "kafka_bootstrap", "broker:9093"),
+    ("CCI_APP_ID", "cci-test", "app_id", "cci-test"),
+    ("CCI_CLICKHOUSE_URL", "chdb:///var/lib/cci", "clickhouse_url", "chdb:///var/lib/cci"),
+    ("CCI_CLICKHOUSE_URL", "http://u:p@ch:8123/cci", "clickhouse_url", "http://u:p@ch:8123/cci"),
+    ("CCI_CLICKHOUSE_URL", "https://ch:8443/db", "clickhouse_url", "https://ch:8443/db"),
+    ("CCI_TIMEZONE", "Europe/Berlin", "timezone", "Europe/Berlin"),
+    ("CCI_TIMEZONE", "America/New_York", "timezone", "America/New_York"),
+    ("CCI_ACTIVE_ACTIVITIES", "login, buy,,login ", "active_activities", ("login", "buy")),
+    ("CCI_ACTIVE_ACTIVITIES", "", "active_activities", ()),
+    ("CCI_EXTRA_DIMENSIONS", "company_size,team.x", "extra_dimensions", ("company_size", "team.x")),
+    ("CCI_WEB_HOST", "0.0.0.0", "web_host", "0.0.0.0"),
+    ("CCI_WEB_PORT", "8080", "web_port", 8080),
+    ("CCI_WEB_PORT", "1", "web_port", 1),
+    ("CCI_WEB_PORT", "65535", "web_port", 65535),
+    ("CCI_DATA_DIR", "/var/lib/cci", "data_dir", Path("/var/lib/cci")),
+    ("CCI_PARTITIONS", "12", "partitions", 12),
+    ("CCI_PARTITIONS", " 1 ", "partitions", 1),
+    ("CCI_REPLICATION_FACTOR", "3", "replication_factor", 3),
+    ("CCI_RETAIN_MONTHS", "25", "retain_months", 25),
+    ("CCI_EMIT_INTERVAL", "2.5", "emit_interval", 2.5),
+    ("CCI_EMIT_INTERVAL", "0.01", "emit_interval", 0.01),
+    ("CCI_MAX_EVENT_BYTES", "1024", "max_event_bytes", 1024),
+    ("CCI_MAX_FUTURE_SECONDS", "3600", "max_future_seconds", 3600.0),
+    ("CCI_EMBEDDED_BROKER", "true", "embedded_broker", True),
+    ("CCI_EMBEDDED_BROKER", "YES", "embedded_broker", True),
+    ("CCI_EMBEDDED_BROKER", "1", "embedded_broker", True),
+    ("CCI_EMBEDDED_BROKER", "On", "embedded_broker", True),
+    ("CCI_EMBEDDED_BROKER", "false", "embedded_broker", False),
+    ("CCI_EMBEDDED_BROKER", "0", "embedded_broker", False),
+    ("CCI_EMBEDDED_BROKER", "no", "embedded_broker", False),
+    ("CCI_EMBEDDED_BROKER", "", "embedded_broker", False),
+    ("CCI_SESSION_TIMEOUT", "30", "session_timeout", 30.0),
+    ("CCI_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ("CCI_KAFKA_SECURITY_PROTOCOL", "ssl", "kafka_security_protocol", "SSL"),
+    ("CCI_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "kafka_sasl_mechanism", "SCRAM-SHA-512"),
+    ("CCI_KAFKA_SASL_USERNAME", "cci", "kafka_sasl_username", "cci"),
+    ("CCI_KAFKA_SASL_PASSWORD", "s3cret", "kafka_sasl_password", "s3cret"),
+    ("CCI_KAFKA_SSL_CAFILE", "/etc/ssl/ca.pem", "kafka_ssl_cafile", "/etc/ssl/ca.pem"),
+]
+
+
+@pytest.mark.parametrize(("env", "raw", "attribute", "expected"), VALID)
+def test_each_variable_is_parsed(env: str, raw: str, attribute: str, expected: Any) -> None:
+    settings = load_settings({env: raw})
+
+    assert getattr(settings, attribute) == expected
+    others = {spec.name for spec in fields(Settings)} - {attribute}
+    assert all(getattr(settings, name) == getattr(Settings(), name) for name in others)
+
+
+def test_every_variable_has_a_parsing_case() -> None:
+    assert {env for env, *_ in VALID} == set(EVERY_VARIABLE)
+
+
+def test_the_time_zone_setting_gives_its_zone() -> None:
+    assert load_settings({"CCI_TIMEZONE": "Asia/Kolkata"}).zone == ZoneInfo("Asia/Kolkata")
+
+
+# (variable, raw value); each must stop start-up with a message naming the variable.
+INVALID: list[tuple[str, str]] = [
+    ("CCI_KAFKA_BOOTSTRAP", "   "),
+    ("CCI_APP_ID", ""),
+    ("CCI_CLICKHOUSE_URL", "ftp://x"),
+    ("CCI_CLICKHOUSE_URL", "localhost:8123"),
+    ("CCI_TIMEZONE", "Mars/Base"),
+    ("CCI_TIMEZONE", ""),
+    ("CCI_TIMEZONE", "../../etc/passwd"),
+    ("CCI_ACTIVE_ACTIVITIES", "login,page view"),
+    ("CCI_EXTRA_DIMENSIONS", "size;drop"),
+    ("CCI_WEB_PORT", "70000"),
+    ("CCI_WEB_PORT", "0"),
+    ("CCI_WEB_PORT", "http"),
+    ("CCI_DATA_DIR", " "),
+    ("CCI_PARTITIONS", "zero"),
+    ("CCI_PARTITIONS", "0"),
+    ("CCI_PARTITIONS", "-3"),
+    ("CCI_PARTITIONS", "2.5"),
+    ("CCI_REPLICATION_FACTOR", "0"),
+    ("CCI_RETAIN_MONTHS", "0"),
+    ("CCI_EMIT_INTERVAL", "-1"),
+    ("CCI_EMIT_INTERVAL", "0"),
+    ("CCI_EMIT_INTERVAL", "soon"),
+    ("CCI_EMIT_INTERVAL", "nan"),
+    ("CCI_MAX_EVENT_BYTES", "64k"),
+    ("CCI_MAX_FUTURE_SECONDS", "-5"),
+    ("CCI_EMBEDDED_BROKER", "maybe"),
+    ("CCI_SESSION_TIMEOUT", "inf"),
+    ("CCI_LOG_LEVEL", "loud"),
+    ("CCI_KAFKA_SECURITY_PROTOCOL", "TLS"),
+]
+
+
+@pytest.mark.parametrize(("env", "raw"), INVALID)
+def test_an_invalid_value_names_its_variable(env: str, raw: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^{re.escape(env)}: ") as raised:
+        load_settings({env: raw})
+
+    assert isinstance(raised.value, ValueError)  # callers may catch the broader type
+
+
+def test_the_message_shows_the_bad_value() -> None:
+    with pytest.raises(SettingsError, match="Mars/Base"):
+        load_settings({"CCI_TIMEZONE": "Mars/Base"})
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "sasl_ssl"])
+def test_a_sasl_protocol_without_a_user_names_the_user_variable(protocol: str) -> None:
+    with pytest.raises(SettingsError, match="CCI_KAFKA_SASL_USERNAME"):
+        load_settings({"CCI_KAFKA_SECURITY_PROTOCOL": protocol})
+
+
+def test_a_sasl_protocol_with_a_user_gives_aiokafka_options() -> None:
+    settings = load_settings(
+        {
+            "CCI_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "CCI_KAFKA_SASL_USERNAME": "cci",
+            "CCI_KAFKA_SASL_PASSWORD": "pw",
+        }
+    )
+
+    assert settings.kafka_client_kwargs() == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "cci",
+        "sasl_plain_password": "pw",
+    }
+
+
+def test_with_overrides_applies_given_values_and_ignores_none() -> None:
+    settings = load_settings({"CCI_KAFKA_BOOTSTRAP": "from-env:9092", "CCI_WEB_PORT": "7000"})
+
+    overridden = settings.with_overrides(kafka_bootstrap=None, web_port=7100, app_id=None)
+
+    assert overridden.kafka_bootstrap == "from-env:9092"
+    assert overridden.web_port == 7100
+    assert overridden.app_id == "cci"
+    assert settings.web_port == 7000  # settings are immutable: a copy was made
+
+
+def test_describe_settings_lists_every_variable_once_with_its_default() -> None:
+    rows = describe_settings()
+
+    assert [env for env, _, _ in rows] == EVERY_VARIABLE
+    assert len(set(EVERY_VARIABLE)) == len(EVERY_VARIABLE)
+    assert all(env.startswith("CCI_") and doc.strip() for env, _, doc in rows)
+    shown = {env: default for env, default, _ in rows}
+    assert shown["CCI_PARTITIONS"] == "4"
+    assert shown["CCI_ACTIVE_ACTIVITIES"] == ""
+    assert shown["CCI_TIMEZONE"] == "UTC"
+    assert shown["CCI_EMBEDDED_BROKER"] == "False"
+
+
+
+
+@pytest.mark.parametrize(
+    ("env", "shown"),
+    [(env, shown) for env, shown, _ in describe_settings()],
+)
+def test_setting_a_variable_to_its_shown_default_changes_nothing(env: str, shown: str) -> None:
+    # `cci settings` prints these defaults; copying one into the environment must be accepted.
+    assert load_settings({env: shown}) == Settings()
