@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from streams.generate import load_expected
 from tests.integration.harness import wait_for_figures, worker_env
 
@@ -23,8 +25,20 @@ def cci(*args: str, env: dict[str, str], cwd: Path) -> str:
     return result.stdout
 
 
-def test_generated_expected_cci_is_reproduced_by_the_worker(pipeline, tmp_path: Path) -> None:
-    env = worker_env(pipeline.bootstrap, tmp_path / "cli")
+@pytest.mark.parametrize(
+    "settings_env",
+    [
+        {},
+        # Months in a DST zone, and only some activity types make a user active.
+        {"CCI_TIMEZONE": "America/New_York", "CCI_ACTIVE_ACTIVITIES": "login,purchase"},
+    ],
+    ids=["defaults", "new-york-login-purchase"],
+)
+def test_generated_expected_cci_is_reproduced_by_the_worker(
+    pipeline, tmp_path: Path, settings_env: dict[str, str]
+) -> None:
+    pipeline.env.update(settings_env)
+    env = worker_env(pipeline.bootstrap, tmp_path / "cli", **settings_env)
     out = tmp_path / "generated"
     cci(
         "generate",
