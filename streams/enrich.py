@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -63,14 +64,31 @@ def profile_from_event(event: UserProfile, zone: ZoneInfo) -> Profile:
 
 
 def newer_profile(current: Profile | None, candidate: Profile) -> Profile:
-    """Keep the profile with the latest ``updated_at``, whatever order they arrive in."""
-    if current is None or candidate.updated_at >= current.updated_at:
+    """Keep the profile with the latest ``updated_at``, whatever order they arrive in.
+
+    Two profiles with the same ``updated_at`` are decided by their content, not their arrival.
+    """
+    if current is None:
         return candidate
-    return current
+    return max(current, candidate, key=_profile_order)
+
+
+def _profile_order(profile: Profile) -> tuple[int, int, list[tuple[str, str]]]:
+    return profile.updated_at, profile.signup_month, sorted(profile.segments.items())
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def epoch_micros(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+    """Exact µs since the epoch (integer arithmetic: no float rounding)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+@lru_cache(maxsize=8)
+def _time_bounds(now: datetime, zone: ZoneInfo, retain_months: int) -> tuple[int, int]:
+    """(now in µs, oldest retained month): once per batch, not once per event."""
+    return epoch_micros(now), domain.oldest_retained_month(now, zone, retain_months)
 
 
 @dataclass(frozen=True)
@@ -89,10 +107,10 @@ class Enricher:
 
     def _month(self, moment: datetime, now: datetime) -> tuple[int, int]:
         ts = epoch_micros(moment)
-        if ts > epoch_micros(now) + self.max_future_micros:
+        now_micros, oldest = _time_bounds(now, self.zone, self.retain_months)
+        if ts > now_micros + self.max_future_micros:
             raise InvalidEvent(FUTURE_TIMESTAMP, f"{moment.isoformat()} is in the future")
         month = domain.month_of(moment, self.zone)
-        oldest = domain.oldest_retained_month(now, self.zone, self.retain_months)
         if month < oldest:
             raise InvalidEvent(
                 TOO_LATE,

@@ -63,7 +63,9 @@ class UserProfile:
 
 # RFC 3339 date-time: fromisoformat alone also takes dates, week dates and offset-less times.
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"  # date and time
+    r"(\.[0-9]+)?"  # any number of fractional digits
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"  # the offset is required
 )
 
 
@@ -71,7 +73,7 @@ def parse_timestamp(value: Any, field: str) -> datetime:
     """An aware datetime from an RFC 3339 string with offset."""
     if not isinstance(value, str):
         raise InvalidEvent(WRONG_TYPE, f"{field} must be an RFC 3339 string")
-    if not _RFC3339.match(value):
+    if not _RFC3339.fullmatch(value):
         raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is not RFC 3339 with offset: {value!r}")
     text = value.upper()
     # fromisoformat takes at most 6 fractional digits; RFC 3339 allows more.

@@ -1,0 +1,287 @@
+"""Valid events + the user's profile → facts with month, event time and segment attributes."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from streams import domain
+from streams.enrich import (
+    ActiveFact,
+    Enricher,
+    Profile,
+    TicketFact,
+    decode_facts,
+    encode_fact,
+    epoch_micros,
+    newer_profile,
+    profile_from_event,
+)
+from streams.validate import (
+    FUTURE_TIMESTAMP,
+    TOO_LATE,
+    ActivityEvent,
+    InvalidEvent,
+    TicketEvent,
+    UserProfile,
+)
+
+UTC_ZONE = ZoneInfo("UTC")
+BERLIN = ZoneInfo("Europe/Berlin")
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+MARCH = domain.month_from_label("2026-03")
+DIMENSIONS = domain.user_dimensions(())  # plan, product, region, tenure
+
+
+def profile(
+    signup: str, segments: dict[str, str], updated: str = "2026-01-01T00:00:00Z"
+) -> Profile:
+    return profile_from_event(
+        UserProfile(
+            "u-1", datetime.fromisoformat(signup), segments, datetime.fromisoformat(updated)
+        ),
+        UTC_ZONE,
+    )
+
+
+def enricher(
+    profiles: dict[str, Profile] | None = None,
+    *,
+    zone: ZoneInfo = UTC_ZONE,
+    active: frozenset[str] = frozenset(),
+    dimensions: tuple[str, ...] = DIMENSIONS,
+    retain_months: int = 13,
+    max_future_seconds: int = 86400,
+) -> Enricher:
+    book = profiles or {}
+    return Enricher(
+        zone=zone,
+        dimensions=dimensions,
+        active_activities=active,
+        retain_months=retain_months,
+        max_future_micros=max_future_seconds * 1_000_000,
+        profile_of=book.get,
+    )
+
+
+def activity(
+    at: str = "2026-03-04T10:00:00Z",
+    kind: str | None = "login",
+    segments: dict[str, str] | None = None,
+    user_id: str = "u-1",
+) -> ActivityEvent:
+    return ActivityEvent(user_id, datetime.fromisoformat(at), kind, segments)
+
+
+def ticket(
+    at: str = "2026-03-04T10:00:00Z",
+    channel: str | None = "email",
+    segments: dict[str, str] | None = None,
+    user_id: str = "u-1",
+) -> TicketEvent:
+    return TicketEvent("t-1", user_id, datetime.fromisoformat(at), channel, segments)
+
+
+PAID_EU = profile("2026-01-10T09:00:00Z", {"plan": "paid", "product": "docs", "region": "eu"})
+
+
+# --- segments ------------------------------------------------------------------------------------
+
+
+def test_event_segments_win_over_the_profile() -> None:
+    fact = enricher({"u-1": PAID_EU}).active_fact(activity(segments={"plan": "vip"}), NOW)
+    assert fact == ActiveFact(
+        "u-1",
+        MARCH,
+        epoch_micros(datetime(2026, 3, 4, 10, tzinfo=UTC)),
+        ("vip", "docs", "eu", "1-2m"),
+    )
+
+
+def test_profile_fills_what_the_event_lacks() -> None:
+    fact = enricher({"u-1": PAID_EU}).active_fact(activity(segments={"region": "us"}), NOW)
+    assert fact is not None
+    assert fact.attributes == ("paid", "docs", "us", "1-2m")
+
+
+def test_without_profile_everything_not_on_the_event_is_unknown() -> None:
+    fact = enricher().active_fact(activity(segments={"plan": "free"}), NOW)
+    assert fact is not None
+    assert fact.attributes == ("free", "unknown", "unknown", "unknown")
+
+
+def test_empty_event_value_falls_back_to_the_profile() -> None:
+    fact = enricher({"u-1": PAID_EU}).ticket_fact(ticket(segments={"plan": ""}), NOW)
+    assert fact.attributes[0] == "paid"
+
+
+def test_extra_dimensions_come_before_tenure() -> None:
+    dims = domain.user_dimensions(("company_size",))
+    book = {"u-1": profile("2026-03-01T00:00:00Z", {"plan": "free", "company_size": "51+"})}
+    fact = enricher(book, dimensions=dims).active_fact(activity(), NOW)
+    assert fact is not None
+    assert fact.attributes == ("free", "unknown", "unknown", "51+", "new")
+
+
+# --- tenure --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signup", "bucket"),
+    [
+        ("2026-03-01T00:00:00Z", "new"),
+        ("2026-02-28T23:59:59Z", "1-2m"),
+        ("2026-01-31T00:00:00Z", "1-2m"),
+        ("2025-12-31T00:00:00Z", "3-11m"),
+        ("2025-04-01T00:00:00Z", "3-11m"),
+        ("2025-03-31T00:00:00Z", "12m+"),
+        ("2020-01-01T00:00:00Z", "12m+"),
+        ("2026-05-01T00:00:00Z", "new"),  # signup after the event
+    ],
+)
+def test_tenure_from_the_profile_signup(signup: str, bucket: str) -> None:
+    book = {"u-1": profile(signup, {"plan": "free"})}
+    fact = enricher(book).ticket_fact(ticket(), NOW)
+    assert fact.attributes[DIMENSIONS.index("tenure")] == bucket
+
+
+def test_tenure_counts_months_of_the_event_not_of_now() -> None:
+    book = {"u-1": profile("2025-12-10T09:00:00Z", {})}
+    fact = enricher(book).ticket_fact(ticket(at="2025-12-20T00:00:00Z"), NOW)
+    assert fact.attributes[-2] == "new"
+    assert fact.month == domain.month_from_label("2025-12")
+
+
+def test_tenure_without_profile_is_unknown() -> None:
+    assert enricher().ticket_fact(ticket(), NOW).attributes[-2] == "unknown"
+
+
+def test_months_are_taken_in_the_configured_zone() -> None:
+    # 22:30Z on March 31st is 00:30 on April 1st in Berlin (summer time).
+    late_now = datetime(2026, 4, 2, tzinfo=UTC)
+    fact = enricher(zone=BERLIN).active_fact(activity(at="2026-03-31T22:30:00Z"), late_now)
+    assert fact is not None
+    assert domain.month_label(fact.month) == "2026-04"
+
+
+# --- channel -------------------------------------------------------------------------------------
+
+
+def test_channel_is_the_last_ticket_attribute() -> None:
+    fact = enricher({"u-1": PAID_EU}).ticket_fact(ticket(channel="chat"), NOW)
+    assert fact == TicketFact(
+        "t-1",
+        MARCH,
+        epoch_micros(datetime(2026, 3, 4, 10, tzinfo=UTC)),
+        ("paid", "docs", "eu", "1-2m", "chat"),
+    )
+
+
+def test_missing_channel_is_unknown() -> None:
+    assert enricher().ticket_fact(ticket(channel=None), NOW).attributes[-1] == "unknown"
+
+
+# --- active activity types -----------------------------------------------------------------------
+
+
+def test_every_activity_counts_when_no_types_are_configured() -> None:
+    for kind in ("login", "page_view", None):
+        assert enricher().active_fact(activity(kind=kind), NOW) is not None
+
+
+def test_only_configured_activity_types_make_a_user_active() -> None:
+    strict = enricher(active=frozenset({"login", "purchase"}))
+    assert strict.active_fact(activity(kind="login"), NOW) is not None
+    assert strict.active_fact(activity(kind="purchase"), NOW) is not None
+    assert strict.active_fact(activity(kind="page_view"), NOW) is None
+    assert strict.active_fact(activity(kind=None), NOW) is None
+
+
+# --- event time outside the kept window ----------------------------------------------------------
+
+
+def reason(call: object) -> str:
+    assert callable(call)
+    with pytest.raises(InvalidEvent) as caught:
+        call()
+    return caught.value.reason
+
+
+def test_months_older_than_retained_are_too_late() -> None:
+    # 13 months kept as of March 2026: March 2025 is the oldest.
+    kept = enricher()
+    assert kept.active_fact(activity(at="2025-03-01T00:00:00Z"), NOW) is not None
+    assert reason(lambda: kept.active_fact(activity(at="2025-02-28T23:59:59Z"), NOW)) == TOO_LATE
+    assert reason(lambda: kept.ticket_fact(ticket(at="2024-12-01T00:00:00Z"), NOW)) == TOO_LATE
+    one_month = enricher(retain_months=1)
+    assert reason(lambda: one_month.ticket_fact(ticket(at="2026-02-28T12:00:00Z"), NOW)) == TOO_LATE
+
+
+def test_too_late_uses_the_zone() -> None:
+    # 2025-02-28T23:30Z is already March 2025 in Berlin, the oldest month kept there.
+    fact = enricher(zone=BERLIN).ticket_fact(ticket(at="2025-02-28T23:30:00Z"), NOW)
+    assert domain.month_label(fact.month) == "2025-03"
+    assert (
+        reason(lambda: enricher().ticket_fact(ticket(at="2025-02-28T23:30:00Z"), NOW)) == TOO_LATE
+    )
+
+
+def test_far_future_is_a_future_timestamp() -> None:
+    limit = NOW + timedelta(seconds=3600)
+    within = enricher(max_future_seconds=3600)
+    assert within.ticket_fact(ticket(at=limit.isoformat()), NOW).ts == epoch_micros(limit)
+    beyond = (limit + timedelta(microseconds=1)).isoformat()
+    assert reason(lambda: within.ticket_fact(ticket(at=beyond), NOW)) == FUTURE_TIMESTAMP
+    assert reason(lambda: within.active_fact(activity(at=beyond), NOW)) == FUTURE_TIMESTAMP
+
+
+def test_inactive_types_are_dropped_before_the_time_checks() -> None:
+    # Not counted either way, so not worth a dead letter.
+    strict = enricher(active=frozenset({"login"}))
+    assert strict.active_fact(activity(at="2020-01-01T00:00:00Z", kind="page_view"), NOW) is None
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+
+def test_profile_from_event_takes_the_signup_month_in_the_zone() -> None:
+    event = UserProfile(
+        "u-1",
+        datetime(2026, 3, 31, 22, 30, tzinfo=UTC),
+        {"plan": "paid"},
+        datetime(2026, 4, 1, tzinfo=UTC),
+    )
+    assert profile_from_event(event, BERLIN).signup_month == domain.month_from_label("2026-04")
+    assert profile_from_event(event, UTC_ZONE).signup_month == MARCH
+    assert profile_from_event(event, UTC_ZONE).updated_at == epoch_micros(event.updated_at)
+
+
+def test_newest_profile_wins_whatever_the_arrival_order() -> None:
+    versions = [
+        profile("2025-01-01T00:00:00Z", {"plan": "free"}, updated="2025-01-01T00:00:00Z"),
+        profile("2025-01-01T00:00:00Z", {"plan": "paid"}, updated="2025-06-01T00:00:00Z"),
+        profile("2025-01-01T00:00:00Z", {"plan": "vip"}, updated="2026-02-01T00:00:00Z"),
+    ]
+    for order in itertools.permutations(versions):
+        held: Profile | None = None
+        for candidate in order:
+            held = newer_profile(held, candidate)
+        assert held is not None
+        assert held.segments == {"plan": "vip"}
+
+
+def test_epoch_micros_is_exact() -> None:
+    moment = datetime(2026, 3, 4, 10, 11, 12, 345678, tzinfo=UTC)
+    assert epoch_micros(moment) == 1772619072_345678
+    assert epoch_micros(datetime(1970, 1, 1, tzinfo=UTC)) == 0
+
+
+def test_fact_wire_format_round_trips() -> None:
+    facts: list[ActiveFact | TicketFact] = [
+        ActiveFact("u-1", MARCH, 123, ("free", "docs", "eu", "new")),
+        TicketFact("t-1", MARCH, 456, ("free", "docs", "eu", "new", "chat")),
+    ]
+    assert decode_facts([encode_fact(fact) for fact in facts]) == facts
