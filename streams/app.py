@@ -23,7 +23,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT
 
-from streams import domain, metrics
+from streams import domain, metrics, query
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.deduplicate import PartitionState
 from streams.emit import Versions, update_key, update_value
@@ -37,6 +37,7 @@ from streams.settings import (
     TOPIC_UPDATES,
     Settings,
 )
+from streams.sink import SinkRunner
 from streams.validate import InvalidEvent, parse_activity, parse_ticket
 
 log = logging.getLogger("streams")
@@ -190,14 +191,7 @@ def create_app(settings: Settings) -> faust.App:
         on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
     )
     dimensions = domain.user_dimensions(settings.extra_dimensions)
-    enricher = Enricher(
-        zone=settings.zone,
-        dimensions=dimensions,
-        active_activities=frozenset(settings.active_activities),
-        retain_months=settings.retain_months,
-        max_future_micros=int(settings.max_future_seconds * 1_000_000),
-        profile_of=profiles.get,
-    )
+    enricher = Enricher.from_settings(settings, profiles.get)
 
     @app.service
     class ProfileService(faust.Service):  # type: ignore[misc]
@@ -206,6 +200,18 @@ def create_app(settings: Settings) -> faust.App:
 
         async def on_stop(self) -> None:
             await profiles.stop()
+
+    # The ClickHouse sink has its own consumer group: it neither slows the stages nor needs them.
+    sink = SinkRunner(settings)
+    app.cci_sink = sink  # type: ignore[attr-defined]
+
+    @app.service
+    class ClickHouseSinkService(faust.Service):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            sink.start()
+
+        async def on_stop(self) -> None:
+            await sink.stop()
 
     # --- validate + enrich ---------------------------------------------------------------------
 
@@ -368,6 +374,19 @@ def create_app(settings: Settings) -> faust.App:
         return web.bytes(
             generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
+
+    @app.page(query.QUERY_PATH)
+    class QueryPage(faust.web.View):  # type: ignore[misc]
+        """Read-only SQL on the worker's store: the embedded engine is this process's alone."""
+
+        async def post(self, request: Any) -> Any:
+            answer = await query.answer_query(
+                sink.store,
+                await request.read(),
+                settings.clickhouse_url,
+                getattr(request, "remote", None),
+            )
+            return self.bytes(answer.body, content_type="application/json", status=answer.status)
 
     return app
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from streams import domain
+from streams.emit import figure_fields
 from streams.enrich import Attributes, Enricher, Profile, newer_profile, profile_from_event
 from streams.settings import Settings
 from streams.validate import InvalidEvent, parse_activity, parse_profile, parse_ticket
@@ -72,14 +73,7 @@ def recount(
     invalid_profiles: Counter[str] = Counter()
     profile_book = load_profiles(profiles, settings, invalid_profiles)
     dimensions = domain.user_dimensions(settings.extra_dimensions)
-    enricher = Enricher(
-        zone=settings.zone,
-        dimensions=dimensions,
-        active_activities=frozenset(settings.active_activities),
-        retain_months=settings.retain_months,
-        max_future_micros=int(settings.max_future_seconds * 1_000_000),
-        profile_of=profile_book.get,
-    )
+    enricher = Enricher.from_settings(settings, profile_book.get)
     dead_letters: Counter[str] = Counter()
     inactive = 0
 
@@ -156,14 +150,6 @@ def _figures(
 def expected_updates(figures: Mapping[FigureKey, Figure]) -> list[dict[str, Any]]:
     """The cci-updates values the figures stand for (without version and emitted_at), sorted."""
     return [
-        {
-            "month": month,
-            "dimension": dimension,
-            "segment": segment,
-            "tickets": tickets,
-            "active_users": active_users,
-            "cci": domain.cci(tickets, active_users),
-            "contact_rate_pct": domain.contact_rate_pct(tickets, active_users),
-        }
+        figure_fields(month, dimension, segment, tickets, active_users)
         for (month, dimension, segment), (tickets, active_users) in sorted(figures.items())
     ]

@@ -155,7 +155,7 @@ def generate(
     summary = generator.write_dataset(dataset, out, settings, now)
     click.echo(f"wrote {out}: {summary}")
     if to_topics:
-        from streams.dev.produce import produce_records
+        from streams.dev.produce import key_of, produce_records
         from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS
 
         for topic, lines in (
@@ -167,22 +167,12 @@ def generate(
                 produce_records(
                     settings.kafka_bootstrap,
                     topic,
-                    ((_key_of(line), line) for line in lines),
+                    ((key_of(line), line) for line in lines),
                     one_record_batches=settings.embedded_broker,
                     client_kwargs=settings.kafka_client_kwargs(),
                 )
             )
             click.echo(f"produced {count} records to {topic}")
-
-
-def _key_of(line: bytes) -> bytes | None:
-    import orjson
-
-    try:
-        user_id = orjson.loads(line).get("user_id")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return user_id.encode() if isinstance(user_id, str) else None
 
 
 @cli.command()
@@ -205,6 +195,56 @@ def produce(ctx: click.Context, file: Path, topic: str, bootstrap: str | None) -
         )
     )
     click.echo(f"produced {count} records to {topic}")
+
+
+# --- analysts ------------------------------------------------------------------------------------
+
+
+@cli.command("query")
+@click.argument("sql")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "jsonl", "csv"]),
+    default="table",
+    show_default=True,
+    help="table for people; jsonl and csv keep values exact.",
+)
+@click.pass_context
+def query_command(ctx: click.Context, sql: str, fmt: str) -> None:
+    """Run read-only SQL against the ClickHouse store (CCI_CLICKHOUSE_URL) and print the result.
+
+    With the embedded store, a running worker (on CCI_WEB_PORT) answers; otherwise the store is
+    opened directly. A failing query prints ClickHouse's error and exits with status 1.
+    """
+    from streams.query import QueryError, format_result, run_query
+
+    try:
+        result = run_query(_settings(ctx), sql)
+    except QueryError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(format_result(result, fmt))
+
+
+@cli.command()
+@click.option("--month", help="YYYY-MM (default: the latest month with figures).")
+@click.option("--dimension", help="Only this dimension: plan, product, region, tenure, channel…")
+@click.pass_context
+def report(ctx: click.Context, month: str | None, dimension: str | None) -> None:
+    """CCI per segment for a month, with the change from the month before."""
+    from streams.query import REPORT_SQL, QueryError, render_report, report_parameters, run_query
+
+    try:
+        parameters = report_parameters(month, dimension)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month") from None
+    try:
+        result = run_query(_settings(ctx), REPORT_SQL, parameters)
+    except QueryError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(render_report(result))
 
 
 # --- demo ----------------------------------------------------------------------------------------

@@ -18,6 +18,21 @@ def update_key(month: int, dimension: str, segment: str) -> str:
     return f"{domain.month_label(month)}|{dimension}|{segment}"
 
 
+def figure_fields(
+    month_label: str, dimension: str, segment: str, tickets: int, active_users: int
+) -> dict[str, Any]:
+    """The figure part of a cci-updates value (shared with the batch recount's expectations)."""
+    return {
+        "month": month_label,
+        "dimension": dimension,
+        "segment": segment,
+        "tickets": tickets,
+        "active_users": active_users,
+        "cci": domain.cci(tickets, active_users),
+        "contact_rate_pct": domain.contact_rate_pct(tickets, active_users),
+    }
+
+
 def update_value(
     month: int,
     dimension: str,
@@ -28,13 +43,7 @@ def update_value(
     emitted_at: datetime,
 ) -> dict[str, Any]:
     return {
-        "month": domain.month_label(month),
-        "dimension": dimension,
-        "segment": segment,
-        "tickets": tickets,
-        "active_users": active_users,
-        "cci": domain.cci(tickets, active_users),
-        "contact_rate_pct": domain.contact_rate_pct(tickets, active_users),
+        **figure_fields(domain.month_label(month), dimension, segment, tickets, active_users),
         "version": version,
         "emitted_at": emitted_at.astimezone(UTC)
         .isoformat(timespec="milliseconds")

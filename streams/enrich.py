@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from streams import domain
+from streams.settings import Settings
 from streams.validate import (
     FUTURE_TIMESTAMP,
     TOO_LATE,
@@ -101,6 +102,19 @@ class Enricher:
     retain_months: int
     max_future_micros: int
     profile_of: Callable[[str], Profile | None]
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, profile_of: Callable[[str], Profile | None]
+    ) -> Enricher:
+        return cls(
+            zone=settings.zone,
+            dimensions=domain.user_dimensions(settings.extra_dimensions),
+            active_activities=frozenset(settings.active_activities),
+            retain_months=settings.retain_months,
+            max_future_micros=int(settings.max_future_seconds * 1_000_000),
+            profile_of=profile_of,
+        )
 
     def counts_as_active(self, activity: str | None) -> bool:
         return not self.active_activities or activity in self.active_activities

@@ -102,10 +102,10 @@ def _non_blank(lines: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def _keyed(value: bytes, key_field: str) -> Record:
-    return (_key_of(value, key_field), value)
+    return (key_of(value, key_field), value)
 
 
-def _key_of(value: bytes, key_field: str) -> bytes | None:
+def key_of(value: bytes, key_field: str = "user_id") -> bytes | None:
     try:
         document = orjson.loads(value)
     except orjson.JSONDecodeError:

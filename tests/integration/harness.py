@@ -19,7 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.dev.broker import free_port
-from streams.dev.produce import produce_records
+from streams.dev.produce import key_of, produce_records
 from streams.dev.topics import create_topics
 from streams.settings import TOPIC_UPDATES, load_settings
 from streams.topics import topic_catalogue
@@ -126,16 +126,8 @@ def create_all_topics(bootstrap: str, **env: str) -> None:
 
 def produce(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
     """Produce values keyed by their user_id (as `cci produce` does)."""
-    records = [(_user_key(v), v) for v in values]
+    records = [(key_of(v), v) for v in values]
     return asyncio.run(produce_records(bootstrap, topic, records, one_record_batches=True))
-
-
-def _user_key(value: bytes) -> bytes | None:
-    try:
-        user_id = orjson.loads(value).get("user_id")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return user_id.encode() if isinstance(user_id, str) else None
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
