@@ -259,12 +259,18 @@ def report(ctx: click.Context, month: str | None, dimension: str | None) -> None
     show_default=True,
     help="Live events per second after the history is loaded.",
 )
+@click.option(
+    "--run-for",
+    type=click.FloatRange(min=0, min_open=True),
+    hidden=True,
+    help="Stop by itself after this many seconds (for tests).",
+)
 @click.pass_context
-def demo(ctx: click.Context, users: int, rate: int) -> None:
+def demo(ctx: click.Context, users: int, rate: int, run_for: float | None) -> None:
     """Everything on loopback: broker, topics, worker, live traffic and a live CCI table."""
     from streams.demo import run_demo
 
-    sys.exit(run_demo(_settings(ctx), users=users, rate=rate))
+    sys.exit(run_demo(_settings(ctx), users=users, rate=rate, run_for=run_for))
 
 
 def main() -> None:
