@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
 
 from streams.batch import recount
 from streams.generate import Dataset, generate
-from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
-from tests.integration.harness import Figures, latest_updates, produce, wait_for_figures
+from streams.settings import (
+    TOPIC_ACTIVITY,
+    TOPIC_PROFILES,
+    TOPIC_TICKETS,
+    TOPIC_UPDATES,
+    load_settings,
+)
+from tests.integration.harness import (
+    Figures,
+    latest_updates,
+    produce,
+    read_topic,
+    wait_for_figures,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +49,16 @@ def test_resent_events_count_once(pipeline, dataset) -> None:
     data, expected = dataset
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
     pipeline.worker()
+    started = time.monotonic()
     _produce_events(pipeline.bootstrap, data)
     wait_for_figures(pipeline.bootstrap, expected)
+    # Bursts are coalesced: the busiest key gets about one record per emit interval (0.3 s in
+    # the tests), not one per event.
+    elapsed = time.monotonic() - started
+    per_key = Counter(key for key, _ in read_topic(pipeline.bootstrap, TOPIC_UPDATES))
+    busiest = max(per_key.values())
+    events = len(data.activity) + len(data.tickets)
+    assert busiest <= elapsed / 0.3 + 3 and busiest < events / 20, (busiest, events, elapsed)
     # A producer that resends everything (and then some, out of order) changes nothing.
     _produce_events(pipeline.bootstrap, data, slice(None, None, -1))
     _produce_events(pipeline.bootstrap, data)
