@@ -4,6 +4,7 @@
     ticket-created┴─ ingest (validate + enrich) ──────┴─ {app}-facts (by user_id / ticket_id)
     {app}-facts ──── deduplicate (PartitionState) ──── {app}-partials (by month)
     {app}-partials ─ aggregate (month table) ── timer ─ cci-updates
+    cci-updates + {app}-dedup-changelog ─ sink (own consumer group) ─ ClickHouse
 
 The rules live in the stage modules; this file only moves records between them and Kafka.
 """

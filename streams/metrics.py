@@ -49,3 +49,37 @@ current_cci = Gauge(
     ["month", "dimension", "segment"],
     registry=registry,
 )
+
+# --- ClickHouse sink (streams/sink.py) ------------------------------------------------------------
+sink_rows_written = Counter(
+    "cci_sink_rows_written_total",
+    "Rows ClickHouse confirmed, per table",
+    ["table"],
+    registry=registry,
+)
+sink_batches = Counter(
+    "cci_sink_batches_total", "Batches written to ClickHouse and then committed", registry=registry
+)
+sink_retries = Counter(
+    "cci_sink_retries_total",
+    "ClickHouse inserts that failed and were retried after a back-off, per table",
+    ["table"],
+    registry=registry,
+)
+sink_lag_records = Gauge(
+    "cci_sink_lag_records",
+    "Records of a topic the sink has not yet confirmed in ClickHouse (end offset - confirmed)",
+    ["topic"],
+    registry=registry,
+)
+sink_lag_seconds = Gauge(
+    "cci_sink_lag_seconds",
+    "Age of the oldest record waiting for ClickHouse; 0 when nothing waits",
+    registry=registry,
+)
+sink_skipped_records = Counter(
+    "cci_sink_skipped_records_total",
+    "Records of the sink's topics it could not read (logged as errors), per topic",
+    ["topic"],
+    registry=registry,
+)

@@ -175,6 +175,18 @@ class Settings:
         _parse_seconds,
         "seconds a changed figure may wait before it is published, coalescing bursts",
     )
+    sink_batch_rows: int = _setting(
+        "CCI_SINK_BATCH_ROWS",
+        5000,
+        _parse_positive_int,
+        "rows the ClickHouse sink collects before it writes a batch",
+    )
+    sink_flush_seconds: float = _setting(
+        "CCI_SINK_FLUSH_SECONDS",
+        1.0,
+        _parse_seconds,
+        "seconds a row may wait in the ClickHouse sink before its batch is written",
+    )
     max_event_bytes: int = _setting(
         "CCI_MAX_EVENT_BYTES", 65536, _parse_positive_int, "larger input records are dead letters"
     )

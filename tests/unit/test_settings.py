@@ -60,6 +60,8 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CCI_KAFKA_BOOTSTRAP", "k1:9092,k2:9092", "kafka_bootstrap", "k1:9092,k2:9092"),
     ("CCI_KAFKA_BOOTSTRAP", "  broker:9093 ", "kafka_bootstrap", "broker:9093"),
     ("CCI_APP_ID", "cci-test", "app_id", "cci-test"),
+    ("CCI_SINK_BATCH_ROWS", "200", "sink_batch_rows", 200),
+    ("CCI_SINK_FLUSH_SECONDS", "2.5", "sink_flush_seconds", 2.5),
     ("CCI_CLICKHOUSE_URL", "chdb:///var/lib/cci", "clickhouse_url", "chdb:///var/lib/cci"),
     ("CCI_CLICKHOUSE_URL", "http://u:p@ch:8123/cci", "clickhouse_url", "http://u:p@ch:8123/cci"),
     ("CCI_CLICKHOUSE_URL", "https://ch:8443/db", "clickhouse_url", "https://ch:8443/db"),

@@ -1,0 +1,192 @@
+"""After a real run, the store agrees with cci-updates exactly, its raw facts reproduce the figures
+with a plain GROUP BY, and `cci query` / `cci report` answer both while the worker runs (through
+its web server: the worker owns the embedded engine) and after it stopped (store opened directly).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.batch import recount
+from streams.generate import generate
+from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
+from tests.integration.harness import Figures, latest_updates, produce, wait_for_figures
+
+CURRENT_SQL = (
+    "SELECT formatDateTime(month, '%Y-%m') AS month, dimension, segment, tickets, active_users, "
+    "cci, contact_rate_pct, version FROM cci_segment_monthly FINAL"
+)
+RECOUNT_SQL = (
+    "SELECT formatDateTime(month, '%Y-%m') AS month, dimension, segment, tickets, active_users "
+    "FROM cci_segment_recount"
+)
+# The plain GROUP BYs an analyst would write, one per table.
+USERS_BY_PLAN_SQL = (
+    "SELECT formatDateTime(month, '%Y-%m') AS month, plan, count() AS active_users "
+    "FROM cci_monthly_active_users FINAL GROUP BY month, plan"
+)
+TICKETS_BY_CHANNEL_SQL = (
+    "SELECT formatDateTime(month, '%Y-%m') AS month, channel, count() AS tickets "
+    "FROM cci_tickets FINAL GROUP BY month, channel"
+)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_queries() -> list[list[str]]:
+    """The arguments of every `cci query` example in the README's "Analyst queries" section."""
+    section = README.read_text().split("## Analyst queries")[1].split("\n## ")[0]
+    commands = re.findall(r'(?m)^    \.venv/bin/cci query (?:"[^"]*"|[^\n]*)', section)
+    examples = [shlex.split(command)[2:] for command in commands]
+    return [args for args in examples if not args[0].startswith("[")]  # not the synopsis
+
+
+def cci(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def query_rows(sql: str, env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
+    result = cci("query", "--format", "jsonl", sql, env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def post_query(port: int, sql: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/query", data=orjson.dumps({"sql": sql}), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+def current_of_updates(updates: dict[str, dict[str, Any]]) -> dict[tuple, tuple]:
+    return {
+        (u["month"], u["dimension"], u["segment"]): (
+            u["tickets"],
+            u["active_users"],
+            u["cci"],
+            u["contact_rate_pct"],
+            u["version"],
+        )
+        for u in updates.values()
+    }
+
+
+def current_of_rows(rows: list[dict[str, Any]]) -> dict[tuple, tuple]:
+    return {
+        (r["month"], r["dimension"], r["segment"]): (
+            r["tickets"],
+            r["active_users"],
+            r["cci"],
+            r["contact_rate_pct"],
+            r["version"],
+        )
+        for r in rows
+    }
+
+
+def check_store(
+    expected: Figures, want: dict[tuple, tuple], env: dict[str, str], cwd: Path
+) -> None:
+    """The store's current figures, raw-fact recounts and report, as the CLI prints them."""
+    assert current_of_rows(query_rows(CURRENT_SQL, env, cwd)) == want
+    recounted = {
+        (r["month"], r["dimension"], r["segment"]): (r["tickets"], r["active_users"])
+        for r in query_rows(RECOUNT_SQL, env, cwd)
+    }
+    assert recounted == expected
+    users_by_plan = {
+        (r["month"], "plan", r["plan"]): r["active_users"]
+        for r in query_rows(USERS_BY_PLAN_SQL, env, cwd)
+    }
+    assert users_by_plan == {
+        k: users for k, (_, users) in expected.items() if k[1] == "plan" and users
+    }
+    tickets_by_channel = {
+        (r["month"], "channel", r["channel"]): r["tickets"]
+        for r in query_rows(TICKETS_BY_CHANNEL_SQL, env, cwd)
+    }
+    assert tickets_by_channel == {
+        k: tickets for k, (tickets, _) in expected.items() if k[1] == "channel" and tickets
+    }
+
+    month = max(k[0] for k in expected)
+    report = cci("report", "--month", month, "--dimension", "plan", env=env, cwd=cwd)
+    assert report.returncode == 0, report.stderr
+    assert f"Customer Contact Index, {month}" in report.stdout
+    for (label, dimension, segment), (tickets, users) in expected.items():
+        if label == month and dimension == "plan":
+            line = next(x for x in report.stdout.splitlines() if x.split()[:2] == ["plan", segment])
+            assert line.split()[2:4] == [str(tickets), str(users)], line
+    latest_report = cci("report", env=env, cwd=cwd)
+    assert latest_report.returncode == 0 and month in latest_report.stdout.splitlines()[0]
+
+    bad = cci("query", "SELECT nope FROM cci_no_such_table", env=env, cwd=cwd)
+    assert bad.returncode == 1
+    assert "UNKNOWN_TABLE" in bad.stderr and "cci_no_such_table" in bad.stderr
+    write = cci("query", "DROP TABLE cci_tickets", env=env, cwd=cwd)
+    assert write.returncode == 1 and "READONLY" in write.stderr
+
+
+def test_store_agrees_with_cci_updates_with_and_without_a_worker(pipeline, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    settings = load_settings({})
+    data = generate(users=300, months=2, seed=13, now=now, zone=settings.zone)
+    expected = recount(data.activity, data.tickets, data.profiles, now, settings).figures
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    worker = pipeline.worker()
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets)
+    wait_for_figures(pipeline.bootstrap, expected)
+    want = current_of_updates(latest_updates(pipeline.bootstrap))
+    env = dict(worker.env)
+
+    # Worker running: queries go through its web server. The sink writes within
+    # CCI_SINK_FLUSH_SECONDS of reading; give it a little longer than that.
+    deadline = time.monotonic() + 30
+    while current_of_rows(query_rows(CURRENT_SQL, env, tmp_path)) != want:
+        assert time.monotonic() < deadline, "cci_segment_monthly FINAL never matched cci-updates"
+        time.sleep(1)
+    check_store(expected, want, env, tmp_path)
+    # The CLI went through the worker (it could not have opened the engine the worker holds);
+    # the API itself answers as documented.
+    status, body = post_query(worker.port, "SELECT count() AS n FROM cci_segment_monthly FINAL")
+    assert (status, body["columns"], body["rows"]) == (200, ["n"], [[len(want)]])
+    status, body = post_query(worker.port, "SELECT * FROM cci_no_such_table")
+    assert status == 400 and "UNKNOWN_TABLE" in body["error"]
+    assert 'cci_sink_rows_written_total{table="cci_tickets"}' in worker.get("/metrics")
+    # The README's examples run as printed; the last one, the audit, finds no difference.
+    examples = readme_queries()
+    assert len(examples) >= 5
+    for args in examples:
+        printed = cci("query", "--format", "jsonl", *args, env=env, cwd=tmp_path)
+        assert printed.returncode == 0, (args, printed.stderr)
+        assert printed.stdout.strip() or args is examples[-1], args
+    assert printed.stdout.strip() == ""
+
+    # Worker stopped: the CLI opens the store itself and finds the same.
+    worker.stop()
+    assert worker.health() is None
+    check_store(expected, want, env, tmp_path)

@@ -1,0 +1,272 @@
+"""The store against the real ClickHouse engine (chDB, in this process): schema versions,
+read-only queries, values as parameters, and replays of facts converging in FINAL."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams import domain
+from streams.sink import (
+    ACTIVE_COLUMNS,
+    ACTIVE_TABLE,
+    SEGMENT_COLUMNS,
+    SEGMENT_TABLE,
+    TICKET_COLUMNS,
+    TICKET_TABLE,
+    FactRows,
+    segment_row,
+)
+from streams.store import QUERY_SECONDS, SCHEMA_DIR, Store, StoreError, open_store
+
+DIMENSIONS = domain.user_dimensions(("company_size",))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    # One chDB engine per process: every test opens its own directory and closes it after.
+    with open_store(f"chdb://{tmp_path / 'clickhouse'}") as opened:
+        opened.apply_schema()
+        yield opened
+
+
+def _count(store: Store, sql: str) -> int:
+    return int(store.query(sql).rows[0][0])
+
+
+def test_schema_is_applied_once_per_version_and_a_new_file_applies_alone(tmp_path: Path) -> None:
+    schema = tmp_path / "schema"
+    shutil.copytree(SCHEMA_DIR, schema)
+    with open_store(f"chdb://{tmp_path / 'clickhouse'}") as store:
+        assert store.apply_schema(schema) == [1, 2]
+        assert store.apply_schema(schema) == []
+        (schema / "003_more.sql").write_text(
+            "-- a later version\nCREATE TABLE IF NOT EXISTS extra (a UInt8)\n"
+            "ENGINE = MergeTree ORDER BY a;\n"
+        )
+        assert store.apply_schema(schema) == [3]
+        recorded = store.query("SELECT version, name FROM schema_migrations FINAL ORDER BY version")
+        assert recorded.rows == [(1, "001_tables.sql"), (2, "002_views.sql"), (3, "003_more.sql")]
+        tables = {row[0] for row in store.query("SHOW TABLES").rows}
+    assert {SEGMENT_TABLE, ACTIVE_TABLE, TICKET_TABLE, "cci_segment_trend", "extra"} <= tables
+    # Reopened (a worker restart): nothing to apply, nothing lost.
+    with open_store(f"chdb://{tmp_path / 'clickhouse'}") as store:
+        assert store.apply_schema(schema) == []
+        assert _count(store, "SELECT count() FROM schema_migrations FINAL") == 3
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO cci_segment_monthly (segment) VALUES ('x')",
+        "DROP TABLE cci_tickets",
+        "CREATE TABLE sneaky (a UInt8) ENGINE = Memory",
+        "SET readonly = 0",
+        "SELECT 1 SETTINGS readonly = 0",
+        "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+        "ALTER TABLE cci_tickets DELETE WHERE 1",
+    ],
+)
+def test_queries_are_read_only(store: Store, sql: str) -> None:
+    with pytest.raises(StoreError, match="READONLY"):
+        store.query(sql)
+    assert _count(store, "SELECT count() FROM system.tables WHERE name = 'sneaky'") == 0
+    assert _count(store, "SELECT count() FROM system.tables WHERE name = 'cci_tickets'") == 1
+
+
+def test_queries_have_a_time_limit_they_cannot_lift(store: Store) -> None:
+    limit = store.query("SELECT getSetting('max_execution_time')").rows[0][0]
+
+    assert float(limit) == QUERY_SECONDS
+    with pytest.raises(StoreError, match="READONLY"):
+        store.query("SELECT 1 SETTINGS max_execution_time = 0")
+
+
+def test_values_travel_as_data_not_sql(store: Store) -> None:
+    hostile = "O'Brien'); DROP TABLE cci_tickets; --"
+    record = {
+        "month": "2026-03",
+        "dimension": "plan",
+        "segment": hostile,
+        "tickets": 3,
+        "active_users": 7,
+        "cci": 3 / 7,
+        "contact_rate_pct": 100 * (3 / 7),
+        "version": 1_774_000_000_000_001,
+        "emitted_at": "2026-03-05T10:11:12.345Z",
+    }
+    store.insert(SEGMENT_TABLE, [segment_row(orjson.dumps(record))], SEGMENT_COLUMNS)
+
+    found = store.query(
+        "SELECT month, segment, cci, contact_rate_pct, version, updated_at "
+        "FROM cci_segment_monthly FINAL WHERE segment = {segment:String}",
+        {"segment": hostile},
+    )
+
+    # Floats come back bit for bit; the time in UTC.
+    assert found.rows == [
+        (
+            date(2026, 3, 1),
+            hostile,
+            3 / 7,
+            100 * (3 / 7),
+            1_774_000_000_000_001,
+            datetime(2026, 3, 5, 10, 11, 12, 345000),
+        )
+    ]
+    assert _count(store, "SELECT count() FROM system.tables WHERE name = 'cci_tickets'") == 1
+
+
+def _chunk(label: str, seq: int, users: list, tickets: list) -> tuple[bytes, bytes]:
+    return f"{label}@{seq}".encode(), orjson.dumps({"seq": seq, "a": users, "t": tickets})
+
+
+def _insert_chunks(store: Store, chunks: list[tuple[bytes, bytes]]) -> None:
+    facts = FactRows(DIMENSIONS)
+    for key, value in chunks:
+        users, tickets = facts.chunk_rows(key, value)
+        store.insert(ACTIVE_TABLE, users, ACTIVE_COLUMNS)
+        store.insert(TICKET_TABLE, tickets, TICKET_COLUMNS)
+
+
+def _final_facts(store: Store) -> tuple[list[tuple], list[tuple]]:
+    users = store.query(
+        "SELECT month, user_id, toUnixTimestamp64Micro(active_at), plan, product, region, tenure, "
+        "extra FROM cci_monthly_active_users FINAL ORDER BY month, user_id"
+    ).rows
+    tickets = store.query(
+        "SELECT ticket_id, month, toUnixTimestamp64Micro(created_at), channel, plan, tenure "
+        "FROM cci_tickets FINAL ORDER BY ticket_id"
+    ).rows
+    return users, tickets
+
+
+# Attributes: plan, product, region, company_size, tenure (+ channel for tickets).
+FREE = ["free", "docs", "eu", "1-10", "new"]
+PAID = ["paid", "docs", "eu", "1-10", "new"]
+CHUNKS = [
+    # u1 in March, first seen late (ts 300), then an earlier activity (ts 100) with other segments.
+    _chunk("2026-03", 10, [["u1", 300, FREE], ["u2", 200, FREE]], [["t1", 500, [*FREE, "email"]]]),
+    _chunk("2026-03", 11, [["u1", 100, PAID]], []),
+    # t1 resent with an earlier time in February: the ticket moves month.
+    _chunk("2026-02", 12, [], [["t1", 50, [*PAID, "phone"]]]),
+    _chunk("2026-02", 13, [["u1", 40, FREE]], []),  # February is another user-month
+]
+
+
+def test_replays_of_chunks_in_any_order_converge_to_the_streams_winners(tmp_path: Path) -> None:
+    expected_users = [
+        (date(2026, 2, 1), "u1", 40, "free", "docs", "eu", "new", {"company_size": "1-10"}),
+        (date(2026, 3, 1), "u1", 100, "paid", "docs", "eu", "new", {"company_size": "1-10"}),
+        (date(2026, 3, 1), "u2", 200, "free", "docs", "eu", "new", {"company_size": "1-10"}),
+    ]
+    expected_tickets = [("t1", date(2026, 2, 1), 50, "phone", "paid", "new")]
+    orders = {
+        "in order": CHUNKS,
+        "reversed": CHUNKS[::-1],
+        "twice, interleaved": [c for pair in zip(CHUNKS, CHUNKS[::-1], strict=True) for c in pair],
+    }
+    for name, chunks in orders.items():
+        with open_store(f"chdb://{tmp_path / name.replace(' ', '-')}") as store:
+            store.apply_schema()
+            _insert_chunks(store, chunks)
+            assert _final_facts(store) == (expected_users, expected_tickets), name
+            store.command("OPTIMIZE TABLE cci_monthly_active_users FINAL")
+            store.command("OPTIMIZE TABLE cci_tickets FINAL")
+            assert _count(store, "SELECT count() FROM cci_monthly_active_users") == 3, name
+            assert _count(store, "SELECT count() FROM cci_tickets") == 1, name
+
+
+def _update(
+    month: str, dimension: str, segment: str, tickets: int, users: int, version: int
+) -> bytes:
+    return orjson.dumps(
+        {
+            "month": month,
+            "dimension": dimension,
+            "segment": segment,
+            "tickets": tickets,
+            "active_users": users,
+            "cci": domain.cci(tickets, users),
+            "contact_rate_pct": domain.contact_rate_pct(tickets, users),
+            "version": version,
+            "emitted_at": datetime.now(UTC).isoformat(),
+        }
+    )
+
+
+def test_trend_view_gives_month_over_month_change_of_the_newest_versions(store: Store) -> None:
+    updates = [
+        _update("2026-01", "plan", "free", 10, 5, 1),
+        _update("2026-02", "plan", "free", 99, 1, 1),  # replaced by version 2
+        _update("2026-02", "plan", "free", 9, 3, 2),
+        _update("2026-04", "plan", "free", 4, 4, 1),  # no March: no previous month
+        _update("2026-04", "plan", "paid", 0, 0, 1),  # emptied segment: left out
+    ]
+    store.insert(SEGMENT_TABLE, [segment_row(u) for u in updates[::-1]], SEGMENT_COLUMNS)
+
+    trend = store.query(
+        "SELECT month, tickets, active_users, cci, previous_cci, cci_change, cci_change_pct "
+        "FROM cci_segment_trend ORDER BY dimension, segment, month"
+    ).rows
+
+    assert trend == [
+        (date(2026, 1, 1), 10, 5, 2.0, None, None, None),
+        (date(2026, 2, 1), 9, 3, 3.0, 2.0, 1.0, 50.0),
+        (date(2026, 4, 1), 4, 4, 1.0, None, None, None),
+    ]
+
+
+def test_recount_view_counts_the_winning_facts_per_segment(store: Store) -> None:
+    _insert_chunks(store, CHUNKS)
+
+    recount = store.query(
+        "SELECT month, dimension, segment, tickets, active_users, cci "
+        "FROM cci_segment_recount WHERE month = '2026-02-01' ORDER BY dimension, segment"
+    ).rows
+
+    # February: u1 active (free), ticket t1 (paid, phone); the channel's denominator is all users.
+    assert recount == [
+        (date(2026, 2, 1), "all", "all", 1, 1, 1.0),
+        (date(2026, 2, 1), "channel", "phone", 1, 1, 1.0),
+        (date(2026, 2, 1), "company_size", "1-10", 1, 1, 1.0),
+        (date(2026, 2, 1), "plan", "free", 0, 1, 0.0),
+        (date(2026, 2, 1), "plan", "paid", 1, 0, None),
+        (date(2026, 2, 1), "product", "docs", 1, 1, 1.0),
+        (date(2026, 2, 1), "region", "eu", 1, 1, 1.0),
+        (date(2026, 2, 1), "tenure", "new", 1, 1, 1.0),
+    ]
+
+
+def test_a_second_process_cannot_open_a_store_in_use(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "clickhouse"
+    with open_store(f"chdb://{path}") as store:
+        store.apply_schema()
+        other = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from streams.store import open_store\n"
+                f"open_store('chdb://{path}', read_only=True)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert other.returncode != 0
+    assert "another process" in other.stderr
+
+
+def test_an_unreachable_server_is_a_store_error_naming_the_cause() -> None:
+    from streams.dev.broker import free_port
+
+    with pytest.raises(StoreError, match="Connection refused"):
+        open_store(f"http://default:pw@127.0.0.1:{free_port()}/default")
