@@ -24,10 +24,12 @@ from streams.settings import (
 )
 from tests.integration.harness import (
     Figures,
+    figures_of,
     latest_updates,
     produce,
     read_topic,
     wait_for_figures,
+    wait_until,
 )
 
 
@@ -80,13 +82,15 @@ def test_sigkill_mid_stream_then_restart(pipeline, dataset) -> None:
         )
     )
     feeder.start()
-    time.sleep(1.5)
+    # Kill as soon as the worker has published: it holds state and changelog to recover, and
+    # the feeder is still sending.
+    wait_until(lambda: bool(latest_updates(pipeline.bootstrap)), 60, "nothing was published")
     first.kill()
+    at_kill = figures_of(latest_updates(pipeline.bootstrap))
     feeder.join()
-    killed_with = len(latest_updates(pipeline.bootstrap))
     pipeline.worker("second")
     wait_for_figures(pipeline.bootstrap, expected)
-    assert killed_with < len(expected), "the kill came too late to test recovery"
+    assert at_kill and at_kill != expected, "the kill came too late to test recovery"
 
 
 def test_two_workers_share_the_group_and_survive_a_rebalance(pipeline, dataset) -> None:
