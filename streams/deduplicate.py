@@ -32,7 +32,8 @@ class PartitionState:
         self.dimensions = tuple(dimensions)
         self.ticket_dimensions = (*self.dimensions, domain.CHANNEL)
         self.actives: dict[int, dict[str, tuple[int, Attributes]]] = defaultdict(dict)
-        self.tickets: dict[str, tuple[int, int, Attributes]] = {}
+        # ticket_id → (ts, month, attributes, user_id); the user only breaks exact ties.
+        self.tickets: dict[str, tuple[int, int, Attributes, str]] = {}
         self.active_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
         self.ticket_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
         self.dirty: dict[int, set[SegmentKey]] = defaultdict(set)
@@ -70,7 +71,7 @@ class PartitionState:
                     self._count(counts, dirty, self.dimensions, current[1], -1)
                 self._count(counts, dirty, self.dimensions, attributes, +1)
             return True
-        ticket = (fact.ts, fact.month, attributes)
+        ticket = (fact.ts, fact.month, attributes, fact.user_id)
         current_ticket = self.tickets.get(fact.ticket_id)
         if current_ticket is not None and current_ticket <= ticket:
             return False
@@ -123,7 +124,9 @@ class PartitionState:
                 [f.user_id, f.ts, list(f.attributes)] for f in facts if isinstance(f, ActiveFact)
             ],
             "t": [
-                [f.ticket_id, f.ts, list(f.attributes)] for f in facts if isinstance(f, TicketFact)
+                [f.ticket_id, f.ts, list(f.attributes), f.user_id]
+                for f in facts
+                if isinstance(f, TicketFact)
             ],
         }
         return key, value
@@ -139,7 +142,8 @@ class PartitionState:
             return
         self.chunk_keys[month].add(key)
         facts: list[Fact] = [ActiveFact(u, month, ts, tuple(a)) for u, ts, a in value["a"]]
-        facts += [TicketFact(t, month, ts, tuple(a)) for t, ts, a in value["t"]]
+        # Rows written before tickets carried their user have no fourth field.
+        facts += [TicketFact(t, month, ts, tuple(a), *user) for t, ts, a, *user in value["t"]]
         self.apply(facts, value["seq"])
 
     # --- retention -----------------------------------------------------------------------------

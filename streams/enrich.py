@@ -45,6 +45,7 @@ class TicketFact(NamedTuple):
     month: int
     ts: int
     attributes: Attributes  # user dimensions' values, then the channel
+    user_id: str = ""  # who filed it: carried to the analysts' ticket table
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,11 @@ class Enricher:
         month, ts = self._month(event.created_at, now)
         attributes = self._attributes(event.user_id, event.segments, month)
         return TicketFact(
-            event.ticket_id, month, ts, (*attributes, event.channel or domain.UNKNOWN)
+            event.ticket_id,
+            month,
+            ts,
+            (*attributes, event.channel or domain.UNKNOWN),
+            event.user_id,
         )
 
 
@@ -166,14 +171,15 @@ class Enricher:
 
 
 def encode_fact(fact: ActiveFact | TicketFact) -> list[object]:
-    kind = "a" if isinstance(fact, ActiveFact) else "t"
-    return [kind, fact[0], fact.month, fact.ts, fact.attributes]
+    if isinstance(fact, ActiveFact):
+        return ["a", fact.user_id, fact.month, fact.ts, fact.attributes]
+    return ["t", fact.ticket_id, fact.month, fact.ts, fact.attributes, fact.user_id]
 
 
 def decode_facts(rows: list[list[Any]]) -> list[ActiveFact | TicketFact]:
     return [
         ActiveFact(key, month, ts, tuple(attributes))
         if kind == "a"
-        else TicketFact(key, month, ts, tuple(attributes))
-        for kind, key, month, ts, attributes in rows
+        else TicketFact(key, month, ts, tuple(attributes), *user)
+        for kind, key, month, ts, attributes, *user in rows
     ]

@@ -17,11 +17,11 @@ Rows per record:
 
 * a ``cci-updates`` value → one ``cci_segment_monthly`` row (version = the record's version);
 * a dedup changelog chunk (key ``YYYY-MM@offset``, value ``{"seq", "a": [[user_id, ts, attrs]],
-  "t": [[ticket_id, ts, attrs + [channel]]]}``) → ``cci_monthly_active_users`` and ``cci_tickets``
-  rows. A chunk holds the winners at the time it was written; a later chunk for the same user-month
-  or ticket always has an earlier (or equal) time, so the version ``2^63 - ts`` makes FINAL keep the
-  stream's winner in whatever order chunks are written. Tombstones (expired months) are skipped:
-  ClickHouse keeps history.
+  "t": [[ticket_id, ts, attrs + [channel], user_id]]}``) → ``cci_monthly_active_users`` and
+  ``cci_tickets`` rows. A chunk holds the winners at the time it was written; a later chunk for
+  the same user-month or ticket always has an earlier (or equal) time, so the version
+  ``2^63 - ts`` makes FINAL keep the stream's winner in whatever order chunks are written.
+  Tombstones (expired months) are skipped: ClickHouse keeps history.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ SEGMENT_COLUMN_NAMES = ("plan", "product", "region", "tenure")
 ACTIVE_COLUMNS = ("month", "user_id", "active_at", *SEGMENT_COLUMN_NAMES, "extra", "version")
 TICKET_COLUMNS = (
     "ticket_id",
+    "user_id",
     "month",
     "created_at",
     "channel",
@@ -148,13 +149,14 @@ class FactRows:
         tickets = [
             [
                 ticket_id,
+                user[0] if user else "",
                 month,
                 ts,
                 attributes[-1],
                 *self._segments(attributes[:-1], width),
                 VERSION_BASE - ts,
             ]
-            for ticket_id, ts, attributes in chunk["t"]
+            for ticket_id, ts, attributes, *user in chunk["t"]
         ]
         return users, tickets
 

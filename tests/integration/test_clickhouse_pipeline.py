@@ -131,6 +131,9 @@ def check_store(
     assert tickets_by_channel == {
         k: tickets for k, (tickets, _) in expected.items() if k[1] == "channel" and tickets
     }
+    # Every ticket row names the user who filed it.
+    no_user = query_rows("SELECT count() AS n FROM cci_tickets FINAL WHERE user_id = ''", env, cwd)
+    assert no_user == [{"n": 0}]
 
     month = max(k[0] for k in expected)
     report = cci("report", "--month", month, "--dimension", "plan", env=env, cwd=cwd)

@@ -43,21 +43,26 @@ def test_schema_is_applied_once_per_version_and_a_new_file_applies_alone(tmp_pat
     schema = tmp_path / "schema"
     shutil.copytree(SCHEMA_DIR, schema)
     with open_store(f"chdb://{tmp_path / 'clickhouse'}") as store:
-        assert store.apply_schema(schema) == [1, 2]
+        assert store.apply_schema(schema) == [1, 2, 3]
         assert store.apply_schema(schema) == []
-        (schema / "003_more.sql").write_text(
+        (schema / "004_more.sql").write_text(
             "-- a later version\nCREATE TABLE IF NOT EXISTS extra (a UInt8)\n"
             "ENGINE = MergeTree ORDER BY a;\n"
         )
-        assert store.apply_schema(schema) == [3]
+        assert store.apply_schema(schema) == [4]
         recorded = store.query("SELECT version, name FROM schema_migrations FINAL ORDER BY version")
-        assert recorded.rows == [(1, "001_tables.sql"), (2, "002_views.sql"), (3, "003_more.sql")]
+        assert recorded.rows == [
+            (1, "001_tables.sql"),
+            (2, "002_views.sql"),
+            (3, "003_ticket_user.sql"),
+            (4, "004_more.sql"),
+        ]
         tables = {row[0] for row in store.query("SHOW TABLES").rows}
     assert {SEGMENT_TABLE, ACTIVE_TABLE, TICKET_TABLE, "cci_segment_trend", "extra"} <= tables
     # Reopened (a worker restart): nothing to apply, nothing lost.
     with open_store(f"chdb://{tmp_path / 'clickhouse'}") as store:
         assert store.apply_schema(schema) == []
-        assert _count(store, "SELECT count() FROM schema_migrations FINAL") == 3
+        assert _count(store, "SELECT count() FROM schema_migrations FINAL") == 4
 
 
 @pytest.mark.parametrize(

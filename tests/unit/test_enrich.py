@@ -177,6 +177,7 @@ def test_channel_is_the_last_ticket_attribute() -> None:
         MARCH,
         epoch_micros(datetime(2026, 3, 4, 10, tzinfo=UTC)),
         ("paid", "docs", "eu", "1-2m", "chat"),
+        "u-1",
     )
 
 

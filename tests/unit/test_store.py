@@ -52,7 +52,7 @@ def test_statements_end_with_a_line_ending_in_a_semicolon_and_comments_are_not_s
 def test_the_shipped_schema_loads_in_version_order() -> None:
     migrations = load_migrations(SCHEMA_DIR)
 
-    assert [m.version for m in migrations] == [1, 2]
+    assert [m.version for m in migrations] == [1, 2, 3]
     assert all(m.statements and len(m.checksum) == 64 for m in migrations)
     ddl = " ".join(s for m in migrations for s in m.statements)
     for table in ("cci_segment_monthly", "cci_monthly_active_users", "cci_tickets"):
@@ -122,7 +122,7 @@ def test_a_chunk_becomes_user_and_ticket_rows_with_extra_dimensions_in_a_map() -
     chunk = {
         "seq": 7,
         "a": [["u1", 1_000, attributes]],
-        "t": [["t9", 2_000, [*attributes, "phone"]]],
+        "t": [["t9", 2_000, [*attributes, "phone"], "u1"]],
     }
 
     users, tickets = facts.chunk_rows(b"2026-03@7", orjson.dumps(chunk))
@@ -146,6 +146,7 @@ def test_a_chunk_becomes_user_and_ticket_rows_with_extra_dimensions_in_a_map() -
     assert [dict(zip(TICKET_COLUMNS, row, strict=True)) for row in tickets] == [
         {
             "ticket_id": "t9",
+            "user_id": "u1",
             "month": date(2026, 3, 1),
             "created_at": 2_000,
             "channel": "phone",
