@@ -795,6 +795,12 @@ class Demo:
         self.worker = worker
         worker.start()
         self.say(f"worker: pid {worker.pid}, web http://{LOOPBACK}:{web_port}/, log {WORKER_LOG}")
+        # The demo's store is its own (see STATE_DIR): analysts name it to query it meanwhile.
+        self.say(
+            f"query it meanwhile: CCI_CLICKHOUSE_URL={DEMO_WORKER_SETTINGS['CCI_CLICKHOUSE_URL']}"
+            + ("" if web_port == 6066 else f" CCI_WEB_PORT={web_port}")
+            + " .venv/bin/cci report"
+        )
         if not await self._wait_healthy(worker):
             return False
 

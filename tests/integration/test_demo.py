@@ -155,6 +155,7 @@ def test_demo_shows_the_figures_and_stops_by_itself(tmp_path: Path) -> None:
     for dimension in ("plan", "product", "region", "tenure", "channel"):
         assert re.search(rf"^{dimension}\s+\S+\s+[\d,]+", run.output, re.MULTILINE), dimension
     assert "+ live" in run.output and "events/s" in run.output
+    assert "query it meanwhile: CCI_CLICKHOUSE_URL=chdb://.cci/demo/clickhouse" in run.output
     assert run.lines[-1] == "stopped: nothing the demo started is left running", run.output
     assert (tmp_path / ".cci" / "demo" / "worker.log").stat().st_size > 0
 
