@@ -21,7 +21,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +43,13 @@ from rich.table import Table
 from rich.text import Text
 
 from streams import domain
-from streams.dev.broker import LOOPBACK, BrokerStartError, EmbeddedBroker, free_port
+from streams.dev.broker import (
+    LOOPBACK,
+    BrokerStartError,
+    EmbeddedBroker,
+    free_port,
+    port_is_free,
+)
 from streams.dev.produce import ONE_RECORD_BATCH_BYTES, Record, produce_records
 from streams.dev.topics import TopicCreationError, create_topics
 from streams.generate import Dataset, generate
@@ -95,18 +100,6 @@ PLAIN_REFRESH_S = 5.0
 
 
 # --- supervision -----------------------------------------------------------------------------
-
-
-def port_is_free(port: int) -> bool:
-    """True when nothing listens on the loopback ``port`` (so the worker can bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As the worker's web server does: a socket lingering in TIME_WAIT does not count as busy.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((LOOPBACK, port))
-        except OSError:
-            return False
-        return True
 
 
 def choose_web_port(preferred: int) -> int:

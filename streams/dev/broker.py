@@ -55,7 +55,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _port_is_bindable(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on the loopback ``port``.
+
+    SO_REUSEADDR as servers use it: a socket lingering in TIME_WAIT does not count as busy.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -143,7 +147,7 @@ class EmbeddedBroker:
             if self._process is not None:
                 raise RuntimeError(f"the broker is already started on {self.bootstrap}")
             port = self._requested_port if self._requested_port is not None else free_port()
-            if not _port_is_bindable(port):
+            if not port_is_free(port):
                 raise BrokerStartError(f"cannot start the broker: {LOOPBACK}:{port} is in use")
             self._port = port
             self._spawn(port)

@@ -119,6 +119,18 @@ class WorkerProcess:
             return "(no log)"
 
 
+def run_cci(*args: str, env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``cci ARGS`` as a user types it, in ``cwd`` with exactly ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def create_all_topics(bootstrap: str, **env: str) -> None:
     settings = load_settings({"CCI_KAFKA_BOOTSTRAP": bootstrap, **env})
     asyncio.run(create_topics(bootstrap, topic_catalogue(settings)))

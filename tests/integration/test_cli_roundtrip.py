@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from streams.generate import load_expected
-from tests.integration.harness import wait_for_figures, worker_env
+from tests.integration.harness import run_cci, wait_for_figures, worker_env
 
 
 def cci(*args: str, env: dict[str, str], cwd: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cci(*args, env=env, cwd=cwd)
     assert result.returncode == 0, f"cci {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 

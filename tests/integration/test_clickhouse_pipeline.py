@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +20,13 @@ import orjson
 from streams.batch import recount
 from streams.generate import generate
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
-from tests.integration.harness import Figures, latest_updates, produce, wait_for_figures
+from tests.integration.harness import (
+    Figures,
+    latest_updates,
+    produce,
+    run_cci,
+    wait_for_figures,
+)
 
 CURRENT_SQL = (
     "SELECT formatDateTime(month, '%Y-%m') AS month, dimension, segment, tickets, active_users, "
@@ -54,14 +59,7 @@ def readme_queries() -> list[list[str]]:
 
 
 def cci(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cci(*args, env=env, cwd=cwd)
 
 
 def query_rows(sql: str, env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
