@@ -49,6 +49,7 @@ from streams.dev.broker import (
     EmbeddedBroker,
     free_port,
     port_is_free,
+    terminate_group,
 )
 from streams.dev.produce import ONE_RECORD_BATCH_BYTES, Record, produce_records
 from streams.dev.topics import TopicCreationError, create_topics
@@ -228,19 +229,9 @@ class WorkerChild:
 
     def stop(self) -> int | None:
         """SIGTERM to the group, SIGKILL after a grace period; the exit code (None if never run)."""
-        process = self.process
-        if process is None:
+        if self.process is None:
             return None
-        for sig, wait_s in ((signal.SIGTERM, WORKER_STOP_GRACE_S), (signal.SIGKILL, None)):
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                return process.wait(timeout=wait_s)
-            except subprocess.TimeoutExpired:
-                continue
-        return process.wait()
+        return terminate_group(self.process, WORKER_STOP_GRACE_S)
 
 
 # --- traffic ---------------------------------------------------------------------------------

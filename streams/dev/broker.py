@@ -245,7 +245,7 @@ class EmbeddedBroker:
                 return None
             atexit.unregister(self.stop)
             try:
-                return _terminate(process)
+                return terminate_group(process)
             finally:
                 if self._log_path is not None:
                     self._log_path.unlink(missing_ok=True)
@@ -263,9 +263,12 @@ class EmbeddedBroker:
         self.stop()
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> int:
-    # The broker leads its own process group, so signalling the group reaches any child too.
-    for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, None)):
+def terminate_group(process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> int:
+    """SIGTERM to the process's group, SIGKILL after ``grace_s``; return the exit code.
+
+    The child leads its own process group, so signalling the group reaches its children too.
+    """
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
         if process.poll() is not None:
             break
         with contextlib.suppress(ProcessLookupError):
