@@ -112,6 +112,20 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
 
+    def diagnostics(self) -> str:
+        """Health, the pipeline's counters and the log tail: what a failed wait needs to say."""
+        try:
+            counters = [
+                line
+                for line in self.get("/metrics").splitlines()
+                if line.startswith("cci_") and "_created" not in line
+            ]
+        except OSError as exc:
+            counters = [f"(no metrics: {exc})"]
+        return "\n".join(
+            [f"--- {self.log_path.name}: health {self.health()}", *counters, self.log_tail(40)]
+        )
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -192,8 +206,14 @@ def figures_of(updates: Mapping[str, Mapping[str, Any]]) -> Figures:
     }
 
 
-def wait_for_figures(bootstrap: str, expected: Figures, timeout: float = 90.0) -> Figures:
-    """Poll cci-updates until its latest figures equal ``expected``; fail with the difference."""
+def wait_for_figures(
+    bootstrap: str,
+    expected: Figures,
+    timeout: float = 90.0,
+    workers: Iterable[WorkerProcess] = (),
+) -> Figures:
+    """Poll cci-updates until its latest figures equal ``expected``; fail with the difference
+    and the diagnostics of ``workers``."""
     deadline = time.monotonic() + timeout
     actual: Figures = {}
     while time.monotonic() < deadline:
@@ -201,7 +221,9 @@ def wait_for_figures(bootstrap: str, expected: Figures, timeout: float = 90.0) -
         if actual == expected:
             return actual
         time.sleep(1.0)
-    raise AssertionError(describe_difference(expected, actual))
+    details = [describe_difference(expected, actual)]
+    details += [worker.diagnostics() for worker in workers if worker.process is not None]
+    raise AssertionError("\n".join(details))
 
 
 def describe_difference(expected: Figures, actual: Figures, limit: int = 20) -> str:
