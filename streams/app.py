@@ -2,6 +2,7 @@
 
     user-activity ┐                                   ┌─ cci-dead-letters
     ticket-created┴─ ingest (validate + enrich) ──────┴─ {app}-facts (by user_id / ticket_id)
+                     (aiokafka batches, own group: see streams/ingest.py)
     {app}-facts ──── deduplicate (PartitionState) ──── {app}-partials (by month)
     {app}-partials ─ aggregate (month table) ── timer ─ cci-updates
     cci-updates + {app}-dedup-changelog ─ sink (own consumer group) ─ ClickHouse
@@ -11,7 +12,6 @@ The rules live in the stage modules; this file only moves records between them a
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -21,36 +21,21 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT
 
 from streams import domain, metrics, query
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.deduplicate import PartitionState
 from streams.emit import Versions, update_key, update_value
-from streams.enrich import ActiveFact, Enricher, decode_facts, encode_fact
+from streams.enrich import ActiveFact, Enricher, decode_facts
+from streams.ingest import IngestRunner, partition_for
 from streams.profiles import ProfileBook
-from streams.settings import (
-    TOPIC_ACTIVITY,
-    TOPIC_DEAD_LETTERS,
-    TOPIC_PROFILES,
-    TOPIC_TICKETS,
-    TOPIC_UPDATES,
-    Settings,
-)
+from streams.settings import TOPIC_PROFILES, TOPIC_UPDATES, Settings
 from streams.sink import SinkRunner
-from streams.validate import InvalidEvent, parse_activity, parse_ticket
 
 log = logging.getLogger("streams")
 
-INGEST_BATCH = 2000
-INGEST_WITHIN = 0.05  # seconds a partial ingest batch may wait
 PARTIALS_INTERVAL = 0.1  # seconds between publishes of changed partial counts
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), so other clients agree on where a key lives."""
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
 def internal_topic_names(app_id: str) -> dict[str, str]:
@@ -109,21 +94,6 @@ class DedupTable(faust.Table):
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
 
-def dead_letter_value(event: EventT, error: InvalidEvent) -> bytes:
-    message = event.message
-    raw = message.value if isinstance(message.value, bytes) else b""
-    return orjson.dumps(
-        {
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "error": str(error),
-            "reason": error.reason,
-            "raw": base64.b64encode(raw).decode("ascii"),
-        }
-    )
-
-
 def create_app(settings: Settings) -> faust.App:
     """The Faust app with every topic, table, agent and web page of the pipeline."""
     partitions = settings.partitions
@@ -160,11 +130,9 @@ def create_app(settings: Settings) -> faust.App:
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
-    input_topic = app.topic(TOPIC_ACTIVITY, TOPIC_TICKETS, **raw)
     facts_topic = app.topic(names["facts"], internal=True, partitions=partitions, **raw)
     partials_topic = app.topic(names["partials"], internal=True, partitions=partitions, **raw)
     updates_topic = app.topic(TOPIC_UPDATES, **raw)
-    dead_letter_topic = app.topic(TOPIC_DEAD_LETTERS, **raw)
 
     dedup_table = DedupTable(
         app,
@@ -216,37 +184,16 @@ def create_app(settings: Settings) -> faust.App:
 
     # --- validate + enrich ---------------------------------------------------------------------
 
-    @app.agent(input_topic, name="ingest")
-    async def ingest(stream: faust.StreamT[bytes]) -> None:
-        await profiles.wait_loaded()
-        async for events in stream.take_events(INGEST_BATCH, within=INGEST_WITHIN):
-            now = datetime.now(UTC)
-            batches: dict[int, list[list[object]]] = defaultdict(list)
-            for event in events:
-                message = event.message
-                metrics.events_consumed.labels(message.topic).inc()
-                value = message.value if isinstance(message.value, bytes) else b""
-                try:
-                    if message.topic == TOPIC_ACTIVITY:
-                        fact = enricher.active_fact(
-                            parse_activity(value, settings.max_event_bytes), now
-                        )
-                        if fact is None:
-                            metrics.inactive_activities.inc()
-                            continue
-                    else:
-                        fact = enricher.ticket_fact(
-                            parse_ticket(value, settings.max_event_bytes), now
-                        )
-                except InvalidEvent as error:
-                    metrics.dead_letters.labels(error.reason).inc()
-                    await dead_letter_topic.send(
-                        key=message.key, value=dead_letter_value(event, error)
-                    )
-                    continue
-                batches[partition_for(fact[0], partitions)].append(encode_fact(fact))
-            for partition, rows in batches.items():
-                await facts_topic.send(partition=partition, value=orjson.dumps(rows))
+    ingest = IngestRunner(settings, enricher, names["facts"], profiles.wait_loaded)
+    app.cci_ingest = ingest  # type: ignore[attr-defined]
+
+    @app.service
+    class IngestService(faust.Service):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            ingest.start()
+
+        async def on_stop(self) -> None:
+            await ingest.stop()
 
     # --- deduplicate ---------------------------------------------------------------------------
 
@@ -361,6 +308,7 @@ def create_app(settings: Settings) -> faust.App:
             and app.tables.recovery.completed.is_set()
             and bool(app.consumer.assignment())
             and profiles.loaded.is_set()
+            and ingest.running.is_set()
         )
         body = {
             "status": "ok" if healthy else "starting",

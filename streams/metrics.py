@@ -83,3 +83,9 @@ sink_skipped_records = Counter(
     ["topic"],
     registry=registry,
 )
+consumer_lag = Gauge(
+    "cci_consumer_lag_records",
+    "Input records not yet read by this worker's ingest (high watermark - position), per topic",
+    ["topic"],
+    registry=registry,
+)
