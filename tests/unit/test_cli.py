@@ -202,6 +202,17 @@ def test_forecast_prints_the_articles_table() -> None:
     )
 
 
+def test_the_readme_shows_the_articles_table_as_printed() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Headcount planning")[1].split("\n## ")[0]
+    command = "    .venv/bin/cci " + " ".join(ARTICLE) + "\n\n"
+    printed = section.split(command)[1].split("\n\n`")[0]
+
+    assert printed + "\n" == "".join(
+        f"    {line}" if line.strip() else line for line in run(*ARTICLE).output.splitlines(True)
+    )
+
+
 def test_forecast_as_json() -> None:
     result = run(*ARTICLE, "--format", "json")
 
