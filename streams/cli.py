@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime
+from fractions import Fraction
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
+from streams import forecast
 from streams.settings import Settings, SettingsError, describe_settings, load_settings
+
+T = TypeVar("T")
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -245,6 +252,183 @@ def report(ctx: click.Context, month: str | None, dimension: str | None) -> None
         click.echo(str(exc), err=True)
         sys.exit(1)
     click.echo(render_report(result))
+
+
+def _parsed(flag: str, parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)``, its ValueError turned into a usage error naming ``flag`` (exit 2)."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+
+
+@cli.command("forecast")
+@click.option(
+    "--customers",
+    required=True,
+    metavar="N[,N…]",
+    help="Customers in each period (100,150,200,250), or in the first period with --growth.",
+)
+@click.option(
+    "--growth",
+    metavar="N/UNIT|P%/UNIT",
+    help="Project from one --customers value: 50/quarter adds 50 customers a quarter, 10%/month "
+    "compounds 10% a month. UNIT (month, quarter, year) is the length of a period.",
+)
+@click.option(
+    "--periods",
+    type=click.IntRange(1, forecast.MAX_PERIODS),
+    metavar="N",
+    help="Periods to project with --growth (default: as many as --labels, else 4).",
+)
+@click.option(
+    "--labels",
+    metavar="L[,L…]",
+    help="Period names (default Q1, Q2, …; M1… or Y1… with a monthly or yearly --growth).",
+)
+@click.option(
+    "--cci",
+    "cci_text",
+    metavar="X",
+    help="Contacts per customer per month (default: the CCI measured in the store).",
+)
+@click.option("--dimension", help="Measured CCI of this dimension, with --segment (default: all).")
+@click.option("--segment", help="Measured CCI of this segment, with --dimension (default: all).")
+@click.option(
+    "--month", help="YYYY-MM of the measured CCI (default: the latest month before this one)."
+)
+@click.option(
+    "--tickets-per-agent", required=True, metavar="X", help="Tickets one agent handles a month."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people; json: one object per period.",
+)
+@click.pass_context
+def forecast_command(
+    ctx: click.Context,
+    customers: str,
+    growth: str | None,
+    periods: int | None,
+    labels: str | None,
+    cci_text: str | None,
+    dimension: str | None,
+    segment: str | None,
+    month: str | None,
+    tickets_per_agent: str,
+    fmt: str,
+) -> None:
+    """How many agents: customers × CCI = tickets a month, ÷ tickets per agent, rounded up.
+
+    Every figure is monthly, at each period's number of customers. Without --cci, the CCI is the
+    store's (segment all|all unless --dimension/--segment) for --month, by default the latest month
+    before the current one (in CCI_TIMEZONE) that has active users.
+    """
+    names, counts = _forecast_periods(customers, growth, periods, labels)
+    capacity = _parsed(
+        "--tickets-per-agent",
+        partial(forecast.parse_quantity, zero_allowed=False),
+        tickets_per_agent,
+    )
+    if cci_text is not None:
+        if dimension is not None or segment is not None or month is not None:
+            raise click.UsageError(
+                "--dimension, --segment and --month choose a measured CCI; leave them out with "
+                "--cci",
+                ctx,
+            )
+        cci = _parsed("--cci", partial(forecast.parse_quantity, zero_allowed=True), cci_text)
+        source = f"CCI {forecast.decimal_text(cci, 4, trim=True)} (--cci)"
+    else:
+        cci, source = _measured_cci(ctx, dimension, segment, month)
+
+    plans = forecast.plan(names, counts, cci, capacity)
+    if fmt == "json":
+        import orjson
+
+        if cci_text is None:
+            click.echo(f"Headcount plan: {source}", err=True)  # stdout stays pure JSON
+        records = forecast.json_records(plans)
+        click.echo(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
+        return
+    from streams.query import render_table
+
+    headers, rows = forecast.table_cells(plans)
+    numeric = [False, *(True for _ in plans)]
+    click.echo(f"Headcount plan: {source}\n\n{render_table(headers, rows, numeric)}")
+
+
+def _forecast_periods(
+    customers: str, growth: str | None, periods: int | None, labels: str | None
+) -> tuple[list[str], list[int]]:
+    """The label and number of customers of every period, from ``cci forecast``'s flags."""
+    counts = _parsed("--customers", forecast.parse_customers, customers)
+    names = None if labels is None else _parsed("--labels", forecast.parse_labels, labels)
+    unit = forecast.DEFAULT_UNIT
+    if growth is not None:
+        rule = _parsed("--growth", forecast.parse_growth, growth)
+        if len(counts) != 1:
+            raise click.BadParameter(
+                f"--growth projects from one number of customers, got {len(counts)}",
+                param_hint="--customers",
+            )
+        count = periods or (len(names) if names else forecast.DEFAULT_PERIODS)
+        try:
+            counts = rule.customers(counts[0], count)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--growth") from None
+        unit = rule.unit
+    elif periods is not None and periods != len(counts):
+        raise click.BadParameter(
+            f"{periods} periods but {len(counts)} --customers values", param_hint="--periods"
+        )
+    if names is not None and len(names) != len(counts):
+        raise click.BadParameter(
+            f"{len(names)} labels for {len(counts)} periods", param_hint="--labels"
+        )
+    return names or forecast.period_labels(unit, len(counts)), counts
+
+
+def _measured_cci(
+    ctx: click.Context, dimension: str | None, segment: str | None, month: str | None
+) -> tuple[Fraction, str]:
+    """The store's CCI for ``cci forecast`` and a line saying where it comes from; exits 1 when
+    the store cannot answer or has no figure."""
+    from streams.domain import ALL
+    from streams.query import QueryError, measured_cci
+    from streams.store import redact
+
+    if (dimension is None) != (segment is None):
+        missing = "--segment" if segment is None else "--dimension"
+        raise click.BadParameter("--dimension and --segment go together", param_hint=missing)
+    settings = _settings(ctx)
+    dimension, segment = dimension or ALL, segment or ALL
+    try:
+        measured = measured_cci(settings, dimension, segment, month, datetime.now(UTC))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month") from None
+    except QueryError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    if measured is None:
+        when = f"in {month}" if month else "in any month before this one"
+        click.echo(
+            f"no CCI for {dimension}|{segment} {when} in the store at "
+            f"{redact(settings.clickhouse_url)} (a month needs active users); check the segment "
+            "with `cci report`, or give --cci",
+            err=True,
+        )
+        sys.exit(1)
+    source = (
+        f"CCI {forecast.decimal_text(measured.cci, 4)} measured for "
+        f"{dimension}|{segment} in {measured.month} "
+        f"({measured.tickets} tickets / {measured.active_users} active users)"
+    )
+    return measured.cci, source
 
 
 # --- demo ----------------------------------------------------------------------------------------

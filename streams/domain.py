@@ -1,4 +1,5 @@
-"""The product's rules as pure functions: calendar months, tenure, segments, CCI arithmetic.
+"""The product's rules as pure functions: calendar months, tenure, segments, CCI and staffing
+arithmetic.
 
 Nothing here imports Faust or Kafka, so the rules are tested directly and shared by the stream, the
 batch recount and the generator.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
+from fractions import Fraction
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 ALL = "all"
@@ -17,6 +20,8 @@ PROFILE_DIMENSIONS: tuple[str, ...] = ("plan", "product", "region")
 TENURE = "tenure"
 CHANNEL = "channel"
 TENURE_BUCKETS: tuple[str, ...] = ("new", "1-2m", "3-11m", "12m+")
+# Staffing arithmetic works on floats or, exactly, on Fractions; the result has the input's type.
+Quantity = TypeVar("Quantity", float, Fraction)
 
 
 # --- calendar months ---------------------------------------------------------------------------
@@ -143,16 +148,26 @@ def contact_rate_pct(tickets: int, active_users: int) -> float | None:
     return None if ratio is None else 100.0 * ratio
 
 
-def agents_needed(expected_tickets: float, tickets_per_agent: float) -> float:
-    """Agent workload in full-time agents (may be fractional)."""
+def cci_ratio(tickets: int, active_users: int) -> Fraction | None:
+    """The CCI as an exact ratio, for arithmetic that must not drift (headcount planning)."""
+    if active_users <= 0:
+        return None
+    return Fraction(tickets, active_users)
+
+
+def agents_needed(expected_tickets: Quantity, tickets_per_agent: Quantity) -> Quantity:
+    """Agent workload in full-time agents (may be fractional); exact when given Fractions."""
     if tickets_per_agent <= 0:
         raise ValueError("tickets per agent must be positive")
     return expected_tickets / tickets_per_agent
 
 
-def headcount(agents: float) -> int:
+def headcount(agents: float | Fraction) -> int:
     """Agents to hire: the fraction of an agent still needs a person, so round up.
 
-    A tolerance absorbs float noise (e.g. 2.0000000001 from 140.0 / 70) before rounding up.
+    An exact Fraction rounds up exactly (225/75 is 3 people). A float gets a tolerance that absorbs
+    float noise (e.g. 2.0000000001 from 140.0 / 70) before rounding up.
     """
+    if isinstance(agents, Fraction):
+        return math.ceil(agents)
     return math.ceil(round(agents, 9))

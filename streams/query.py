@@ -1,5 +1,6 @@
-"""Analysts' access to the store: read-only SQL (``cci query``) and the monthly CCI report
-(``cci report``), shared by the CLI and the worker's ``POST /api/query``.
+"""Analysts' access to the store: read-only SQL (``cci query``), the monthly CCI report
+(``cci report``) and the measured CCI behind ``cci forecast``, shared by the CLI and the worker's
+``POST /api/query``.
 
 A chDB engine belongs to one process. While a worker runs, it owns the embedded store, so the CLI
 sends the SQL to the worker's web server, which runs it on its own engine; when no worker answers,
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from fractions import Fraction
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 from uuid import UUID
@@ -357,3 +359,56 @@ def render_report(result: QueryResult) -> str:
     numeric = [False, False, True, True, True, True, True, True, True]
     title = f"Customer Contact Index, {month} (change from {previous})"
     return f"{title}\n\n{render_table(headers, rows, numeric)}"
+
+
+# --- the measured CCI behind `cci forecast` ------------------------------------------------------
+
+# One segment's figure: the given month, or else the latest month before the current one (the
+# latest complete month the store has). Months without active users have no CCI and are skipped.
+MEASURED_CCI_SQL = """
+SELECT formatDateTime(month, '%Y-%m') AS label, tickets, active_users
+FROM cci_segment_monthly FINAL
+WHERE dimension = {dimension:String}
+  AND segment = {segment:String}
+  AND active_users > 0
+  AND if({month:String} = '',
+         month < toDate(concat({current_month:String}, '-01')),
+         month = toDate(concat({month:String}, '-01')))
+ORDER BY month DESC
+LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class MeasuredCCI:
+    month: str
+    dimension: str
+    segment: str
+    tickets: int
+    active_users: int
+    cci: Fraction  # exact: tickets / active_users
+
+
+def measured_cci(
+    settings: Settings, dimension: str, segment: str, month: str | None, now: datetime
+) -> MeasuredCCI | None:
+    """The store's CCI of a segment in ``month`` (``YYYY-MM``), or by default in the latest month
+    before ``now``'s month (in CCI_TIMEZONE) that has one; None when there is none. ValueError for
+    a malformed month, QueryError when the store cannot answer."""
+    if month:
+        domain.month_from_label(month)  # ValueError names the bad value
+    current_month = domain.month_label(domain.month_of(now, settings.zone))
+    parameters = {
+        "dimension": dimension,
+        "segment": segment,
+        "month": month or "",
+        "current_month": current_month,
+    }
+    result = run_query(settings, MEASURED_CCI_SQL, parameters)
+    if not result.rows:
+        return None
+    label, tickets, active_users = result.rows[0]
+    ratio = domain.cci_ratio(int(tickets), int(active_users))
+    if ratio is None:
+        return None
+    return MeasuredCCI(str(label), dimension, segment, int(tickets), int(active_users), ratio)

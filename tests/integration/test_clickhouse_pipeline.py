@@ -143,6 +143,20 @@ def check_store(
             assert line.split()[2:4] == [str(tickets), str(users)], line
     latest_report = cci("report", env=env, cwd=cwd)
     assert latest_report.returncode == 0 and month in latest_report.stdout.splitlines()[0]
+    # `cci forecast` reads the same figure: as many customers as active users file exactly the
+    # month's tickets (tickets × users / users, in exact arithmetic).
+    tickets, users = expected[(month, "all", "all")]
+    plan = cci(
+        "forecast", "--customers", str(users), "--month", month, "--tickets-per-agent", "1",
+        "--format", "json", env=env, cwd=cwd,
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    (period,) = orjson.loads(plan.stdout)
+    assert (period["cci"], period["expected_tickets"], period["headcount"]) == (
+        tickets / users,
+        tickets,
+        tickets,
+    )
 
     bad = cci("query", "SELECT nope FROM cci_no_such_table", env=env, cwd=cwd)
     assert bad.returncode == 1

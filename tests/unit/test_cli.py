@@ -52,6 +52,7 @@ def run(*args: str, env: Mapping[str, str] | None = None) -> Result:
         (("generate",), "Write realistic synthetic events"),
         (("produce",), "Load JSON-lines events from FILE into TOPIC"),
         (("demo",), "Everything on loopback"),
+        (("forecast",), "How many agents"),
     ],
     ids=lambda part: " ".join(part) if isinstance(part, tuple) else None,
 )
@@ -67,7 +68,8 @@ def test_every_command_has_help(command: tuple[str, ...], summary: str, flag: st
 def test_help_lists_the_commands() -> None:
     output = run("--help").output
 
-    for command in ("settings", "dev", "topics", "worker", "generate", "produce", "demo"):
+    commands = ("settings", "dev", "topics", "worker", "generate", "produce", "demo", "forecast")
+    for command in commands:
         assert f"  {command} " in output
 
 
@@ -167,6 +169,156 @@ def test_producing_a_missing_file_names_it(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "missing.jsonl" in result.output
     assert "does not exist" in result.output
+
+
+# --- forecast ------------------------------------------------------------------------------------
+
+ARTICLE = (
+    "forecast",
+    "--customers",
+    "100,150,200,250",
+    "--cci",
+    "1.5",
+    "--tickets-per-agent",
+    "70",
+)
+
+
+def test_forecast_prints_the_articles_table() -> None:
+    result = run(*ARTICLE)
+
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "Headcount plan: CCI 1.5 (--cci)\n"
+        "\n"
+        "                             Q1    Q2    Q3    Q4\n"
+        "-------------------------  ----  ----  ----  ----\n"
+        "customers                   100   150   200   250\n"
+        "CCI                         1.5   1.5   1.5   1.5\n"
+        "expected tickets / month    150   225   300   375\n"
+        "tickets per agent / month    70    70    70    70\n"
+        "agents needed              2.14  3.21  4.29  5.36\n"
+        "headcount                     3     4     5     6\n"
+    )
+
+
+def test_the_readme_shows_the_articles_table_as_printed() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Headcount planning")[1].split("\n## ")[0]
+    command = "    .venv/bin/cci " + " ".join(ARTICLE) + "\n\n"
+    printed = section.split(command)[1].split("\n\n`")[0]
+
+    assert printed + "\n" == "".join(
+        f"    {line}" if line.strip() else line for line in run(*ARTICLE).output.splitlines(True)
+    )
+
+
+def test_forecast_as_json() -> None:
+    result = run(*ARTICLE, "--format", "json")
+
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.output)
+    assert [set(r) for r in records] == [
+        {"period", "customers", "cci", "expected_tickets", "tickets_per_agent", "agents_needed",
+         "headcount"}
+    ] * 4  # fmt: skip
+    assert records[0] == {
+        "period": "Q1",
+        "customers": 100,
+        "cci": 1.5,
+        "expected_tickets": 150,
+        "tickets_per_agent": 70,
+        "agents_needed": 150 / 70,
+        "headcount": 3,
+    }
+    assert [(r["customers"], round(r["agents_needed"], 2), r["headcount"]) for r in records] == [
+        (100, 2.14, 3), (150, 3.21, 4), (200, 4.29, 5), (250, 5.36, 6),
+    ]  # fmt: skip
+
+
+def test_forecast_with_growth_reproduces_the_article() -> None:
+    grown = run(
+        "forecast", "--customers", "100", "--growth", "50/quarter", "--cci", "1.5",
+        "--tickets-per-agent", "70",
+    )  # fmt: skip
+
+    assert grown.exit_code == 0, grown.output
+    assert grown.output == run(*ARTICLE).output
+
+
+def test_forecast_periods_labels_and_exact_headcount() -> None:
+    monthly = run(
+        "forecast", "--customers", "150", "--growth", "10%/month", "--periods", "3", "--cci",
+        "1.5", "--tickets-per-agent", "75", "--format", "json",
+    )  # fmt: skip
+    labelled = run(
+        "forecast", "--customers", "150,300", "--labels", "2026 H1,2026 H2", "--cci", "1.5",
+        "--tickets-per-agent", "75", "--format", "json",
+    )  # fmt: skip
+
+    assert monthly.exit_code == 0, monthly.output
+    assert [(r["period"], r["customers"]) for r in json.loads(monthly.output)] == [
+        ("M1", 150), ("M2", 165), ("M3", 182),  # 181.5 rounds half up
+    ]  # fmt: skip
+    assert labelled.exit_code == 0, labelled.output
+    # 150 × 1.5 = 225 tickets = 3 agents of 75: exactly 3 people, not 4.
+    assert [
+        (r["period"], r["expected_tickets"], r["agents_needed"], r["headcount"])
+        for r in json.loads(labelled.output)
+    ] == [("2026 H1", 225, 3, 3), ("2026 H2", 450, 6, 6)]
+
+
+@pytest.mark.parametrize(
+    ("args", "named", "says"),
+    [
+        (("--customers", "-5"), "--customers", "negative"),
+        (("--customers", "100,lots"), "--customers", "whole numbers"),
+        (("--customers", "100,150", "--growth", "50/quarter"), "--customers", "one number"),
+        (("--tickets-per-agent", "0"), "--tickets-per-agent", "more than zero"),
+        (("--tickets-per-agent", "-70"), "--tickets-per-agent", "more than zero"),
+        (("--tickets-per-agent", "seventy"), "--tickets-per-agent", "decimal number"),
+        (("--cci", "-1.5"), "--cci", "zero or more"),
+        (("--cci", "1,5"), "--cci", "decimal number"),
+        (("--customers", "100", "--growth", "50/week"), "--growth", "week"),
+        (("--customers", "100", "--growth", "fast"), "--growth", "N/UNIT"),
+        (("--customers", "100", "--growth", "-50/quarter"), "--growth", "below zero"),
+        (("--periods", "3"), "--periods", "3 periods but 4"),
+        (("--customers", "100", "--growth", "1/year", "--periods", "0"), "--periods", "0"),
+        (("--labels", "Q1,Q2"), "--labels", "2 labels for 4 periods"),
+        (("--format", "xml"), "--format", "xml"),
+        (("--month", "2026-01"), "--month", "leave them out with --cci"),
+        (("--dimension", "plan", "--segment", "free"), "--dimension", "with --cci"),
+    ],
+    ids=lambda part: " ".join(part) if isinstance(part, tuple) else None,
+)
+def test_forecast_bad_flags_exit_2_naming_them(
+    args: tuple[str, ...], named: str, says: str
+) -> None:
+    result = run(*ARTICLE, *args)
+
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert says in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--customers", "100"), "--tickets-per-agent"),
+        (("--tickets-per-agent", "70"), "--customers"),
+        (("--customers", "100", "--tickets-per-agent", "70", "--dimension", "plan"), "--segment"),
+        (("--customers", "100", "--tickets-per-agent", "70", "--segment", "free"), "--dimension"),
+    ],
+    ids=lambda part: " ".join(part) if isinstance(part, tuple) else None,
+)
+def test_forecast_missing_flags_are_named_before_any_store_is_read(
+    args: tuple[str, ...], named: str, tmp_path: Path
+) -> None:
+    result = run("forecast", *args, env={"CCI_CLICKHOUSE_URL": f"chdb://{tmp_path / 'none'}"})
+
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert not (tmp_path / "none").exists()
 
 
 # --- generate ------------------------------------------------------------------------------------

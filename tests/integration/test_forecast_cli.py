@@ -1,0 +1,168 @@
+"""`cci forecast` with the CCI measured in a real chDB store, as a user runs it with no worker
+(the CLI opens the store itself; through a running worker: test_clickhouse_pipeline.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from streams import domain
+from streams.dev.broker import free_port
+from streams.sink import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
+from streams.store import open_store
+from tests.integration.harness import run_cci
+
+# Months relative to the run: the current one is incomplete, so by default it is not used.
+THIS = domain.month_of(datetime.now(UTC), ZoneInfo("UTC"))
+LAST, BEFORE = THIS - 1, THIS - 2
+
+FIGURES = {  # (month, dimension, segment) → (tickets, active users)
+    (THIS, "all", "all"): (999, 10),
+    (LAST, "all", "all"): (45, 30),  # CCI 1.5: the article's table
+    (BEFORE, "all", "all"): (20, 40),
+    (LAST, "plan", "free"): (70, 3),  # 70/3: 3 customers need exactly one agent of 70 tickets
+    (BEFORE, "plan", "paid"): (1, 4),
+    (LAST, "plan", "paid"): (5, 0),  # tickets but no active users: no CCI
+}
+ARTICLE_TABLE = """\
+                             Q1    Q2    Q3    Q4
+-------------------------  ----  ----  ----  ----
+customers                   100   150   200   250
+CCI                         1.5   1.5   1.5   1.5
+expected tickets / month    150   225   300   375
+tickets per agent / month    70    70    70    70
+agents needed              2.14  3.21  4.29  5.36
+headcount                     3     4     5     6
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    url = f"chdb://{tmp_path / 'clickhouse'}"
+    with open_store(url) as store:
+        store.apply_schema()
+        rows = []
+        for (month, dimension, segment), (tickets, users) in FIGURES.items():
+            value = {
+                "month": domain.month_label(month),
+                "dimension": dimension,
+                "segment": segment,
+                "tickets": tickets,
+                "active_users": users,
+                "cci": domain.cci(tickets, users),
+                "contact_rate_pct": domain.contact_rate_pct(tickets, users),
+                "version": 1,
+                "emitted_at": "2026-01-01T00:00:00Z",
+            }
+            rows.append(segment_row(orjson.dumps(value)))
+        store.insert(SEGMENT_TABLE, rows, SEGMENT_COLUMNS)
+    # The store is closed again: a CLI process may now open it. Nothing listens on the web port.
+    yield {"PATH": "/usr/bin:/bin", "CCI_CLICKHOUSE_URL": url, "CCI_WEB_PORT": str(free_port())}
+
+
+def forecast(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    done = run_cci("forecast", "--tickets-per-agent", "70", *args, env=env, cwd=cwd)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_the_latest_complete_month_by_default(env: dict[str, str], tmp_path: Path) -> None:
+    code, out, err = forecast("--customers", "100,150,200,250", env=env, cwd=tmp_path)
+
+    assert code == 0, err
+    title, blank, *table = out.splitlines(keepends=True)
+    assert title == (
+        f"Headcount plan: CCI 1.5000 measured for all|all in {domain.month_label(LAST)} "
+        "(45 tickets / 30 active users)\n"
+    )
+    assert blank == "\n"
+    assert "".join(table) == ARTICLE_TABLE
+
+
+def test_a_chosen_month_and_segment_as_json(env: dict[str, str], tmp_path: Path) -> None:
+    before = forecast(
+        "--customers", "100", "--month", domain.month_label(BEFORE), "--format", "json",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    free = forecast(
+        "--customers", "3,4", "--dimension", "plan", "--segment", "free", "--format", "json",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    # The newest month with active users: paid has none last month, so the month before.
+    paid = forecast(
+        "--customers", "8", "--dimension", "plan", "--segment", "paid", env=env, cwd=tmp_path
+    )
+
+    code, out, err = before
+    assert code == 0, err
+    assert orjson.loads(out) == [
+        {
+            "period": "Q1",
+            "customers": 100,
+            "cci": 0.5,
+            "expected_tickets": 50.0,
+            "tickets_per_agent": 70.0,
+            "agents_needed": 50 / 70,
+            "headcount": 1,
+        }
+    ]
+    assert err == (  # where the CCI came from, kept off stdout
+        f"Headcount plan: CCI 0.5000 measured for all|all in {domain.month_label(BEFORE)} "
+        "(20 tickets / 40 active users)\n"
+    )
+    code, out, err = free
+    assert code == 0, err
+    records = orjson.loads(out)
+    assert [r["cci"] for r in records] == [70 / 3, 70 / 3]
+    # 3 × 70/3 = 70 tickets: exactly one agent, even though 70/3 has no exact float.
+    assert [(r["expected_tickets"], r["agents_needed"], r["headcount"]) for r in records] == [
+        (70.0, 1.0, 1),
+        (280 / 3, 4 / 3, 2),
+    ]
+    code, out, err = paid
+    assert code == 0, err
+    assert f"CCI 0.2500 measured for plan|paid in {domain.month_label(BEFORE)}" in out
+    assert "(1 tickets / 4 active users)" in out
+
+
+def test_the_current_month_only_when_asked(env: dict[str, str], tmp_path: Path) -> None:
+    code, out, err = forecast(
+        "--customers", "10", "--month", domain.month_label(THIS), env=env, cwd=tmp_path
+    )
+
+    assert code == 0, err
+    assert "CCI 99.9000 measured for all|all" in out
+    assert out.splitlines()[-1].split() == ["headcount", "15"]  # 999 / 70 = 14.27
+
+
+def test_no_figure_exits_1_saying_what_is_missing(env: dict[str, str], tmp_path: Path) -> None:
+    unknown = forecast(
+        "--customers", "100", "--dimension", "plan", "--segment", "gold", env=env, cwd=tmp_path
+    )
+    no_users = forecast(
+        "--customers", "100", "--dimension", "plan", "--segment", "paid",
+        "--month", domain.month_label(LAST), env=env, cwd=tmp_path,
+    )  # fmt: skip
+    no_store = forecast(
+        "--customers", "100",
+        env={**env, "CCI_CLICKHOUSE_URL": f"chdb://{tmp_path / 'missing'}"}, cwd=tmp_path,
+    )  # fmt: skip
+    bad_month = forecast("--customers", "100", "--month", "last", env=env, cwd=tmp_path)
+
+    code, out, err = unknown
+    assert (code, out) == (1, "")
+    assert "no CCI for plan|gold in any month before this one" in err
+    assert "--cci" in err
+    code, out, err = no_users
+    assert (code, out) == (1, "")
+    assert f"no CCI for plan|paid in {domain.month_label(LAST)}" in err
+    code, out, err = no_store
+    assert (code, out) == (1, "")
+    assert "no embedded store" in err
+    assert not (tmp_path / "missing").exists()
+    code, out, err = bad_month
+    assert code == 2 and "--month" in err and "YYYY-MM" in err

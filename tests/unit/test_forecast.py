@@ -1,0 +1,219 @@
+"""Headcount planning as pure functions: flag grammar, growth projections, exact arithmetic and
+the article's Q1–Q4 table."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from streams import domain, forecast
+from streams.forecast import Growth
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("70", Fraction(70)),
+        ("1.5", Fraction(3, 2)),
+        (" 0.1 ", Fraction(1, 10)),
+        (".5", Fraction(1, 2)),
+    ],
+)
+def test_quantities_are_exact_decimals(text: str, value: Fraction) -> None:
+    assert forecast.parse_quantity(text, zero_allowed=False) == value
+
+
+def test_zero_is_a_quantity_only_where_allowed() -> None:
+    assert forecast.parse_quantity("0", zero_allowed=True) == 0
+    with pytest.raises(ValueError, match="more than zero"):
+        forecast.parse_quantity("0", zero_allowed=False)
+    with pytest.raises(ValueError, match="more than zero"):
+        forecast.parse_quantity("0.0", zero_allowed=False)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1,5", "3/2", "1e3", "nan", "inf", "1.5.1", "١"])
+def test_anything_but_a_plain_decimal_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="decimal number"):
+        forecast.parse_quantity(text, zero_allowed=True)
+
+
+def test_a_negative_quantity_is_refused() -> None:
+    with pytest.raises(ValueError, match="zero or more"):
+        forecast.parse_quantity("-1.5", zero_allowed=True)
+
+
+def test_customers_are_whole_non_negative_counts() -> None:
+    assert forecast.parse_customers("100,150, 200 ,250") == [100, 150, 200, 250]
+    assert forecast.parse_customers("0") == [0]
+    with pytest.raises(ValueError, match="negative"):
+        forecast.parse_customers("100,-5")
+    for text in ("100.5", "100,,200", "", "1e3", "many"):
+        with pytest.raises(ValueError, match="whole numbers"):
+            forecast.parse_customers(text)
+    with pytest.raises(ValueError, match="at most 120"):
+        forecast.parse_customers(",".join(["1"] * 121))
+
+
+def test_labels_are_comma_separated_and_not_empty() -> None:
+    assert forecast.parse_labels("Jan, Feb,2026 Q3") == ["Jan", "Feb", "2026 Q3"]
+    with pytest.raises(ValueError, match="none empty"):
+        forecast.parse_labels("Jan,,Mar")
+
+
+@pytest.mark.parametrize(
+    ("text", "growth"),
+    [
+        ("50/quarter", Growth(Fraction(50), False, "quarter")),
+        ("+50/quarter", Growth(Fraction(50), False, "quarter")),
+        ("-20/month", Growth(Fraction(-20), False, "month")),
+        ("10%/month", Growth(Fraction(10), True, "month")),
+        ("2.5%/year", Growth(Fraction(5, 2), True, "year")),
+        (" 10 % / Month ", Growth(Fraction(10), True, "month")),
+        ("-100%/year", Growth(Fraction(-100), True, "year")),
+    ],
+)
+def test_growth_grammar(text: str, growth: Growth) -> None:
+    assert forecast.parse_growth(text) == growth
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("50", "N/UNIT or P%/UNIT"),
+        ("50/", "N/UNIT or P%/UNIT"),
+        ("fifty/quarter", "N/UNIT or P%/UNIT"),
+        ("50/week", "unknown period 'week'"),
+        ("50/quarters", "unknown period"),
+        ("5.5/month", "whole number of customers"),
+        ("-101%/month", "more than 100%"),
+    ],
+)
+def test_bad_growth_says_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        forecast.parse_growth(text)
+
+
+# --- projections ---------------------------------------------------------------------------------
+
+
+def test_absolute_growth_adds_the_same_number_every_period() -> None:
+    assert forecast.parse_growth("50/quarter").customers(100, 4) == [100, 150, 200, 250]
+    assert forecast.parse_growth("-30/month").customers(100, 3) == [100, 70, 40]
+    assert forecast.parse_growth("0/year").customers(7, 2) == [7, 7]
+
+
+def test_percent_growth_compounds_on_the_exact_value_then_rounds_half_up() -> None:
+    # 1000 × 1.1^k = 1000, 1100, 1210, 1331, 1464.1, 1610.51: rounded per period, not compounded
+    # on the rounded figure.
+    assert forecast.parse_growth("10%/month").customers(1000, 6) == [
+        1000, 1100, 1210, 1331, 1464, 1611,
+    ]  # fmt: skip
+    # 10 × 1.05 = 10.5 is a half: up, to 11.
+    assert forecast.parse_growth("5%/year").customers(10, 2) == [10, 11]
+    assert forecast.parse_growth("-50%/quarter").customers(100, 3) == [100, 50, 25]
+
+
+def test_a_loss_below_zero_customers_is_refused_naming_the_period() -> None:
+    with pytest.raises(ValueError, match="below zero in period 4"):
+        forecast.parse_growth("-50/quarter").customers(100, 4)
+
+
+def test_period_labels_follow_the_unit() -> None:
+    assert forecast.period_labels("quarter", 4) == ["Q1", "Q2", "Q3", "Q4"]
+    assert forecast.period_labels("month", 2) == ["M1", "M2"]
+    assert forecast.period_labels("year", 1) == ["Y1"]
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+def article_plan() -> list[forecast.PeriodPlan]:
+    labels = forecast.period_labels(forecast.DEFAULT_UNIT, 4)
+    return forecast.plan(labels, [100, 150, 200, 250], Fraction("1.5"), Fraction(70))
+
+
+def test_the_article_table() -> None:
+    headers, rows = forecast.table_cells(article_plan())
+
+    assert headers == ["", "Q1", "Q2", "Q3", "Q4"]
+    assert rows == [
+        ["customers", "100", "150", "200", "250"],
+        ["CCI", "1.5", "1.5", "1.5", "1.5"],
+        ["expected tickets / month", "150", "225", "300", "375"],
+        ["tickets per agent / month", "70", "70", "70", "70"],
+        ["agents needed", "2.14", "3.21", "4.29", "5.36"],
+        ["headcount", "3", "4", "5", "6"],
+    ]
+
+
+def test_the_article_as_json_records() -> None:
+    records = forecast.json_records(article_plan())
+
+    assert records[1] == {
+        "period": "Q2",
+        "customers": 150,
+        "cci": 1.5,
+        "expected_tickets": 225.0,
+        "tickets_per_agent": 70.0,
+        "agents_needed": 225 / 70,
+        "headcount": 4,
+    }
+    assert [r["headcount"] for r in records] == [3, 4, 5, 6]
+
+
+def test_headcount_is_the_ceiling_of_the_exact_workload() -> None:
+    # 150 × 1.5 = 225 tickets, 225 / 75 = 3 agents exactly: 3 people, not 4.
+    (exact,) = forecast.plan(["Q"], [150], Fraction("1.5"), Fraction(75))
+    assert (exact.expected_tickets, exact.agents_needed, exact.headcount) == (225, 3, 3)
+    # In floats 3 × 0.1 / 0.1 is 3.0000000000000004; exactly it is 3.
+    assert 3 * 0.1 / 0.1 > 3
+    (tenths,) = forecast.plan(["Q"], [3], Fraction("0.1"), Fraction("0.1"))
+    assert tenths.headcount == 3
+    # A measured CCI of 70/3 for 3 customers at 70 tickets per agent: one agent exactly.
+    (thirds,) = forecast.plan(["Q"], [3], Fraction(70, 3), Fraction(70))
+    assert thirds.headcount == 1
+    # Any workload above a whole number needs another person, however small the excess (a float
+    # tolerance would round 2.0000000001 down).
+    (sliver,) = forecast.plan(["Q"], [20_000_000_001], Fraction(1), Fraction(10**10))
+    assert sliver.agents_needed == Fraction(20_000_000_001, 10**10)
+    assert sliver.headcount == 3
+    (nobody,) = forecast.plan(["Q"], [0], Fraction("1.5"), Fraction(70))
+    assert nobody.headcount == 0
+
+
+def test_plan_uses_the_domain_arithmetic() -> None:
+    (period,) = forecast.plan(["Q"], [101], Fraction("1.5"), Fraction("72.5"))
+
+    assert period.expected_tickets == Fraction("151.5")
+    assert period.agents_needed == domain.agents_needed(Fraction("151.5"), Fraction("72.5"))
+    assert period.headcount == domain.headcount(period.agents_needed) == 3
+
+
+def test_plan_pairs_labels_with_customers() -> None:
+    with pytest.raises(ValueError, match="2 period labels for 3 periods"):
+        forecast.plan(["a", "b"], [1, 2, 3], Fraction(1), Fraction(1))
+
+
+@pytest.mark.parametrize(
+    ("value", "places", "trim", "text"),
+    [
+        (Fraction(15, 7), 2, False, "2.14"),
+        (Fraction(75, 14), 2, False, "5.36"),
+        (Fraction(3), 2, False, "3.00"),
+        (Fraction(3), 2, True, "3"),
+        (Fraction("151.5"), 2, True, "151.5"),
+        (Fraction("2.145"), 2, False, "2.15"),  # a float would print 2.14 (2.145 is 2.1449…)
+        (Fraction("2.125"), 2, False, "2.13"),  # half up, not to even
+        (Fraction("-2.125"), 2, False, "-2.13"),
+        (Fraction("0.004"), 2, False, "0.00"),
+        (Fraction(1, 3), 4, True, "0.3333"),
+        (Fraction("2.5"), 0, False, "3"),
+    ],
+)
+def test_decimal_text_rounds_the_exact_value_half_up(
+    value: Fraction, places: int, trim: bool, text: str
+) -> None:
+    assert forecast.decimal_text(value, places, trim=trim) == text
