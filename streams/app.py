@@ -26,12 +26,15 @@ from faust.types import TP, EventT
 
 from streams import domain, metrics, query
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
+from streams.alert_publisher import AlertPublisher
+from streams.alerts import Figure
 from streams.deduplicate import PartitionState
 from streams.emit import Versions, update_key, update_value
 from streams.enrich import ActiveFact, Enricher, decode_facts, encode_fact
 from streams.profiles import ProfileBook
 from streams.settings import (
     TOPIC_ACTIVITY,
+    TOPIC_ALERTS,
     TOPIC_DEAD_LETTERS,
     TOPIC_PROFILES,
     TOPIC_TICKETS,
@@ -165,6 +168,7 @@ def create_app(settings: Settings) -> faust.App:
     partials_topic = app.topic(names["partials"], internal=True, partitions=partitions, **raw)
     updates_topic = app.topic(TOPIC_UPDATES, **raw)
     dead_letter_topic = app.topic(TOPIC_DEAD_LETTERS, **raw)
+    alerts = AlertPublisher(settings, app.topic(TOPIC_ALERTS, **raw))
 
     dedup_table = DedupTable(
         app,
@@ -201,6 +205,14 @@ def create_app(settings: Settings) -> faust.App:
 
         async def on_stop(self) -> None:
             await profiles.stop()
+
+    @app.service
+    class AlertStateService(faust.Service):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            await alerts.start()
+
+        async def on_stop(self) -> None:
+            await alerts.stop()
 
     # The ClickHouse sink has its own consumer group: it neither slows the stages nor needs them.
     sink = SinkRunner(settings)
@@ -302,7 +314,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.timer(settings.emit_interval)
     async def emit_updates() -> None:
-        if not runtime.ready:
+        if not runtime.ready or not alerts.ready:
             return
         pending, runtime.pending_updates = runtime.pending_updates, defaultdict(set)
         now = datetime.now(UTC)
@@ -322,6 +334,8 @@ def create_app(settings: Settings) -> faust.App:
                 value = update_value(month, dimension, segment, tickets, active_users, version, now)
                 await updates_topic.send(key=key.encode(), value=orjson.dumps(value))
                 metrics.updates_emitted.inc()
+                figure = Figure(label, dimension, segment, tickets, active_users, value["cci"])
+                await alerts.publish(figure, now)
                 ratio = value["cci"]
                 metrics.current_cci.labels(label, dimension, segment).set(
                     float("nan") if ratio is None else ratio
@@ -341,6 +355,7 @@ def create_app(settings: Settings) -> faust.App:
                     runtime.pending_updates[label].update(all_segment_keys(state))
         for state in runtime.states.values():
             state.mark_all_dirty()
+        alerts.catch_up()  # judge the republished figures against every state published so far
         runtime.ready = True
         log.info(
             "recovered: %d facts partitions, %d user-months, %d months of partials",
@@ -361,6 +376,7 @@ def create_app(settings: Settings) -> faust.App:
             and app.tables.recovery.completed.is_set()
             and bool(app.consumer.assignment())
             and profiles.loaded.is_set()
+            and alerts.ready
         )
         body = {
             "status": "ok" if healthy else "starting",

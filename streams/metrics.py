@@ -83,3 +83,11 @@ sink_skipped_records = Counter(
     ["topic"],
     registry=registry,
 )
+
+# --- alerts (streams/alert_publisher.py) ----------------------------------------------------------
+alerts_emitted = Counter(
+    "cci_alerts_emitted_total",
+    "Records emitted to cci-alerts, per rule and state (firing, cleared)",
+    ["rule", "state"],
+    registry=registry,
+)
