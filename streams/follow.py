@@ -15,10 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 log = logging.getLogger(__name__)
 
 MISSING_TOPIC_RETRY = 5.0  # seconds between looks for a topic that does not exist yet
+END_OFFSETS_RETRY = 1.0  # seconds before asking again for end offsets the broker did not give
 
 
 class TopicFollower:
@@ -85,7 +87,14 @@ class TopicFollower:
             while True:
                 if self._sync_requested:
                     self._sync_requested = False
-                    end = await consumer.end_offsets(tps)
+                    try:
+                        end = await consumer.end_offsets(tps)
+                    except KafkaError as exc:
+                        # Stay out of sync (callers wait on it) and ask again: never give up.
+                        log.warning("%s: no end offsets yet (%r), retrying", self.topic, exc)
+                        self._sync_requested = True
+                        await asyncio.sleep(END_OFFSETS_RETRY)
+                        continue
                     pending = {tp: offset for tp, offset in end.items() if offset > 0}
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for records in batches.values():
