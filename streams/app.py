@@ -25,12 +25,14 @@ from faust.types import TP, EventT
 
 from streams import domain, metrics, query
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
+from streams.alert_publisher import AlertPublisher
+from streams.alerts import Figure
 from streams.deduplicate import PartitionState
 from streams.emit import Versions, update_key, update_value
 from streams.enrich import ActiveFact, Enricher, decode_facts
 from streams.ingest import IngestRunner, partition_for
 from streams.profiles import ProfileBook
-from streams.settings import TOPIC_PROFILES, TOPIC_UPDATES, Settings
+from streams.settings import TOPIC_ALERTS, TOPIC_PROFILES, TOPIC_UPDATES, Settings
 from streams.sink import SinkRunner
 
 log = logging.getLogger("streams")
@@ -133,6 +135,7 @@ def create_app(settings: Settings) -> faust.App:
     facts_topic = app.topic(names["facts"], internal=True, partitions=partitions, **raw)
     partials_topic = app.topic(names["partials"], internal=True, partitions=partitions, **raw)
     updates_topic = app.topic(TOPIC_UPDATES, **raw)
+    alerts = AlertPublisher(settings, app.topic(TOPIC_ALERTS, **raw))
 
     dedup_table = DedupTable(
         app,
@@ -169,6 +172,14 @@ def create_app(settings: Settings) -> faust.App:
 
         async def on_stop(self) -> None:
             await profiles.stop()
+
+    @app.service
+    class AlertStateService(faust.Service):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            await alerts.start()
+
+        async def on_stop(self) -> None:
+            await alerts.stop()
 
     # The ClickHouse sink has its own consumer group: it neither slows the stages nor needs them.
     sink = SinkRunner(settings)
@@ -249,7 +260,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.timer(settings.emit_interval)
     async def emit_updates() -> None:
-        if not runtime.ready:
+        if not runtime.ready or not alerts.ready:
             return
         pending, runtime.pending_updates = runtime.pending_updates, defaultdict(set)
         now = datetime.now(UTC)
@@ -269,6 +280,8 @@ def create_app(settings: Settings) -> faust.App:
                 value = update_value(month, dimension, segment, tickets, active_users, version, now)
                 await updates_topic.send(key=key.encode(), value=orjson.dumps(value))
                 metrics.updates_emitted.inc()
+                figure = Figure(label, dimension, segment, tickets, active_users, value["cci"])
+                await alerts.publish(figure, now)
                 ratio = value["cci"]
                 metrics.current_cci.labels(label, dimension, segment).set(
                     float("nan") if ratio is None else ratio
@@ -288,6 +301,7 @@ def create_app(settings: Settings) -> faust.App:
                     runtime.pending_updates[label].update(all_segment_keys(state))
         for state in runtime.states.values():
             state.mark_all_dirty()
+        alerts.catch_up()  # judge the republished figures against every state published so far
         runtime.ready = True
         log.info(
             "recovered: %d facts partitions, %d user-months, %d months of partials",
@@ -309,6 +323,7 @@ def create_app(settings: Settings) -> faust.App:
             and bool(app.consumer.assignment())
             and profiles.loaded.is_set()
             and ingest.running.is_set()
+            and alerts.ready
         )
         body = {
             "status": "ok" if healthy else "starting",

@@ -45,10 +45,13 @@ def update_value(
     return {
         **figure_fields(domain.month_label(month), dimension, segment, tickets, active_users),
         "version": version,
-        "emitted_at": emitted_at.astimezone(UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
+        "emitted_at": rfc3339(emitted_at),
     }
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, milliseconds, ``Z``: ``2026-03-15T12:03:20.123Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -89,3 +89,11 @@ consumer_lag = Gauge(
     ["topic"],
     registry=registry,
 )
+
+# --- alerts (streams/alert_publisher.py) ----------------------------------------------------------
+alerts_emitted = Counter(
+    "cci_alerts_emitted_total",
+    "Records emitted to cci-alerts, per rule and state (firing, cleared)",
+    ["rule", "state"],
+    registry=registry,
+)

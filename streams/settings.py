@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from streams.alerts import AlertRules, RulesError, check_dimensions, load_rules
+
 TOPIC_ACTIVITY = "user-activity"
 TOPIC_TICKETS = "ticket-created"
 TOPIC_PROFILES = "user-profile"
@@ -112,6 +114,11 @@ def _parse_log_level(value: str) -> str:
     return value.upper()
 
 
+def _parse_alert_rules(value: str) -> AlertRules:
+    # Empty is unset (what `cci settings` shows as the default): no alerts.
+    return load_rules(Path(value.strip())) if value.strip() else AlertRules()
+
+
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
 
@@ -174,6 +181,12 @@ class Settings:
         0.5,
         _parse_seconds,
         "seconds a changed figure may wait before it is published, coalescing bursts",
+    )
+    alert_rules: AlertRules = _setting(  # noqa: RUF009 - frozen, safe as a shared default
+        "CCI_ALERT_RULES",
+        AlertRules(),
+        _parse_alert_rules,
+        "TOML file of alert rules on the figures (README: Alerts); unset: no alerts",
     )
     sink_batch_rows: int = _setting(
         "CCI_SINK_BATCH_ROWS",
@@ -254,6 +267,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise SettingsError(f"{env}: {exc}") from None
     settings = Settings(**values)
+    try:
+        check_dimensions(settings.alert_rules, settings.extra_dimensions)
+    except RulesError as exc:
+        raise SettingsError(f"CCI_ALERT_RULES: {exc}") from None
     if settings.kafka_security_protocol.startswith("SASL") and not settings.kafka_sasl_username:
         raise SettingsError("CCI_KAFKA_SASL_USERNAME: required with a SASL security protocol")
     return settings

@@ -151,6 +151,34 @@ def test_a_bad_environment_value_exits_non_zero_naming_the_variable(
     assert "'x'" in result.output
 
 
+@pytest.mark.parametrize("command", ["worker", "settings"])
+def test_a_bad_rules_file_exits_non_zero_naming_the_file_and_the_rule(
+    command: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nname = "busy"\ndimension = "plan"\nsegment = "x"\nabove = 1\n'
+        '[[rule]]\nname = "busy"\ndimension = "plan"\nsegment = "y"\nabove = 1\n'
+    )
+
+    result = run(command, env={"CCI_ALERT_RULES": str(rules), "CCI_DATA_DIR": str(tmp_path)})
+
+    assert result.exit_code == 2, result.output
+    assert "CCI_ALERT_RULES" in result.output
+    assert str(rules) in result.output
+    assert "rule 2 ('busy'): field 'name'" in result.output
+
+
+def test_settings_shows_the_rules_file() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "alert-rules.example.toml"
+
+    result = run("settings", env={"CCI_ALERT_RULES": str(example)})
+
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()[1:]}
+    assert rows["CCI_ALERT_RULES"][0] == str(example)
+
+
 def test_produce_without_a_topic_names_the_flag(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text('{"user_id": "u1"}\n')

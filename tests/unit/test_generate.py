@@ -308,6 +308,7 @@ def test_there_is_a_schema_per_topic(validators: dict[str, Any]) -> None:
         "user-profile",
         "cci-updates",
         "cci-dead-letters",
+        "cci-alerts",
     }
 
 

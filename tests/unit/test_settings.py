@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from streams.alerts import AlertRules, load_rules
 from streams.settings import Settings, SettingsError, describe_settings, load_settings
 
 EVERY_VARIABLE = [spec.metadata["env"] for spec in fields(Settings)]
+EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "deploy" / "alert-rules.example.toml"
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +40,7 @@ def test_defaults() -> None:
     assert (settings.partitions, settings.replication_factor) == (4, 1)
     assert settings.retain_months == 13
     assert settings.emit_interval == 0.5
+    assert settings.alert_rules == AlertRules() and not settings.alert_rules.rules
     assert settings.max_event_bytes == 65536
     assert settings.max_future_seconds == 86400.0
     assert settings.embedded_broker is False
@@ -61,6 +64,8 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CCI_KAFKA_BOOTSTRAP", "  broker:9093 ", "kafka_bootstrap", "broker:9093"),
     ("CCI_APP_ID", "cci-test", "app_id", "cci-test"),
     ("CCI_SINK_BATCH_ROWS", "200", "sink_batch_rows", 200),
+    ("CCI_ALERT_RULES", str(EXAMPLE_RULES), "alert_rules", load_rules(EXAMPLE_RULES)),
+    ("CCI_ALERT_RULES", " ", "alert_rules", AlertRules()),
     ("CCI_SINK_FLUSH_SECONDS", "2.5", "sink_flush_seconds", 2.5),
     ("CCI_CLICKHOUSE_URL", "chdb:///var/lib/cci", "clickhouse_url", "chdb:///var/lib/cci"),
     ("CCI_CLICKHOUSE_URL", "http://u:p@ch:8123/cci", "clickhouse_url", "http://u:p@ch:8123/cci"),
@@ -149,6 +154,7 @@ INVALID: list[tuple[str, str]] = [
     ("CCI_SESSION_TIMEOUT", "inf"),
     ("CCI_LOG_LEVEL", "loud"),
     ("CCI_KAFKA_SECURITY_PROTOCOL", "TLS"),
+    ("CCI_ALERT_RULES", "/no/such/rules.toml"),
 ]
 
 
@@ -219,3 +225,23 @@ def test_describe_settings_lists_every_variable_once_with_its_default() -> None:
 def test_setting_a_variable_to_its_shown_default_changes_nothing(env: str, shown: str) -> None:
     # `cci settings` prints these defaults; copying one into the environment must be accepted.
     assert load_settings({env: shown}) == Settings()
+
+
+def test_a_bad_rules_file_names_the_variable_the_file_and_the_rule(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "busy"\ndimension = "plan"\nsegment = "x"\nabove = -1\n')
+
+    with pytest.raises(SettingsError, match=rf"^CCI_ALERT_RULES: {re.escape(str(rules))}: ") as e:
+        load_settings({"CCI_ALERT_RULES": str(rules)})
+
+    assert "rule 1 ('busy'): field 'above'" in str(e.value)
+
+
+def test_a_rule_on_an_extra_dimension_needs_that_dimension(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "big"\ndimension = "size"\nsegment = "*"\nabove = 1\n')
+
+    with pytest.raises(SettingsError, match=r"^CCI_ALERT_RULES: .*'size' is not a dimension"):
+        load_settings({"CCI_ALERT_RULES": str(rules)})
+    settings = load_settings({"CCI_ALERT_RULES": str(rules), "CCI_EXTRA_DIMENSIONS": "size"})
+    assert [rule.name for rule in settings.alert_rules.rules] == ["big"]

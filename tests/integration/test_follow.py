@@ -1,0 +1,57 @@
+"""TopicFollower against a real broker: a whole topic loaded, then caught up on request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from streams.dev.broker import EmbeddedBroker
+from streams.dev.produce import produce_records
+from streams.dev.topics import TopicSpec, create_topics
+from streams.follow import TopicFollower
+
+WAIT_S = 30.0
+
+
+def records(start: int, stop: int) -> list[tuple[bytes, bytes]]:
+    return [(f"k{i}".encode(), f"v{i}".encode()) for i in range(start, stop)]
+
+
+async def test_loads_every_partition_then_catches_up_on_request(
+    broker: EmbeddedBroker, make_topic_name: Callable[[str], str]
+) -> None:
+    topic = make_topic_name("follow")
+    await create_topics(broker.bootstrap, {topic: TopicSpec(partitions=3)})
+    await produce_records(broker.bootstrap, topic, records(0, 30), one_record_batches=True)
+    seen: list[tuple[bytes | None, bytes | None]] = []
+    follower = TopicFollower(broker.bootstrap, topic, lambda key, value: seen.append((key, value)))
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.loaded.wait(), WAIT_S)
+        assert follower.in_sync.is_set()
+        assert sorted(seen) == sorted(records(0, 30))
+
+        await produce_records(broker.bootstrap, topic, records(30, 40), one_record_batches=True)
+        follower.catch_up()
+        assert not follower.in_sync.is_set()
+        await asyncio.wait_for(follower.in_sync.wait(), WAIT_S)
+        # Everything written before the request has been applied once it is in sync.
+        assert sorted(seen) == sorted(records(0, 40))
+        assert follower.loaded.is_set()
+    finally:
+        await follower.stop()
+
+
+async def test_a_missing_topic_is_loaded_empty(
+    broker: EmbeddedBroker, make_topic_name: Callable[[str], str]
+) -> None:
+    seen: list[tuple[bytes | None, bytes | None]] = []
+    follower = TopicFollower(
+        broker.bootstrap, make_topic_name("absent"), lambda key, value: seen.append((key, value))
+    )
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.loaded.wait(), WAIT_S)
+        assert follower.in_sync.is_set() and seen == []
+    finally:
+        await follower.stop()
