@@ -38,6 +38,7 @@ from streams.sink import SinkRunner
 log = logging.getLogger("streams")
 
 PARTIALS_INTERVAL = 0.1  # seconds between publishes of changed partial counts
+STATE_GAUGE_INTERVAL = 5.0  # seconds between estimates of the dedup state's size
 
 
 def internal_topic_names(app_id: str) -> dict[str, str]:
@@ -238,7 +239,12 @@ def create_app(settings: Settings) -> faust.App:
                     partition=partition_for(label, partitions),
                 )
                 metrics.partials_published.inc()
-        metrics.user_months.set(sum(s.user_months() for s in runtime.states.values()))
+
+    @app.timer(STATE_GAUGE_INTERVAL)
+    async def measure_state() -> None:
+        states = list(runtime.states.values())
+        metrics.user_months.set(sum(state.user_months() for state in states))
+        metrics.dedup_state_bytes.set(sum(state.estimated_bytes() for state in states))
 
     # --- aggregate -----------------------------------------------------------------------------
 

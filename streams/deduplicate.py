@@ -14,6 +14,8 @@ any order through the same rule rebuilds the same state, which is what makes rec
 
 from __future__ import annotations
 
+import itertools
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -24,6 +26,13 @@ from streams.enrich import ActiveFact, Attributes, TicketFact
 SegmentKey = tuple[str, str]  # (dimension, segment)
 Fact = ActiveFact | TicketFact
 
+# Packed versions: ts (µs) in the high bits, then (tickets only) the month index, then the id of
+# the interned attribute tuple. Higher bits decide first, so comparing ts then attributes works.
+ATTRIBUTE_BITS = 24
+ATTRIBUTE_MASK = (1 << ATTRIBUTE_BITS) - 1
+MONTH_BITS = 20  # month index = year * 12 + month - 1: below 2**20 until year 87,000
+MONTH_MASK = (1 << MONTH_BITS) - 1
+
 
 class PartitionState:
     """Dedup state and partial counts of one facts partition. Pure: no Kafka, no Faust."""
@@ -31,9 +40,11 @@ class PartitionState:
     def __init__(self, dimensions: Sequence[str]) -> None:
         self.dimensions = tuple(dimensions)
         self.ticket_dimensions = (*self.dimensions, domain.CHANNEL)
-        self.actives: dict[int, dict[str, tuple[int, Attributes]]] = defaultdict(dict)
-        # ticket_id → (ts, month, attributes, user_id); the user only breaks exact ties.
-        self.tickets: dict[str, tuple[int, int, Attributes, str]] = {}
+        # month → user_id → packed (ts, attributes id): one int per user-month keeps the state
+        # near 100 bytes per user-month (see ``pack``).
+        self.actives: dict[int, dict[str, int]] = defaultdict(dict)
+        # ticket_id → (packed (ts, month, attributes id), user_id); the user only breaks ties.
+        self.tickets: dict[str, tuple[int, str]] = {}
         self.active_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
         self.ticket_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
         self.dirty: dict[int, set[SegmentKey]] = defaultdict(set)
@@ -41,8 +52,10 @@ class PartitionState:
         # Highest facts offset reflected in this state: published partial counts carry it so the
         # aggregate keeps the newest of two owners' figures after a rebalance.
         self.applied_seq = -1
-        # Identical attribute tuples share one object: thousands of users, a few dozen tuples.
-        self._interned: dict[Attributes, Attributes] = {}
+        # Identical attribute tuples are stored once and referred to by number: thousands of
+        # users, a few dozen tuples.
+        self._attribute_ids: dict[Attributes, int] = {}
+        self._attributes: list[Attributes] = []
 
     # --- applying facts ------------------------------------------------------------------------
 
@@ -56,43 +69,71 @@ class PartitionState:
         return changed
 
     def _apply_one(self, fact: Fact) -> bool:
-        attributes = self._interned.setdefault(fact.attributes, fact.attributes)
+        attribute_id = self._attribute_id(fact.attributes)
         if isinstance(fact, ActiveFact):
             users = self.actives[fact.month]
             current = users.get(fact.user_id)
-            candidate = (fact.ts, attributes)
-            if current is not None and current <= candidate:
+            candidate = fact.ts << ATTRIBUTE_BITS | attribute_id
+            if current is not None and not self._earlier(candidate, current, fact.ts):
                 return False
-            users[fact.user_id] = candidate
-            if current is None or current[1] != attributes:
+            # One string per user across months, not one per user-month.
+            users[sys.intern(fact.user_id)] = candidate
+            current_id = None if current is None else current & ATTRIBUTE_MASK
+            if current_id != attribute_id:
                 counts = self.active_counts[fact.month]
                 dirty = self.dirty[fact.month]
-                if current is not None:
-                    self._count(counts, dirty, self.dimensions, current[1], -1)
-                self._count(counts, dirty, self.dimensions, attributes, +1)
+                if current_id is not None:
+                    self._count(counts, dirty, self.dimensions, self._attributes[current_id], -1)
+                self._count(counts, dirty, self.dimensions, fact.attributes, +1)
             return True
-        ticket = (fact.ts, fact.month, attributes, fact.user_id)
+        packed = (fact.ts << MONTH_BITS | fact.month) << ATTRIBUTE_BITS | attribute_id
         current_ticket = self.tickets.get(fact.ticket_id)
-        if current_ticket is not None and current_ticket <= ticket:
-            return False
-        self.tickets[fact.ticket_id] = ticket
         if current_ticket is not None:
-            old_month = current_ticket[1]
+            held, held_user = current_ticket
+            if held == packed:
+                if held_user <= fact.user_id:
+                    return False
+            elif not self._earlier(packed, held, fact.ts, shift=MONTH_BITS + ATTRIBUTE_BITS):
+                return False
+        self.tickets[fact.ticket_id] = (packed, sys.intern(fact.user_id))
+        if current_ticket is not None:
+            held = current_ticket[0]
+            old_month = (held >> ATTRIBUTE_BITS) & MONTH_MASK
             self._count(
                 self.ticket_counts[old_month],
                 self.dirty[old_month],
                 self.ticket_dimensions,
-                current_ticket[2],
+                self._attributes[held & ATTRIBUTE_MASK],
                 -1,
             )
         self._count(
             self.ticket_counts[fact.month],
             self.dirty[fact.month],
             self.ticket_dimensions,
-            attributes,
+            fact.attributes,
             +1,
         )
         return True
+
+    def _attribute_id(self, attributes: Attributes) -> int:
+        attribute_id = self._attribute_ids.get(attributes)
+        if attribute_id is None:
+            attribute_id = self._attribute_ids[attributes] = len(self._attributes)
+            if attribute_id > ATTRIBUTE_MASK:
+                raise OverflowError(f"more than {ATTRIBUTE_MASK + 1} distinct attribute tuples")
+            self._attributes.append(attributes)
+        return attribute_id
+
+    def _earlier(self, candidate: int, current: int, candidate_ts: int, shift: int = 0) -> bool:
+        """Does ``candidate`` win over ``current``: earlier ts, then the smaller attribute tuple
+        (attribute ids are in first-seen order, so ties compare the tuples themselves)."""
+        current_ts = current >> (shift or ATTRIBUTE_BITS)
+        if candidate_ts != current_ts:
+            return candidate_ts < current_ts
+        return (
+            self._attributes[candidate & ATTRIBUTE_MASK]
+            < self._attributes[current & ATTRIBUTE_MASK]
+        )
 
     @staticmethod
     def _count(
@@ -159,7 +200,11 @@ class PartitionState:
             self.active_counts.pop(month, None)
             self.ticket_counts.pop(month, None)
             self.dirty.pop(month, None)
-        self.tickets = {k: v for k, v in self.tickets.items() if v[1] >= oldest_month}
+        self.tickets = {
+            ticket_id: held
+            for ticket_id, held in self.tickets.items()
+            if (held[0] >> ATTRIBUTE_BITS) & MONTH_MASK >= oldest_month
+        }
         return [key for m in expired for key in self.chunk_keys.pop(m, ())]
 
     # --- publishing partial counts -------------------------------------------------------------
@@ -199,5 +244,55 @@ class PartitionState:
                 if actives.get(key) == 0:
                     del actives[key]
 
+    def winning_versions(
+        self,
+    ) -> tuple[
+        dict[int, dict[str, tuple[int, Attributes]]], dict[str, tuple[int, int, Attributes, str]]
+    ]:
+        """The packed state unpacked: (month → user → (ts, attributes)), (ticket → (ts, month,
+        attributes, user)). For tests and debugging: it copies everything."""
+        attributes = self._attributes
+        actives = {
+            month: {
+                user: (packed >> ATTRIBUTE_BITS, attributes[packed & ATTRIBUTE_MASK])
+                for user, packed in users.items()
+            }
+            for month, users in self.actives.items()
+            if users
+        }
+        tickets = {
+            ticket_id: (
+                packed >> (MONTH_BITS + ATTRIBUTE_BITS),
+                (packed >> ATTRIBUTE_BITS) & MONTH_MASK,
+                attributes[packed & ATTRIBUTE_MASK],
+                user,
+            )
+            for ticket_id, (packed, user) in self.tickets.items()
+        }
+        return actives, tickets
+
+    def estimated_bytes(self, sample: int = 64) -> int:
+        """Memory held by the winners, estimated cheaply: exact table sizes plus the first
+        ``sample`` entries' keys and values scaled up. A user id shared by several months is
+        counted in each, so this errs high."""
+        total = sys.getsizeof(self.actives)
+        for users in self.actives.values():
+            total += sys.getsizeof(users) + len(users) * _entry_bytes(users, sample)
+        total += sys.getsizeof(self.tickets) + len(self.tickets) * _entry_bytes(
+            self.tickets, sample
+        )
+        return total
+
     def user_months(self) -> int:
         return sum(len(users) for users in self.actives.values())
+
+
+def _entry_bytes(table: dict[str, Any], sample: int) -> int:
+    """Average size of a key and its value (one level deep) over the first ``sample`` entries."""
+    sizes = [
+        sys.getsizeof(key)
+        + sys.getsizeof(value)
+        + (sum(sys.getsizeof(item) for item in value) if isinstance(value, tuple) else 0)
+        for key, value in itertools.islice(table.items(), sample)
+    ]
+    return sum(sizes) // len(sizes) if sizes else 0

@@ -43,6 +43,11 @@ updates_emitted = Counter(
 user_months = Gauge(
     "cci_user_months", "Distinct active user-months held in dedup state", registry=registry
 )
+dedup_state_bytes = Gauge(
+    "cci_dedup_state_bytes",
+    "Estimated memory of the dedup state's winners (user-months and tickets), in bytes",
+    registry=registry,
+)
 current_cci = Gauge(
     "cci_current",
     "Latest CCI per month, dimension and segment",

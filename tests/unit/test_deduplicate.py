@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
+import tracemalloc
 from collections import Counter
 from typing import Any
 
+import orjson
 import pytest
 
 from streams import domain
 from streams.deduplicate import Fact, PartitionState, SegmentKey
-from streams.enrich import ActiveFact, Attributes, TicketFact
+from streams.enrich import ActiveFact, Attributes, TicketFact, decode_facts, encode_fact
 
 DIMENSIONS = domain.user_dimensions(())  # plan, product, region, tenure
 TICKET_DIMENSIONS = (*DIMENSIONS, domain.CHANNEL)
@@ -55,7 +58,7 @@ def snapshot(state: PartitionState) -> tuple[Snapshot, Snapshot]:
 
 
 def winners(state: PartitionState) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
-    return {m: dict(users) for m, users in state.actives.items() if users}, dict(state.tickets)
+    return state.winning_versions()
 
 
 def drain(state: PartitionState) -> dict[int, dict[str, list[int]]]:
@@ -138,6 +141,18 @@ def test_with_equal_timestamps_the_smaller_attribute_tuple_wins(kind: str) -> No
         counts = state.active_counts if kind == "active" else state.ticket_counts
         assert counts[MARCH][("plan", "free")] == 1, order
         assert counts[MARCH][("plan", "paid")] == 0, order
+
+
+def test_a_ticket_tied_on_time_and_attributes_keeps_the_smaller_user() -> None:
+    by_ann = TicketFact("t1", MARCH, _ts(MARCH), (*_attributes(), "web"), "ann")
+    by_bob = TicketFact("t1", MARCH, _ts(MARCH), (*_attributes(), "web"), "bob")
+
+    for order in ([by_ann, by_bob], [by_bob, by_ann]):
+        state = PartitionState(DIMENSIONS)
+        for seq, fact in enumerate(order):
+            state.apply([fact], seq)
+        assert state.winning_versions()[1]["t1"][3] == "ann", order
+        assert state.ticket_counts[MARCH][GLOBAL] == 1
 
 
 def test_a_late_earlier_event_moves_the_user_to_another_segment() -> None:
@@ -452,3 +467,28 @@ def _as_published(actives: Snapshot, tickets: Snapshot) -> dict[int, dict[str, l
             for dimension, segment in set(month_actives) | set(month_tickets)
         }
     return figures
+
+
+def test_estimated_bytes_tracks_the_memory_the_winners_hold() -> None:
+    facts: list[Fact] = [
+        active(f"user-{n:06d}", month, offset=n % 50, plan=("free", "paid")[n % 2])
+        for month in (JANUARY, FEBRUARY, MARCH)
+        for n in range(4000)
+    ]
+    facts += [ticket(f"ticket-{n:07d}", MARCH, offset=n % 50) for n in range(1500)]
+    # As in the worker: facts arrive as bytes, so the state owns every string it keeps.
+    wire = orjson.dumps([encode_fact(fact) for fact in facts])
+    del facts
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        state = applied(decode_facts(orjson.loads(wire)))
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    estimate = state.estimated_bytes()
+    assert 0.7 * held <= estimate <= 1.5 * held, (estimate, held)
+    # The packed layout: under the 200 bytes per user-month the state may cost, tickets included.
+    assert held / state.user_months() < 200, held / state.user_months()
