@@ -114,6 +114,13 @@ def _parse_log_level(value: str) -> str:
     return value.upper()
 
 
+def _parse_log_format(value: str) -> str:
+    allowed = {"text", "json"}
+    if value.lower() not in allowed:
+        raise ValueError(f"expected one of {', '.join(sorted(allowed))}, got {value!r}")
+    return value.lower()
+
+
 def _parse_alert_rules(value: str) -> AlertRules:
     # Empty is unset (what `cci settings` shows as the default): no alerts.
     return load_rules(Path(value.strip())) if value.strip() else AlertRules()
@@ -219,6 +226,12 @@ class Settings:
         "CCI_SESSION_TIMEOUT", 10.0, _parse_seconds, "consumer group session timeout, seconds"
     )
     log_level: str = _setting("CCI_LOG_LEVEL", "INFO", _parse_log_level, "log level")
+    log_format: str = _setting(
+        "CCI_LOG_FORMAT",
+        "text",
+        _parse_log_format,
+        "text, or json: one JSON object per line for log collectors",
+    )
     kafka_security_protocol: str = _setting(
         "CCI_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", _parse_security_protocol, "Kafka security"
     )

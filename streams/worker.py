@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from streams.app import create_app
+from streams.logs import logging_config
 from streams.settings import Settings
 
 log = logging.getLogger("streams")
@@ -13,23 +14,26 @@ log = logging.getLogger("streams")
 def run_worker(settings: Settings) -> None:
     app = create_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    worker = app.Worker(loglevel=settings.log_level, quiet=True)
+    worker = app.Worker(
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_format, settings.log_level),
+        quiet=True,
+    )
 
     @app.task
     async def announce() -> None:
-        log.info(
-            "cci worker starting: broker=%s app_id=%s timezone=%s store=%s retain_months=%d "
-            "partitions=%d web=http://%s:%d embedded_broker=%s",
-            settings.kafka_bootstrap,
-            settings.app_id,
-            settings.timezone,
-            _redact(settings.clickhouse_url),
-            settings.retain_months,
-            settings.partitions,
-            settings.web_host,
-            settings.web_port,
-            settings.embedded_broker,
-        )
+        fields = {
+            "broker": settings.kafka_bootstrap,
+            "app_id": settings.app_id,
+            "timezone": settings.timezone,
+            "store": _redact(settings.clickhouse_url),
+            "retain_months": settings.retain_months,
+            "partitions": settings.partitions,
+            "web": f"http://{settings.web_host}:{settings.web_port}",
+            "embedded_broker": settings.embedded_broker,
+        }
+        described = " ".join(f"{name}={value}" for name, value in fields.items())
+        log.info("cci worker starting: %s", described, extra=fields)
 
     worker.execute_from_commandline()
 

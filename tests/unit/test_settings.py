@@ -98,6 +98,7 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CCI_EMBEDDED_BROKER", "", "embedded_broker", False),
     ("CCI_SESSION_TIMEOUT", "30", "session_timeout", 30.0),
     ("CCI_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ("CCI_LOG_FORMAT", "JSON", "log_format", "json"),
     ("CCI_KAFKA_SECURITY_PROTOCOL", "ssl", "kafka_security_protocol", "SSL"),
     ("CCI_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "kafka_sasl_mechanism", "SCRAM-SHA-512"),
     ("CCI_KAFKA_SASL_USERNAME", "cci", "kafka_sasl_username", "cci"),
@@ -153,6 +154,7 @@ INVALID: list[tuple[str, str]] = [
     ("CCI_EMBEDDED_BROKER", "maybe"),
     ("CCI_SESSION_TIMEOUT", "inf"),
     ("CCI_LOG_LEVEL", "loud"),
+    ("CCI_LOG_FORMAT", "xml"),
     ("CCI_KAFKA_SECURITY_PROTOCOL", "TLS"),
     ("CCI_ALERT_RULES", "/no/such/rules.toml"),
 ]
