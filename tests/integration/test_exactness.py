@@ -68,10 +68,6 @@ def test_resent_events_count_once(pipeline, dataset) -> None:
     wait_for_figures(pipeline.bootstrap, expected)
 
 
-@pytest.mark.known_issue(
-    "about 3 runs in 16 (under load) the restarted worker stops short: no input consumed, part "
-    "of it, or one ticket missing after 90 s; see README 'Known limitations'"
-)
 def test_sigkill_mid_stream_then_restart(pipeline, dataset) -> None:
     data, expected = dataset
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
