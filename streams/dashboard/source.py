@@ -1,0 +1,71 @@
+"""The dashboard's data source inside a worker: ``cci-updates`` and ``cci-alerts`` followed from
+the beginning (every partition, no consumer group) into a ``DashboardView``, and a change signal
+the live streams wait on.
+
+Every worker reads both topics whole, so each one's dashboard shows the full picture whatever
+partitions it owns. Replaying the topics at start is cheap: they are compacted, one record per
+(month, dimension, segment) and per alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka import ConsumerRecord
+
+from streams.dashboard.view import DashboardView
+from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, Settings
+from streams.topic_reader import TopicReader
+
+
+class DashboardSource:
+    """The view, kept current by a topic reader; ``generation`` counts the changes applied."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.view = DashboardView.from_settings(settings)
+        self.reader = TopicReader(
+            settings.kafka_bootstrap,
+            (TOPIC_UPDATES, TOPIC_ALERTS),
+            self.apply_records,
+            settings.kafka_client_kwargs(),
+            name="dashboard",
+        )
+        self.generation = 0
+        self.closed = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    def apply_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        changed = False
+        for record in records:
+            changed |= self.view.apply(record.topic, record.key, record.value)
+        if changed:
+            # One wake-up per poll, however many records it held: bursts reach clients once.
+            self.generation += 1
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.reader.start()
+
+    async def stop(self) -> None:
+        self.close()
+        await self.reader.stop()
+
+    def close(self) -> None:
+        """End the live streams (the web server waits for open requests when it stops)."""
+        self.closed.set()
+        self._changed.set()
+
+    async def wait_for_change(self, seen: int, timeout: float) -> int:
+        """The generation once it differs from ``seen``, or after ``timeout`` or closing."""
+        if self.generation == seen and not self.closed.is_set():
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
+        return self.generation
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the source closes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closed.wait(), seconds)
