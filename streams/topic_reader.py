@@ -69,7 +69,7 @@ class TopicReader:
             next_look = 0.0
             while True:
                 if missing and loop.time() >= next_look:
-                    found = await _new_partitions(consumer, missing, first=not next_look)
+                    found = await _new_partitions(consumer, missing)
                     next_look = loop.time() + MISSING_TOPIC_RETRY
                     if found:
                         unread.update(await _add_partitions(consumer, assigned, found))
@@ -100,15 +100,13 @@ class TopicReader:
             self.loaded.set()
 
 
-async def _new_partitions(
-    consumer: AIOKafkaConsumer, topics: Sequence[str], first: bool
-) -> set[TopicPartition]:
-    if not first:
-        await consumer._client.force_metadata_update()
+async def _new_partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> set[TopicPartition]:
+    # The whole cluster's metadata: a consumer's own tracks only the topics it is assigned.
+    cluster = await consumer._client.fetch_all_metadata()
     return {
         TopicPartition(topic, partition)
         for topic in topics
-        for partition in consumer.partitions_for_topic(topic) or ()
+        for partition in cluster.partitions_for_topic(topic) or ()
     }
 
 
