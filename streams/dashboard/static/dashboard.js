@@ -21,7 +21,8 @@
     month: "",        // "" follows the newest month in the data
     mode: "cci",      // chart values: "cci" or "pct" (contact rate, % of customers)
     data: null,       // the last push: {cci, history, alerts}
-    previous: {},     // "dimension|segment" → figure text shown before, to flash changes
+    previous: {},     // "dimension|segment|field" → text shown before, to flash changes
+    shownMonth: null, // the month those texts belong to
     pushes: 0,
     source: null
   };
@@ -99,6 +100,8 @@
   function render() {
     var data = state.data;
     var cci = data.cci;
+    if (cci.month !== state.shownMonth) state.previous = {};  // another month: nothing "changed"
+    state.shownMonth = cci.month;
     renderMonths(cci);
     var firing = firingBySegment(data.alerts.alerts, cci.month);
     renderAlerts(data.alerts.alerts);
@@ -173,7 +176,10 @@
       ].map(function (pair) {
         var cell = el("td", { "data-field": pair[0], text: pair[1] });
         var seen = state.previous[key + "|" + pair[0]];
-        if (seen !== undefined && seen !== pair[1]) cell.className = "flash";
+        if (seen !== undefined && seen !== pair[1]) {
+          cell.className = "flash";
+          cell.addEventListener("animationend", function () { cell.className = ""; });
+        }
         state.previous[key + "|" + pair[0]] = pair[1];
         return cell;
       });
