@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 
-from streams.dashboard.view import DashboardView
+from streams.dashboard.view import DashboardView, sse_event
 from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, Settings
 from streams.topic_reader import TopicReader
 
@@ -34,6 +35,10 @@ class DashboardSource:
         self.generation = 0
         self.closed = asyncio.Event()
         self._changed = asyncio.Event()
+        # Live events of the current generation by (month, oldest retained month): every client
+        # watching the same month shares one rendering.
+        self._events: dict[tuple[str | None, int], bytes] = {}
+        self._events_generation = -1
 
     def apply_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         changed = False
@@ -44,6 +49,17 @@ class DashboardSource:
             self.generation += 1
             self._changed.set()
             self._changed = asyncio.Event()
+
+    def live_event(self, month: str | None) -> bytes:
+        """The ``cci`` server-sent event of ``month`` (None: the newest) as of now."""
+        now = datetime.now(UTC)
+        if self._events_generation != self.generation:
+            self._events.clear()
+            self._events_generation = self.generation
+        key = (month, self.view.oldest_month(now))
+        if key not in self._events:
+            self._events[key] = sse_event("cci", self.view.live(month, now))
+        return self._events[key]
 
     async def start(self) -> None:
         await self.reader.start()

@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from streams.dashboard.source import DashboardSource
-from streams.dashboard.view import BadParameter, Query, Record, sse_event
+from streams.dashboard.view import BadParameter, Query, Record
 
 PAGE_PATH = "/dashboard"
 STATIC_PATH = "/dashboard/static/{name}"
@@ -105,7 +105,7 @@ async def live_stream(request: web.Request, source: DashboardSource) -> web.Stre
         while not source.closed.is_set():
             if source.generation != seen:
                 seen = source.generation
-                await response.write(sse_event("cci", source.view.live(month, datetime.now(UTC))))
+                await response.write(source.live_event(month))
                 await source.pause(PUSH_INTERVAL)
             elif await source.wait_for_change(seen, KEEPALIVE_SECONDS) == seen:
                 await response.write(b": keepalive\n\n")
