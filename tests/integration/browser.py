@@ -116,12 +116,15 @@ class Browser:
         self.socket = await self.session.ws_connect(url, max_msg_size=0)
 
     def close(self) -> None:
-        if self.socket is not None or self.session is not None:
-            self.loop.run_until_complete(self._disconnect())
-        self.loop.close()
-        if self.process is not None:
-            terminate_group(self.process, grace_s=5)
-        shutil.rmtree(self.profile, ignore_errors=True)
+        """Kill the browser's whole process group, whatever state the connection is in."""
+        try:
+            if self.socket is not None or self.session is not None:
+                self.loop.run_until_complete(self._disconnect())
+        finally:
+            if self.process is not None:
+                terminate_group(self.process, grace_s=5)
+            self.loop.close()
+            shutil.rmtree(self.profile, ignore_errors=True)
 
     async def _disconnect(self) -> None:
         if self.socket is not None:
