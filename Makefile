@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 # Lint only the source folders that exist yet, so a partial tree still passes `make test`.
 LINT_DIRS := $(wildcard streams tests bench)
 
-.PHONY: install test demo lint clean lock
+.PHONY: install test demo lint clean lock browser screenshot
 
 install: $(STAMP)
 
@@ -28,6 +28,18 @@ test: lint
 
 demo: install
 	$(BIN)/cci demo
+
+# Headless Chromium for the dashboard's browser test, from Debian's packages (as root; CI runs
+# this first). Without it the test is skipped, except in CI.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@test -x $(CHROMIUM) && echo "chromium: $(CHROMIUM)"
+
+# Runs the dashboard's browser test and keeps its screenshot as docs/dashboard.png (README).
+screenshot: install browser
+	CCI_UPDATE_SCREENSHOT=1 $(BIN)/pytest -q tests/integration/test_dashboard.py
 
 clean:
 	rm -rf .cci .pytest_cache .ruff_cache build dist *.egg-info

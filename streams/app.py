@@ -27,6 +27,8 @@ from streams import domain, metrics, query
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.alert_publisher import AlertPublisher
 from streams.alerts import Figure
+from streams.dashboard import web as dashboard_web
+from streams.dashboard.source import DashboardSource
 from streams.deduplicate import PartitionState
 from streams.emit import Versions, update_key, update_value
 from streams.enrich import ActiveFact, Enricher, decode_facts
@@ -357,6 +359,43 @@ def create_app(settings: Settings) -> faust.App:
                 getattr(request, "remote", None),
             )
             return self.bytes(answer.body, content_type="application/json", status=answer.status)
+
+    # --- dashboard: every worker follows cci-updates and cci-alerts whole ----------------------
+
+    dashboard = DashboardSource(settings)
+    app.cci_dashboard = dashboard  # type: ignore[attr-defined]
+
+    @app.service
+    class DashboardService(faust.Service):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            await dashboard.start()
+
+        async def on_stop(self) -> None:
+            await dashboard.stop()
+
+    @app.page(dashboard_web.PAGE_PATH)
+    async def dashboard_page(web: Any, request: Any) -> Any:
+        return dashboard_web.page()
+
+    @app.page(dashboard_web.STATIC_PATH)
+    async def dashboard_static(web: Any, request: Any, name: str) -> Any:
+        return dashboard_web.static_file(name)
+
+    @app.page(dashboard_web.API_CCI_PATH)
+    async def api_cci(web: Any, request: Any) -> Any:
+        return dashboard_web.api_answer(request, dashboard.view.api_cci)
+
+    @app.page(dashboard_web.API_HISTORY_PATH)
+    async def api_cci_history(web: Any, request: Any) -> Any:
+        return dashboard_web.api_answer(request, dashboard.view.api_history)
+
+    @app.page(dashboard_web.API_ALERTS_PATH)
+    async def api_alerts(web: Any, request: Any) -> Any:
+        return dashboard_web.api_answer(request, dashboard.view.api_alerts)
+
+    @app.page(dashboard_web.API_STREAM_PATH)
+    async def api_stream(web: Any, request: Any) -> Any:
+        return await dashboard_web.live_stream(request, dashboard)
 
     return app
 

@@ -779,6 +779,7 @@ class Demo:
         self.worker = worker
         worker.start()
         self.say(f"worker: pid {worker.pid}, web http://{LOOPBACK}:{web_port}/, log {WORKER_LOG}")
+        self.say(f"live dashboard: http://{LOOPBACK}:{web_port}/dashboard")
         # The demo's store is its own (see STATE_DIR): analysts name it to query it meanwhile.
         self.say(
             f"query it meanwhile: CCI_CLICKHOUSE_URL={DEMO_WORKER_SETTINGS['CCI_CLICKHOUSE_URL']}"

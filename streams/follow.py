@@ -37,10 +37,13 @@ class TopicFollower:
         topic: str,
         apply: Callable[[bytes | None, bytes | None], None],
         client_kwargs: dict[str, Any] | None = None,
+        after_poll: Callable[[], None] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.apply = apply
+        # Called once per poll that applied records: lets a reader react to a burst once.
+        self.after_poll = after_poll
         self.client_kwargs = client_kwargs or {}
         self.loaded = asyncio.Event()
         self.in_sync = asyncio.Event()
@@ -69,15 +72,14 @@ class TopicFollower:
         )
         await consumer.start()
         try:
-            partitions = consumer.partitions_for_topic(self.topic)
-            while partitions is None:
+            partitions = await _partitions_of(consumer, self.topic)
+            while not partitions:
                 # The topic may not exist yet (an empty topic is a valid state): nothing to load.
                 self._sync_requested = False
                 self.loaded.set()
                 self.in_sync.set()
                 await asyncio.sleep(MISSING_TOPIC_RETRY)
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(self.topic)
+                partitions = await _partitions_of(consumer, self.topic)
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -97,10 +99,14 @@ class TopicFollower:
                         continue
                     pending = {tp: offset for tp, offset in end.items() if offset > 0}
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                polled = 0
                 for records in batches.values():
                     for record in records:
                         self.apply(record.key, record.value)
-                    applied += len(records)
+                    polled += len(records)
+                applied += polled
+                if polled and self.after_poll is not None:
+                    self.after_poll()
                 if pending:
                     pending = {
                         tp: end_offset
@@ -114,3 +120,10 @@ class TopicFollower:
                     self.in_sync.set()
         finally:
             await consumer.stop()
+
+
+async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    # The whole cluster's metadata: an unassigned consumer's own metadata tracks no topics, so a
+    # topic created after the start would never be seen through it.
+    cluster = await consumer._client.fetch_all_metadata()
+    return set(cluster.partitions_for_topic(topic) or ())

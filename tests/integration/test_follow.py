@@ -8,7 +8,7 @@ from collections.abc import Callable
 from streams.dev.broker import EmbeddedBroker
 from streams.dev.produce import produce_records
 from streams.dev.topics import TopicSpec, create_topics
-from streams.follow import TopicFollower
+from streams.follow import MISSING_TOPIC_RETRY, TopicFollower
 
 WAIT_S = 30.0
 
@@ -53,5 +53,32 @@ async def test_a_missing_topic_is_loaded_empty(
     try:
         await asyncio.wait_for(follower.loaded.wait(), WAIT_S)
         assert follower.in_sync.is_set() and seen == []
+    finally:
+        await follower.stop()
+
+
+async def test_a_topic_created_after_the_start_is_read_from_its_beginning(
+    broker: EmbeddedBroker, make_topic_name: Callable[[str], str]
+) -> None:
+    topic = make_topic_name("later")
+    seen: list[tuple[bytes | None, bytes | None]] = []
+    polls: list[int] = []
+    follower = TopicFollower(
+        broker.bootstrap,
+        topic,
+        lambda key, value: seen.append((key, value)),
+        after_poll=lambda: polls.append(len(seen)),
+    )
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.loaded.wait(), WAIT_S)
+        await create_topics(broker.bootstrap, {topic: TopicSpec(partitions=2)})
+        await produce_records(broker.bootstrap, topic, records(0, 6), one_record_batches=True)
+        async with asyncio.timeout(WAIT_S + MISSING_TOPIC_RETRY):
+            while len(seen) < 6:
+                await asyncio.sleep(0.1)
+        assert sorted(seen) == sorted(records(0, 6))
+        # after_poll ran after polls that applied records, with everything of the poll applied.
+        assert polls and polls[-1] == 6
     finally:
         await follower.stop()

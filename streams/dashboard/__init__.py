@@ -1,0 +1,1 @@
+"""The live CCI dashboard every worker serves: view (pure shaping), source (reader), web."""

@@ -1,0 +1,323 @@
+// The CCI dashboard: renders what /api/stream pushes (see streams/dashboard/view.py `live`).
+// Vanilla JS and hand-written SVG, so the page works offline with nothing but this worker.
+(function () {
+  "use strict";
+
+  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+    "#7f7f7f", "#bcbd22", "#17becf"];
+  var TITLES = {
+    all: "All customers",
+    plan: "Plan",
+    product: "Product",
+    region: "Region",
+    tenure: "Tenure (customer age)",
+    channel: "Channel (tickets only)"
+  };
+  var TENURE_NAMES = { "new": "new", "1-2m": "1–2 months", "3-11m": "3–11 months",
+    "12m+": "12+ months" };
+  var SVG = "http://www.w3.org/2000/svg";
+
+  var state = {
+    month: "",        // "" follows the newest month in the data
+    mode: "cci",      // chart values: "cci" or "pct" (contact rate, % of customers)
+    data: null,       // the last push: {cci, history, alerts}
+    previous: {},     // "dimension|segment|field" → text shown before, to flash changes
+    shownMonth: null, // the month those texts belong to
+    pushes: 0,
+    source: null
+  };
+  window.cciDashboard = state;  // for the browser test and the curious
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (name) {
+      if (name === "text") node.textContent = attrs[name];
+      else node.setAttribute(name, attrs[name]);
+    });
+    (children || []).forEach(function (child) { if (child) node.appendChild(child); });
+    return node;
+  }
+
+  function svg(tag, attrs) {
+    var node = document.createElementNS(SVG, tag);
+    Object.keys(attrs || {}).forEach(function (name) {
+      if (name === "text") node.textContent = attrs[name];
+      else node.setAttribute(name, attrs[name]);
+    });
+    return node;
+  }
+
+  function formatCci(value) { return value === null || value === undefined ? "—" : value.toFixed(3); }
+  function formatPct(value) { return value === null || value === undefined ? "—" : value.toFixed(1) + "%"; }
+  function formatCount(value) { return value.toLocaleString("en-US"); }
+  function segmentName(dimension, segment) {
+    return dimension === "tenure" && TENURE_NAMES[segment] ? TENURE_NAMES[segment] : segment;
+  }
+  function dimensionTitle(dimension) {
+    return TITLES[dimension] || dimension.charAt(0).toUpperCase() + dimension.slice(1);
+  }
+  function chartValue(point) { return state.mode === "cci" ? point.cci : point.contact_rate_pct; }
+  function formatChartValue(value) { return state.mode === "cci" ? formatCci(value) : formatPct(value); }
+
+  // --- the live stream --------------------------------------------------------------------------
+
+  function connect() {
+    if (state.source) state.source.close();
+    var url = "/api/stream" + (state.month ? "?month=" + encodeURIComponent(state.month) : "");
+    var source = new EventSource(url);
+    source.addEventListener("cci", function (event) {
+      state.data = JSON.parse(event.data);
+      state.pushes += 1;
+      setStatus("live", "live · updated " + new Date().toLocaleTimeString("en-GB"));
+      render();
+    });
+    source.onopen = function () { setStatus("live", "live"); };
+    // EventSource reconnects by itself (the server asks for a 2 s retry), e.g. after a restart.
+    source.onerror = function () { setStatus("reconnecting", "reconnecting…"); };
+    state.source = source;
+  }
+
+  function setStatus(kind, text) {
+    var status = $("status");
+    status.className = "status " + kind;
+    status.textContent = text;
+  }
+
+  // --- rendering --------------------------------------------------------------------------------
+
+  function firingBySegment(alerts, month) {
+    var firing = {};
+    alerts.forEach(function (alert) {
+      if (alert.month !== month) return;
+      var key = alert.dimension + "|" + alert.segment;
+      (firing[key] = firing[key] || []).push(alert);
+    });
+    return firing;
+  }
+
+  function render() {
+    var data = state.data;
+    var cci = data.cci;
+    if (cci.month !== state.shownMonth) state.previous = {};  // another month: nothing "changed"
+    state.shownMonth = cci.month;
+    renderMonths(cci);
+    var firing = firingBySegment(data.alerts.alerts, cci.month);
+    renderAlerts(data.alerts.alerts);
+    $("empty").hidden = cci.months.length > 0;
+    $("month-note").textContent = cci.month
+      ? "Showing " + cci.month + (state.month ? " (chosen)" : " — the newest month in the data, " +
+        "followed live") + ". Trends cover the " + data.history.months.length +
+        " retained month(s) with figures."
+      : "";
+    var container = $("dimensions");
+    var cards = Object.keys(cci.dimensions).map(function (dimension) {
+      return renderDimension(dimension, cci.dimensions[dimension],
+        data.history.dimensions[dimension] || {}, data.history.months, cci.month, firing);
+    });
+    container.replaceChildren.apply(container, cards);
+  }
+
+  function renderMonths(cci) {
+    var select = $("month");
+    var wanted = ["" + (cci.newest_month ? "newest (" + cci.newest_month + ")" : "newest")]
+      .concat(cci.months.slice().reverse());
+    var have = Array.prototype.map.call(select.options, function (o) { return o.textContent; });
+    if (have.join() === wanted.join()) return;
+    var options = wanted.map(function (text, i) {
+      return el("option", { value: i === 0 ? "" : text, text: text });
+    });
+    select.replaceChildren.apply(select, options);
+    select.value = state.month;
+  }
+
+  function renderAlerts(alerts) {
+    $("alerts").hidden = alerts.length === 0;
+    var count = $("alert-count");
+    count.hidden = alerts.length === 0;
+    count.textContent = alerts.length + " firing";
+    var items = alerts.map(function (a) {
+      var text = a.month + " · " + dimensionTitle(a.dimension) + " " +
+        segmentName(a.dimension, a.segment) + ": CCI " + formatCci(a.cci) + " " + a.condition +
+        " " + formatCci(a.threshold) + " (" + a.rule + "; " + formatCount(a.tickets) +
+        " tickets, " + formatCount(a.active_users) + " active users)";
+      return el("li", {
+        "data-alert": a.rule + "|" + a.month + "|" + a.dimension + "|" + a.segment, text: text
+      });
+    });
+    var list = $("alert-list");
+    list.replaceChildren.apply(list, items);
+  }
+
+  function renderDimension(dimension, rows, history, months, month, firing) {
+    var segments = Object.keys(history);
+    rows.forEach(function (row) { if (segments.indexOf(row.segment) < 0) segments.push(row.segment); });
+    var colour = {};
+    segments.forEach(function (segment, i) { colour[segment] = PALETTE[i % PALETTE.length]; });
+    var anyFiring = false;
+
+    var body = rows.map(function (row) {
+      var key = dimension + "|" + row.segment;
+      var alerts = firing[key] || [];
+      anyFiring = anyFiring || alerts.length > 0;
+      var name = el("td", { "data-field": "segment" }, [
+        el("span", { "class": "swatch", style: "background:" + colour[row.segment] }),
+        document.createTextNode(segmentName(dimension, row.segment))
+      ].concat(alerts.map(function (a) {
+        return el("span", { "class": "badge", "data-alert": a.rule,
+          title: a.rule + ": CCI " + a.condition + " " + a.threshold, text: "▲ " + a.rule });
+      })));
+      var cells = [
+        ["cci", formatCci(row.cci)],
+        ["contact_rate_pct", formatPct(row.contact_rate_pct)],
+        ["tickets", formatCount(row.tickets)],
+        ["active_users", formatCount(row.active_users)]
+      ].map(function (pair) {
+        var cell = el("td", { "data-field": pair[0], text: pair[1] });
+        var seen = state.previous[key + "|" + pair[0]];
+        if (seen !== undefined && seen !== pair[1]) {
+          cell.className = "flash";
+          cell.addEventListener("animationend", function () { cell.className = ""; });
+        }
+        state.previous[key + "|" + pair[0]] = pair[1];
+        return cell;
+      });
+      return el("tr", {
+        "data-dimension": dimension, "data-segment": row.segment,
+        "class": alerts.length ? "firing" : ""
+      }, [name].concat(cells));
+    });
+
+    var head = el("tr", {}, ["segment", "CCI", "% of customers", "tickets", "active users"]
+      .map(function (text) { return el("th", { text: text }); }));
+    var table = el("table", {}, [el("thead", {}, [head]), el("tbody", {}, body)]);
+    var title = el("h2", {}, [
+      el("span", { text: dimensionTitle(dimension) }),
+      el("span", { "class": "sub", text: month })
+    ]);
+    var card = el("article", {
+      "class": "card" + (anyFiring ? " has-firing" : ""), "data-dimension": dimension
+    }, [title, table]);
+    card.appendChild(renderChart(dimension, segments, history, months, month, colour, firing));
+    return card;
+  }
+
+  // --- trend chart (hand-written SVG) -----------------------------------------------------------
+
+  // A round step (1, 2 or 5 × 10^k) giving at most four intervals up to the largest value.
+  function niceScale(value) {
+    if (!(value > 0)) value = state.mode === "cci" ? 0.1 : 10;
+    var raw = value / 4;
+    var power = Math.pow(10, Math.floor(Math.log10(raw)));
+    var step = [1, 2, 5, 10].map(function (m) { return m * power; })
+      .filter(function (s) { return s >= raw; })[0];
+    var decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+    return { step: step, max: step * Math.ceil(value / step - 1e-9), decimals: decimals };
+  }
+
+  function renderChart(dimension, segments, history, months, month, colour, firing) {
+    var width = 560, height = 210, left = 52, right = 14, top = 12, bottom = 30;
+    var chart = svg("svg", {
+      "class": "chart", viewBox: "0 0 " + width + " " + height, "data-dimension": dimension,
+      role: "img", "aria-label": dimensionTitle(dimension) + " trend"
+    });
+    var maxValue = 0;
+    segments.forEach(function (segment) {
+      (history[segment] || []).forEach(function (p) {
+        var v = chartValue(p);
+        if (v !== null && v > maxValue) maxValue = v;
+      });
+    });
+    var scale = niceScale(maxValue);
+    var yMax = scale.max;
+    var plotW = width - left - right, plotH = height - top - bottom;
+    function x(i) { return left + (months.length > 1 ? (i * plotW) / (months.length - 1) : plotW / 2); }
+    function y(v) { return top + plotH - (v / yMax) * plotH; }
+
+    for (var t = 0; t * scale.step <= yMax + 1e-12; t++) {
+      var value = t * scale.step;
+      chart.appendChild(svg("line", { "class": t ? "grid" : "axis", x1: left, x2: width - right,
+        y1: y(value), y2: y(value) }));
+      chart.appendChild(svg("text", { x: left - 6, y: y(value) + 3, "text-anchor": "end",
+        text: value.toFixed(scale.decimals) + (state.mode === "cci" ? "" : "%") }));
+    }
+    var labelEvery = Math.max(1, Math.ceil(months.length / 7));
+    months.forEach(function (m, i) {
+      if (m === month) {
+        chart.appendChild(svg("line", { "class": "selected-month", x1: x(i), x2: x(i), y1: top,
+          y2: top + plotH }));
+      }
+      if (i % labelEvery === 0 || i === months.length - 1) {
+        // The last label aligns inwards, so the right edge does not cut it.
+        var anchor = months.length > 1 && i === months.length - 1 ? "end" : "middle";
+        chart.appendChild(svg("text", { x: x(i), y: height - 10, "text-anchor": anchor, text: m }));
+      }
+    });
+
+    segments.forEach(function (segment) {
+      var byMonth = {};
+      (history[segment] || []).forEach(function (p) { byMonth[p.month] = p; });
+      // A month without a figure (or with no active users) breaks the line rather than faking 0.
+      var runs = [[]];
+      months.forEach(function (m, i) {
+        var p = byMonth[m];
+        var v = p ? chartValue(p) : null;
+        if (v === null) { if (runs[runs.length - 1].length) runs.push([]); return; }
+        runs[runs.length - 1].push(x(i).toFixed(1) + "," + y(v).toFixed(1));
+      });
+      runs.forEach(function (run) {
+        if (run.length > 1) {
+          chart.appendChild(svg("polyline", { points: run.join(" "), stroke: colour[segment],
+            "data-segment": segment }));
+        }
+      });
+      months.forEach(function (m, i) {
+        var p = byMonth[m];
+        var v = p ? chartValue(p) : null;
+        if (v === null) return;
+        var isFiring = m === month && (firing[dimension + "|" + segment] || []).length > 0;
+        var dot = svg("circle", { cx: x(i), cy: y(v), r: 3.5, fill: colour[segment],
+          "class": isFiring ? "firing" : "", "data-segment": segment, "data-month": m });
+        dot.addEventListener("mouseenter", function (event) { showTooltip(event, dimension, segment, p); });
+        dot.addEventListener("mouseleave", hideTooltip);
+        chart.appendChild(dot);
+      });
+    });
+    return chart;
+  }
+
+  function showTooltip(event, dimension, segment, point) {
+    var tip = $("tooltip");
+    tip.replaceChildren(
+      el("strong", { text: segmentName(dimension, segment) + " · " + point.month }),
+      el("div", { text: "CCI " + formatCci(point.cci) + " · " + formatPct(point.contact_rate_pct) +
+        " of customers" }),
+      el("div", { text: formatCount(point.tickets) + " tickets · " + formatCount(point.active_users) +
+        " active users" })
+    );
+    tip.hidden = false;
+    tip.style.left = event.clientX + 12 + "px";
+    tip.style.top = event.clientY + 12 + "px";
+  }
+
+  function hideTooltip() { $("tooltip").hidden = true; }
+
+  // --- controls ---------------------------------------------------------------------------------
+
+  $("month").addEventListener("change", function (event) {
+    state.month = event.target.value;
+    connect();
+  });
+
+  function setMode(mode) {
+    state.mode = mode;
+    $("mode-cci").className = mode === "cci" ? "active" : "";
+    $("mode-pct").className = mode === "pct" ? "active" : "";
+    if (state.data) render();
+  }
+  $("mode-cci").addEventListener("click", function () { setMode("cci"); });
+  $("mode-pct").addEventListener("click", function () { setMode("pct"); });
+
+  connect();
+})();
