@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import orjson
@@ -168,46 +168,22 @@ def create_app(settings: Settings) -> faust.App:
     dimensions = domain.user_dimensions(settings.extra_dimensions)
     enricher = Enricher.from_settings(settings, profiles.get)
 
-    @app.service
-    class ProfileService(faust.Service):  # type: ignore[misc]
-        async def on_start(self) -> None:
-            await profiles.start()
+    app.service(_service_running(profiles))
 
-        async def on_stop(self) -> None:
-            await profiles.stop()
-
-    @app.service
-    class AlertStateService(faust.Service):  # type: ignore[misc]
-        async def on_start(self) -> None:
-            await alerts.start()
-
-        async def on_stop(self) -> None:
-            await alerts.stop()
+    app.service(_service_running(alerts))
 
     # The ClickHouse sink has its own consumer group: it neither slows the stages nor needs them.
     sink = SinkRunner(settings)
     app.cci_sink = sink  # type: ignore[attr-defined]
 
-    @app.service
-    class ClickHouseSinkService(faust.Service):  # type: ignore[misc]
-        async def on_start(self) -> None:
-            sink.start()
-
-        async def on_stop(self) -> None:
-            await sink.stop()
+    app.service(_service_running(sink))
 
     # --- validate + enrich ---------------------------------------------------------------------
 
     ingest = IngestRunner(settings, enricher, names["facts"], profiles.wait_loaded)
     app.cci_ingest = ingest  # type: ignore[attr-defined]
 
-    @app.service
-    class IngestService(faust.Service):  # type: ignore[misc]
-        async def on_start(self) -> None:
-            ingest.start()
-
-        async def on_stop(self) -> None:
-            await ingest.stop()
+    app.service(_service_running(ingest))
 
     # --- deduplicate ---------------------------------------------------------------------------
 
@@ -365,13 +341,7 @@ def create_app(settings: Settings) -> faust.App:
     dashboard = DashboardSource(settings)
     app.cci_dashboard = dashboard  # type: ignore[attr-defined]
 
-    @app.service
-    class DashboardService(faust.Service):  # type: ignore[misc]
-        async def on_start(self) -> None:
-            await dashboard.start()
-
-        async def on_stop(self) -> None:
-            await dashboard.stop()
+    app.service(_service_running(dashboard))
 
     @app.page(dashboard_web.PAGE_PATH)
     async def dashboard_page(web: Any, request: Any) -> Any:
@@ -398,6 +368,26 @@ def create_app(settings: Settings) -> faust.App:
         return await dashboard_web.live_stream(request, dashboard)
 
     return app
+
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _service_running(part: Startable) -> type[faust.Service]:
+    """A Faust service, named after ``part``, that starts it with the worker and stops it."""
+
+    async def on_start(self: faust.Service) -> None:
+        await part.start()
+
+    async def on_stop(self: faust.Service) -> None:
+        await part.stop()
+
+    # Built with type() so mode registers the service under its own name.
+    name = f"{type(part).__name__}Service"
+    return type(name, (faust.Service,), {"on_start": on_start, "on_stop": on_stop})
 
 
 def _owned_partitions(app: faust.App, topic: str) -> set[int]:

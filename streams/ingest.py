@@ -145,7 +145,7 @@ class IngestRunner:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._task = asyncio.ensure_future(self.run())
 
     async def stop(self, timeout: float = 15.0) -> None:

@@ -372,7 +372,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._task = asyncio.ensure_future(self.run())
 
     async def stop(self, timeout: float = 15.0) -> None:

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.dev.broker import free_port
 from streams.dev.produce import key_of, produce_records
 from streams.dev.topics import create_topics
+from streams.emit import update_value
 from streams.settings import TOPIC_UPDATES, load_settings
+from streams.sink import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
+from streams.store import open_store
 from streams.topics import topic_catalogue
 
 Figures = dict[tuple[str, str, str], tuple[int, int]]
@@ -143,6 +147,23 @@ def run_cci(*args: str, env: Mapping[str, str], cwd: Path) -> subprocess.Complet
         text=True,
         timeout=120,
     )
+
+
+def store_with_figures(
+    tmp_path: Path, figures: Mapping[tuple[int, str, str], tuple[int, int]], emitted_at: datetime
+) -> dict[str, str]:
+    """A closed embedded store holding ``figures`` ((month, dimension, segment) → (tickets,
+    active users)) as the sink writes them, and the env of a CLI that opens it with no worker."""
+    url = f"chdb://{tmp_path / 'clickhouse'}"
+    with open_store(url) as store:
+        store.apply_schema()
+        rows = [
+            segment_row(orjson.dumps(update_value(month, *segment, *counts, 1, emitted_at)))
+            for (month, *segment), counts in figures.items()
+        ]
+        store.insert(SEGMENT_TABLE, rows, SEGMENT_COLUMNS)
+    # Closed again, so a CLI process may open it; nothing listens on the web port.
+    return {"PATH": "/usr/bin:/bin", "CCI_CLICKHOUSE_URL": url, "CCI_WEB_PORT": str(free_port())}
 
 
 def create_all_topics(bootstrap: str, **env: str) -> None:

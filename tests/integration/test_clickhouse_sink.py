@@ -191,7 +191,7 @@ async def test_failing_clickhouse_is_retried_and_no_row_is_lost_or_doubled(
 
     # 1. ClickHouse never answers: the sink retries, commits nothing, and gives up on stop.
     down = runner(lambda url: FlakyStore(open_store(url), refuse=10**9))
-    down.start()
+    await down.start()
     await asyncio.wait_for(down.ready.wait(), 60)
     await _wait(lambda: _retries() >= 3, 30, "retries while ClickHouse is down")
     await down.stop()
@@ -207,7 +207,7 @@ async def test_failing_clickhouse_is_retried_and_no_row_is_lost_or_doubled(
         return flaky[-1]
 
     sink = runner(flaky_store)
-    sink.start()
+    await sink.start()
     await asyncio.wait_for(sink.ready.wait(), 60)
     # The other half arrives while the sink runs.
     await produce_records(

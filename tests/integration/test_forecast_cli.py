@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,10 +11,7 @@ import orjson
 import pytest
 
 from streams import domain
-from streams.dev.broker import free_port
-from streams.sink import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
-from streams.store import open_store
-from tests.integration.harness import run_cci
+from tests.integration.harness import run_cci, store_with_figures
 
 # Months relative to the run: the current one is incomplete, so by default it is not used.
 THIS = domain.month_of(datetime.now(UTC), ZoneInfo("UTC"))
@@ -42,27 +38,8 @@ headcount                     3     4     5     6
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    url = f"chdb://{tmp_path / 'clickhouse'}"
-    with open_store(url) as store:
-        store.apply_schema()
-        rows = []
-        for (month, dimension, segment), (tickets, users) in FIGURES.items():
-            value = {
-                "month": domain.month_label(month),
-                "dimension": dimension,
-                "segment": segment,
-                "tickets": tickets,
-                "active_users": users,
-                "cci": domain.cci(tickets, users),
-                "contact_rate_pct": domain.contact_rate_pct(tickets, users),
-                "version": 1,
-                "emitted_at": "2026-01-01T00:00:00Z",
-            }
-            rows.append(segment_row(orjson.dumps(value)))
-        store.insert(SEGMENT_TABLE, rows, SEGMENT_COLUMNS)
-    # The store is closed again: a CLI process may now open it. Nothing listens on the web port.
-    yield {"PATH": "/usr/bin:/bin", "CCI_CLICKHOUSE_URL": url, "CCI_WEB_PORT": str(free_port())}
+def env(tmp_path: Path) -> dict[str, str]:
+    return store_with_figures(tmp_path, FIGURES, datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def forecast(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
 from streams import domain
-from streams.dev.broker import free_port
-from streams.sink import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
-from streams.store import open_store
+from tests.integration.harness import store_with_figures
 
 FIGURES = {  # (month, dimension, segment) → (tickets, active users)
     ("2026-01", "all", "all"): (30, 100),
@@ -27,27 +25,9 @@ FIGURES = {  # (month, dimension, segment) → (tickets, active users)
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    url = f"chdb://{tmp_path / 'clickhouse'}"
-    with open_store(url) as store:
-        store.apply_schema()
-        rows = []
-        for (month, dimension, segment), (tickets, users) in FIGURES.items():
-            value = {
-                "month": month,
-                "dimension": dimension,
-                "segment": segment,
-                "tickets": tickets,
-                "active_users": users,
-                "cci": domain.cci(tickets, users),
-                "contact_rate_pct": domain.contact_rate_pct(tickets, users),
-                "version": 1,
-                "emitted_at": "2026-02-20T00:00:00Z",
-            }
-            rows.append(segment_row(orjson.dumps(value)))
-        store.insert(SEGMENT_TABLE, rows, SEGMENT_COLUMNS)
-    # The store is closed again: a CLI process may now open it. Nothing listens on the web port.
-    yield {"PATH": "/usr/bin:/bin", "CCI_CLICKHOUSE_URL": url, "CCI_WEB_PORT": str(free_port())}
+def env(tmp_path: Path) -> dict[str, str]:
+    figures = {(domain.month_from_label(m), d, s): c for (m, d, s), c in FIGURES.items()}
+    return store_with_figures(tmp_path, figures, datetime(2026, 2, 20, tzinfo=UTC))
 
 
 def cci(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
