@@ -89,6 +89,9 @@ class LatencyRun:
     produce_seconds: float
     events: int
     visible: int
+    # Events / seconds from the phase's first event to its settled output: below the offered
+    # rate, the pipeline could not keep up and the latencies are mostly queueing.
+    sustained_events_per_s: float | None
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
@@ -252,6 +255,15 @@ def render_table(report: BenchReport) -> str:
             f"({_count(latency.achieved_rate)} achieved), {latency.events:,} events: "
             f"p50 {_ms(latency.p50_ms)}, p95 {_ms(latency.p95_ms)}, p99 {_ms(latency.p99_ms)}, "
             f"max {_ms(latency.max_ms)}; {latency.visible:,} visible; exact {_yes(latency.exact)}"
+        )
+        lines.append(
+            f"  the pipeline sustained {_count(latency.sustained_events_per_s)} events/s in the "
+            "latency phase"
+            + (
+                " (less than offered: the latencies are mostly queueing)"
+                if (latency.sustained_events_per_s or 0) < 0.95 * latency.offered_rate
+                else ""
+            )
         )
     for name, difference in (
         ("pipeline", pipeline.difference),

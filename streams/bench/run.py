@@ -596,6 +596,9 @@ async def run_latency(
         produce_seconds=seconds,
         events=count,
         visible=len(visible),
+        sustained_events_per_s=(
+            per_second(count, (settled.at_ms - produced_ms[0]) / 1000) if settled.at_ms else None
+        ),
         p50_ms=percentile(visible, 50),
         p95_ms=percentile(visible, 95),
         p99_ms=percentile(visible, 99),
@@ -650,6 +653,7 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say) -> BenchRepor
     with contextlib.ExitStack() as stack:
         say("starting the embedded broker…")
         broker = stack.enter_context(EmbeddedBroker())
+        say(f"broker: {broker.bootstrap} (pid {broker.process.pid if broker.process else '?'})")
         asyncio.run(create_topics(broker.bootstrap, bench_topics(settings)))
         say(f"loading {workload.events:,} events and {len(workload.profiles):,} profiles…")
         asyncio.run(load_inputs(broker.bootstrap, workload))
