@@ -287,7 +287,6 @@ def test_some_tickets_come_from_users_inactive_that_month(dataset: generate.Data
 @pytest.fixture(scope="module")
 def validators() -> dict[str, Any]:
     import jsonschema
-
     found = {}
     for path in sorted(SCHEMAS.glob("*.schema.json")):
         schema = json.loads(path.read_text())
@@ -341,7 +340,6 @@ def test_expected_figures_match_the_updates_schema(
 
 def test_schemas_reject_what_validation_rejects(validators: dict[str, Any]) -> None:
     import jsonschema
-
     activity = validators["user-activity"]
     bad = [
         {"occurred_at": "2026-03-04T10:11:12Z"},

@@ -212,6 +212,8 @@ def test_describe_settings_lists_every_variable_once_with_its_default() -> None:
     assert shown["CCI_EMBEDDED_BROKER"] == "False"
 
 
+
+
 @pytest.mark.parametrize(
     ("env", "shown"),
     [(env, shown) for env, shown, _ in describe_settings()],
