@@ -19,9 +19,10 @@ the pipeline computes, exactly, as Quix Streams intends such a job to be written
 
 Choices that favour the peer, so the ratio pipeline/peer is not flattered (README, Performance):
 
-* State is Quix's in-memory store (``MemoryStore``) without changelog topics (``--changelog``
-  turns them on): the embedded broker misreports high watermarks of multi-record batches, which
-  Quix's recovery reads. The pipeline writes its changelog; the peer writes none.
+* State is Quix's in-memory store (``MemoryStore``) without changelog topics
+  (``use_changelog_topics=False``): the embedded broker misreports high watermarks of
+  multi-record batches, which Quix's recovery reads. The pipeline writes its changelog; the peer
+  writes none, so it could not recover its state after a restart.
 * Deduplication is keyed by the message key, so it relies on the inputs being keyed by
   ``user_id`` and on every version of a ticket carrying the same ``user_id`` (``cci bench`` and
   ``cci produce`` key by ``user_id``). The pipeline relies on neither: it repartitions facts by
@@ -289,7 +290,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", default="cci-bench-quix")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--status-file", type=Path)
-    parser.add_argument("--changelog", action="store_true", help="Quix changelog topics on")
     args = parser.parse_args(argv)
     # Broker, time zone, retention, dimensions: the same CCI_* settings as the worker.
     settings = load_settings()
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         consumer_group=args.group,
         auto_offset_reset="earliest",
         state_dir=args.state_dir,
-        use_changelog_topics=args.changelog,
+        use_changelog_topics=False,
         # The worker's group timing: the embedded broker holds a first join for half of it.
         consumer_extra_config={
             "session.timeout.ms": int(settings.session_timeout * 1000),

@@ -396,7 +396,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 def _summary(what: str, exact: bool, events_per_s: float | None, seconds: float | None) -> str:
     if not exact:
         return f"{what}: differs from the recount"
-    return f"{what}: exact, {events_per_s or 0:,.0f} events/s ({seconds or 0:.1f} s)"
+    return f"{what}: exact, {events_per_s or 0:,.0f} events/s ({seconds or 0:.2f} s)"
 
 
 # --- pipeline ------------------------------------------------------------------------------------
@@ -658,7 +658,7 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say) -> BenchRepor
         say(f"loading {workload.events:,} events and {len(workload.profiles):,} profiles…")
         asyncio.run(load_inputs(broker.bootstrap, workload))
         ceiling = asyncio.run(consume_ceiling(broker.bootstrap, workload.events, settings))
-        say(_summary("consume ceiling", True, ceiling.events_per_s, ceiling.seconds))
+        say(f"consume ceiling: {ceiling.events_per_s or 0:,.0f} events/s ({ceiling.seconds:.2f} s)")
         env = process_environment(settings, broker.bootstrap)
         peer = None
         if not options.skip_peer:
