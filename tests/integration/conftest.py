@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from streams.dev.broker import EmbeddedBroker
-from streams.dev.worker_process import WorkerProcess
-from tests.integration.harness import create_all_topics, worker_env
+from tests.integration.harness import WorkerProcess, create_all_topics, worker_env
 
 
 @dataclass

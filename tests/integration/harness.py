@@ -16,6 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.dev.produce import key_of, produce_records
 from streams.dev.topics import create_topics
+
+# Lives in the package now (cci bench uses it too); tests keep importing it from here.
+from streams.dev.worker_process import WorkerProcess as WorkerProcess
 from streams.settings import TOPIC_UPDATES, load_settings
 from streams.topics import topic_catalogue
 
