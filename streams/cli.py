@@ -7,6 +7,7 @@ that matter per command. A bad flag or value exits with status 2 and a message n
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -429,6 +430,124 @@ def _measured_cci(
         f"({measured.tickets} tickets / {measured.active_users} active users)"
     )
     return measured.cci, source
+
+
+# --- bench ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--events", type=click.IntRange(1000, 100_000_000), default=1_000_000, show_default=True
+)
+@click.option(
+    "--users",
+    type=click.IntRange(1, 10_000_000),
+    help="Population generated (default: as many as make --events).",
+)
+@click.option("--months", type=click.IntRange(1, 120), default=3, show_default=True)
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 1024),
+    default=4,
+    show_default=True,
+    help="Partitions of every topic (CCI_PARTITIONS for the worker).",
+)
+@click.option(
+    "--extra-dimensions",
+    help="Further segment dimensions, e.g. company_size (default: CCI_EXTRA_DIMENSIONS).",
+)
+@click.option(
+    "--offered-rate",
+    type=click.IntRange(1, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="Events per second offered in the latency phase.",
+)
+@click.option(
+    "--latency-seconds",
+    type=click.FloatRange(0, 3600, min_open=True),
+    default=20.0,
+    show_default=True,
+    help="How long the latency phase offers events.",
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--skip-peer", is_flag=True, help="Do not run the Quix Streams peer.")
+@click.option("--skip-latency", is_flag=True, help="Do not run the latency phase.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON only.")
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    events: int,
+    users: int | None,
+    months: int,
+    partitions: int,
+    extra_dimensions: str | None,
+    offered_rate: int,
+    latency_seconds: float,
+    seed: int,
+    skip_peer: bool,
+    skip_latency: bool,
+    as_json: bool,
+) -> None:
+    """Measure the pipeline against a raw consumer and a Quix Streams peer, on a fresh broker.
+
+    Exits 1 when the pipeline's or the peer's figures differ from the batch recount.
+    """
+    import importlib.util
+    import signal
+
+    from streams.bench.report import exit_status, render_table, report_json
+    from streams.bench.run import PEER_SCRIPT, BenchFailed, BenchOptions, BenchUsageError, run_bench
+
+    settings = _settings(ctx).with_overrides(partitions=partitions)
+    if extra_dimensions is not None:
+        try:
+            settings = load_settings({**os.environ, "CCI_EXTRA_DIMENSIONS": extra_dimensions})
+        except SettingsError as exc:
+            raise click.BadParameter(str(exc), param_hint="--extra-dimensions") from None
+        settings = settings.with_overrides(partitions=partitions)
+    if months > settings.retain_months:
+        raise click.BadParameter(
+            f"{months} months is more than CCI_RETAIN_MONTHS={settings.retain_months}",
+            param_hint="--months",
+        )
+    if not skip_peer and (
+        not PEER_SCRIPT.exists() or importlib.util.find_spec("quixstreams") is None
+    ):
+        raise click.BadParameter(
+            f"the peer needs {PEER_SCRIPT} and quixstreams (pip install -e '.[dev]'); "
+            "or pass --skip-peer",
+            param_hint="--skip-peer",
+        )
+    options = BenchOptions(
+        events=events,
+        users=users,
+        months=months,
+        offered_rate=offered_rate,
+        latency_seconds=latency_seconds,
+        seed=seed,
+        skip_peer=skip_peer,
+        skip_latency=skip_latency,
+    )
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM and SIGHUP stop the run the way Ctrl-C does: everything started is stopped.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    try:
+        report = run_bench(settings, options, say=lambda line: click.echo(line, err=True))
+    except BenchUsageError as exc:
+        raise click.BadParameter(str(exc), param_hint=exc.flag) from None
+    except BenchFailed as exc:
+        click.echo(f"cci bench failed: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("cci bench interrupted: everything it started is stopped", err=True)
+        sys.exit(130)
+    click.echo(report_json(report) if as_json else render_table(report))
+    sys.exit(exit_status(report))
 
 
 # --- demo ----------------------------------------------------------------------------------------

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.dev.broker import free_port
 from streams.dev.produce import key_of, produce_records
 from streams.dev.topics import create_topics
+from streams.dev.worker_process import WorkerProcess as WorkerProcess  # re-exported for tests
 from streams.emit import update_value
 from streams.settings import TOPIC_UPDATES, load_settings
 from streams.sink import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
@@ -43,98 +40,6 @@ def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-class WorkerProcess:
-    """``cci worker`` as a child process in its own process group, logging to a file."""
-
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.env = {**env, "CCI_WEB_PORT": str(self.port)}
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.statuses_seen: list[int | None] = []  # /health answers while waiting, in order
-
-    def start(self) -> WorkerProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        return self
-
-    def health(self) -> int | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return None
-
-    def wait_healthy(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(
-                    f"worker exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            status = self.health()
-            if not self.statuses_seen or self.statuses_seen[-1] != status:
-                self.statuses_seen.append(status)
-            if status == 200:
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"worker not healthy after {timeout}s:\n{self.log_tail()}")
-
-    def get(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
-            return str(response.read().decode())
-
-    def kill(self) -> None:
-        """SIGKILL: no flush, no commit, no goodbye to the group."""
-        self._signal(signal.SIGKILL)
-        if self.process:
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self._signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self.process and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-
-    def diagnostics(self) -> str:
-        """Health, the pipeline's counters and the log tail: what a failed wait needs to say."""
-        try:
-            counters = [
-                line
-                for line in self.get("/metrics").splitlines()
-                if line.startswith("cci_") and "_created" not in line
-            ]
-        except OSError as exc:
-            counters = [f"(no metrics: {exc})"]
-        return "\n".join(
-            [f"--- {self.log_path.name}: health {self.health()}", *counters, self.log_tail(40)]
-        )
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def run_cci(*args: str, env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

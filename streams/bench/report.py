@@ -1,0 +1,277 @@
+"""The figures of one ``cci bench`` run: a table for the terminal, JSON for comparing runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from streams.bench.measure import ratio
+
+SCHEMA_VERSION = 1
+LATENCY_DEFINITION = (
+    "After the throughput phases the bench produces events at the offered rate for the latency "
+    "phase's duration. Each event is a new user's activity (one more active user) or a new "
+    "ticket, all timed in the current month, so each raises one counter of that month's all|all "
+    "figure by exactly one. Activity event k and ticket event k (each counted in produce order) "
+    "are visible at the timestamp of the first cci-updates record of {month}|all|all whose "
+    "active_users (tickets) reaches its value before the phase + k. Latency = that record's "
+    "timestamp (when the worker sent it) - the event's produce timestamp, both Kafka record "
+    "timestamps in ms from one clock. Percentiles are nearest-rank over every event of the phase."
+)
+THROUGHPUT_DEFINITION = (
+    "events/s = input events / seconds from the first input event the process consumed (worker: "
+    "cci_events_consumed_total > 0, polled every 0.1 s; peer: its first record) to the timestamp "
+    "of the last output record that changed a figure, once the output equals the batch recount. "
+    "ClickHouse: to the first poll (every 0.5 s) at which cci_segment_monthly FINAL equals it. "
+    "Ceiling: one aiokafka consumer in a group, getmany(max_records=10000) + orjson.loads of every "
+    "input record, from its first batch to its last record."
+)
+
+
+@dataclass
+class RunInfo:
+    started_at: str
+    commit: str | None
+    events: int
+    activity_events: int
+    ticket_events: int
+    users: int
+    months: int
+    partitions: int
+    figures: int
+    user_months: int
+    emit_interval_s: float
+    cpus: int | None
+    load_average_1m: float | None
+
+
+@dataclass
+class CeilingRun:
+    seconds: float
+    events_per_s: float | None
+
+
+@dataclass
+class PipelineRun:
+    exact: bool
+    seconds: float | None = None
+    events_per_s: float | None = None
+    clickhouse_exact: bool | None = None
+    clickhouse_seconds: float | None = None
+    clickhouse_events_per_s: float | None = None
+    start_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    rss_growth_bytes_per_user_month: float | None = None
+    # The worker's own gauges (GET /metrics); None when it does not expose them.
+    user_months_gauge: float | None = None
+    dedup_state_bytes_gauge: float | None = None
+    state_bytes_per_user_month: float | None = None
+    difference: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PeerRun:
+    name: str
+    exact: bool
+    seconds: float | None = None
+    events_per_s: float | None = None
+    start_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    rss_growth_bytes_per_user_month: float | None = None
+    difference: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LatencyRun:
+    offered_rate: float
+    achieved_rate: float | None
+    produce_seconds: float
+    events: int
+    visible: int
+    # Events / seconds from the phase's first event to its settled output: below the offered
+    # rate, the pipeline could not keep up and the latencies are mostly queueing.
+    sustained_events_per_s: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    exact: bool
+    difference: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchReport:
+    run: RunInfo
+    ceiling: CeilingRun
+    pipeline: PipelineRun
+    peer: PeerRun | None = None
+    latency: LatencyRun | None = None
+    broker_peak_rss_bytes: int | None = None
+    bench_peak_rss_bytes: int | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Every result checked equals the batch recount."""
+        return (
+            self.pipeline.exact
+            and self.pipeline.clickhouse_exact is not False
+            and (self.peer is None or self.peer.exact)
+            and (self.latency is None or self.latency.exact)
+        )
+
+    def ratios(self) -> dict[str, float | None]:
+        return {
+            "pipeline_vs_ceiling": ratio(self.pipeline.events_per_s, self.ceiling.events_per_s),
+            "pipeline_vs_peer": ratio(
+                self.pipeline.events_per_s, self.peer.events_per_s if self.peer else None
+            ),
+        }
+
+
+def exit_status(report: BenchReport) -> int:
+    """0 when every result equals the recount, 1 otherwise."""
+    return 0 if report.exact else 1
+
+
+def report_json(report: BenchReport) -> str:
+    document: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "exact": report.exact,
+        **asdict(report),
+        "ratios": report.ratios(),
+        "definitions": {"throughput": THROUGHPUT_DEFINITION, "latency": LATENCY_DEFINITION},
+    }
+    return json.dumps(document, indent=1)
+
+
+# --- the terminal table --------------------------------------------------------------------------
+
+
+def _count(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:,.0f} MiB"
+
+
+def _yes(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ms"
+
+
+def render_table(report: BenchReport) -> str:
+    run = report.run
+    lines = [
+        f"cci bench: {run.events:,} events ({run.activity_events:,} activity, "
+        f"{run.ticket_events:,} tickets), {run.users:,} users, {run.months} months, "
+        f"{run.partitions} partitions; {run.figures:,} figures, {run.user_months:,} user-months",
+        f"machine: {run.cpus or '?'} CPUs, load {run.load_average_1m or 0:.2f} at start; "
+        f"commit {run.commit or 'unknown'}; preliminary on a shared machine",
+        "",
+    ]
+    rows = [("", "events/s", "seconds", "exact", "peak RSS")]
+    rows.append(
+        (
+            "consume ceiling",
+            _count(report.ceiling.events_per_s),
+            _seconds(report.ceiling.seconds),
+            "-",
+            "-",
+        )
+    )
+    pipeline = report.pipeline
+    rows.append(
+        (
+            "pipeline → cci-updates",
+            _count(pipeline.events_per_s),
+            _seconds(pipeline.seconds),
+            _yes(pipeline.exact),
+            _mib(pipeline.peak_rss_bytes),
+        )
+    )
+    rows.append(
+        (
+            "pipeline → ClickHouse",
+            _count(pipeline.clickhouse_events_per_s),
+            _seconds(pipeline.clickhouse_seconds),
+            _yes(pipeline.clickhouse_exact),
+            "",
+        )
+    )
+    if report.peer is not None:
+        peer = report.peer
+        rows.append(
+            (
+                f"peer: {peer.name}",
+                _count(peer.events_per_s),
+                _seconds(peer.seconds),
+                _yes(peer.exact),
+                _mib(peer.peak_rss_bytes),
+            )
+        )
+    rows.append(("broker (Tansu)", "", "", "", _mib(report.broker_peak_rss_bytes)))
+    rows.append(("bench itself", "", "", "", _mib(report.bench_peak_rss_bytes)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    ratios = report.ratios()
+    lines += [
+        "",
+        f"pipeline/ceiling {_ratio(ratios['pipeline_vs_ceiling'])}, "
+        f"pipeline/peer {_ratio(ratios['pipeline_vs_peer'])}",
+        "state per user-month: "
+        f"cci_dedup_state_bytes {_count(pipeline.state_bytes_per_user_month)} B "
+        f"(gauges: {_count(pipeline.user_months_gauge)} user-months, "
+        f"{_count(pipeline.dedup_state_bytes_gauge)} bytes); RSS growth: worker "
+        f"{_count(pipeline.rss_growth_bytes_per_user_month)} B"
+        + (
+            f", peer {_count(report.peer.rss_growth_bytes_per_user_month)} B"
+            if report.peer is not None
+            else ""
+        ),
+    ]
+    latency = report.latency
+    if latency is not None:
+        lines.append(
+            f"latency at {latency.offered_rate:,.0f} events/s offered "
+            f"({_count(latency.achieved_rate)} achieved), {latency.events:,} events: "
+            f"p50 {_ms(latency.p50_ms)}, p95 {_ms(latency.p95_ms)}, p99 {_ms(latency.p99_ms)}, "
+            f"max {_ms(latency.max_ms)}; {latency.visible:,} visible; exact {_yes(latency.exact)}"
+        )
+        lines.append(
+            f"  the pipeline sustained {_count(latency.sustained_events_per_s)} events/s in the "
+            "latency phase"
+            + (
+                " (less than offered: the latencies are mostly queueing)"
+                if (latency.sustained_events_per_s or 0) < 0.95 * latency.offered_rate
+                else ""
+            )
+        )
+    for name, difference in (
+        ("pipeline", pipeline.difference),
+        ("peer", report.peer.difference if report.peer else []),
+        ("latency phase", latency.difference if latency else []),
+    ):
+        if difference:
+            lines.append(f"{name} differs from the recount:")
+            lines += [f"  {line}" for line in difference]
+    lines.append("exact: " + ("every result equals the batch recount" if report.exact else "NO"))
+    return "\n".join(lines)
