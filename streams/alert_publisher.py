@@ -28,7 +28,7 @@ class AlertPublisher:
                 settings.kafka_bootstrap,
                 TOPIC_ALERTS,
                 self.book.apply,
-                settings.kafka_client_kwargs(),
+                settings.consumer_kwargs(),
             )
 
     @property

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import faust
 import orjson
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
 from streams import domain, metrics, query
@@ -34,7 +35,13 @@ from streams.emit import Versions, update_key, update_value
 from streams.enrich import ActiveFact, Enricher, decode_facts
 from streams.ingest import IngestRunner, partition_for
 from streams.profiles import ProfileBook
-from streams.settings import TOPIC_ALERTS, TOPIC_PROFILES, TOPIC_UPDATES, Settings
+from streams.settings import (
+    EMBEDDED_FETCH_MAX_WAIT_MS,
+    TOPIC_ALERTS,
+    TOPIC_PROFILES,
+    TOPIC_UPDATES,
+    Settings,
+)
 from streams.sink import SinkRunner
 
 log = logging.getLogger("streams")
@@ -126,6 +133,9 @@ def create_app(settings: Settings) -> faust.App:
         # one record per batch keeps table recovery complete there.
         **({"producer_max_batch_size": 16} if settings.embedded_broker else {}),
     )
+    if settings.embedded_broker:
+        # Faust's worker consumer hard-codes a 1,500 ms fetch wait (see EMBEDDED_FETCH_MAX_WAIT_MS).
+        app.transport.Consumer = EmbeddedBrokerConsumer
     runtime = Runtime(settings)
     app.cci_runtime = runtime  # type: ignore[attr-defined]
     names = internal_topic_names(settings.app_id)
@@ -162,7 +172,7 @@ def create_app(settings: Settings) -> faust.App:
         TOPIC_PROFILES,
         settings.zone,
         settings.max_event_bytes,
-        settings.kafka_client_kwargs(),
+        settings.consumer_kwargs(),
         on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
     )
     dimensions = domain.user_dimensions(settings.extra_dimensions)
@@ -368,6 +378,19 @@ def create_app(settings: Settings) -> faust.App:
         return await dashboard_web.live_stream(request, dashboard)
 
     return app
+
+
+class EmbeddedBrokerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by aiokafka when the consumer starts and creates its fetcher.
+        consumer._fetch_max_wait_ms = EMBEDDED_FETCH_MAX_WAIT_MS
+        return consumer
+
+
+class EmbeddedBrokerConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    def _new_consumer_thread(self) -> EmbeddedBrokerConsumerThread:
+        return EmbeddedBrokerConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class Startable(Protocol):

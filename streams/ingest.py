@@ -194,7 +194,7 @@ class IngestRunner:
             auto_offset_reset="earliest",
             session_timeout_ms=int(settings.session_timeout * 1000),
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
-            **settings.kafka_client_kwargs(),
+            **settings.consumer_kwargs(),
         )
         consumer.subscribe(list(INPUT_TOPICS))
         return consumer

@@ -459,7 +459,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             session_timeout_ms=int(settings.session_timeout * 1000),
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
             max_poll_interval_ms=600_000,  # a long ClickHouse outage must not look like a hang
-            **settings.kafka_client_kwargs(),
+            **settings.consumer_kwargs(),
         )
         consumer.subscribe([self.sink.updates_topic, self.sink.changelog_topic], listener=self)
         return consumer
