@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -116,13 +117,18 @@ def segment_row(value: bytes) -> list[Any]:
     ]
 
 
+NO_EXTRAS: dict[str, str] = {}  # never mutated: shared by every row without extra dimensions
+
+
 class FactRows:
     """Rows of dedup changelog chunks, for the worker's dimensions (attribute order:
     ``domain.user_dimensions``: plan, product, region, extras…, tenure; tickets add the channel)."""
 
     def __init__(self, dimensions: Sequence[str]) -> None:
         self.dimensions = tuple(dimensions)
-        self._named = [self.dimensions.index(name) for name in SEGMENT_COLUMN_NAMES]
+        self._named = operator.itemgetter(
+            *[self.dimensions.index(name) for name in SEGMENT_COLUMN_NAMES]
+        )
         self._extras = [
             (i, name) for i, name in enumerate(self.dimensions) if name not in SEGMENT_COLUMN_NAMES
         ]
@@ -133,8 +139,9 @@ class FactRows:
                 f"{len(attributes)} attributes where {width} were expected: was the changelog "
                 f"written with other CCI_EXTRA_DIMENSIONS than {self.dimensions}?"
             )
-        named: list[Any] = [attributes[i] for i in self._named]
-        return [*named, {name: attributes[i] for i, name in self._extras}]
+        # Runs once per row: the common case without extra dimensions shares one empty map.
+        extras = {name: attributes[i] for i, name in self._extras} if self._extras else NO_EXTRAS
+        return [*self._named(attributes), extras]
 
     def chunk_rows(self, key: bytes, value: bytes) -> tuple[list[list[Any]], list[list[Any]]]:
         """(active-user rows, ticket rows) of one chunk."""
