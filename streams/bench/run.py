@@ -590,6 +590,7 @@ async def run_latency(
         base_tickets,
     )
     visible = [float(ms) for ms in latencies if ms is not None]
+    tenth = max(1, len(visible) // 10)
     run = LatencyRun(
         offered_rate=options.offered_rate,
         achieved_rate=per_second(count, seconds),
@@ -605,6 +606,8 @@ async def run_latency(
         max_ms=max(visible, default=None),
         exact=settled.exact,
         difference=settled.difference,
+        first_tenth_p50_ms=percentile(visible[:tenth], 50),
+        last_tenth_p50_ms=percentile(visible[-tenth:], 50),
     )
     say(
         f"latency: p50 {run.p50_ms} ms, p95 {run.p95_ms} ms, p99 {run.p99_ms} ms "

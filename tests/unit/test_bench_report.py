@@ -68,6 +68,8 @@ def a_report() -> BenchReport:
             p99_ms=2_345.0,
             max_ms=3_000.0,
             exact=True,
+            first_tenth_p50_ms=400.0,
+            last_tenth_p50_ms=1_900.0,
         ),
         broker_peak_rss_bytes=900 * MIB,
         bench_peak_rss_bytes=300 * MIB,
@@ -84,7 +86,7 @@ def test_the_table_shows_each_measurement_in_a_row() -> None:
     assert "900" in rows["broker (Tansu)"]
     assert "pipeline/ceiling 0.016, pipeline/peer 0.400" in table
     assert "p50 512 ms, p95 1,800 ms, p99 2,345 ms" in table
-    assert "sustained 4,400 events/s in the latency phase (less than offered" in table
+    assert "sustained 4,400 events/s in the latency phase; p50 of the first tenth 400 ms" in table
     assert "200,000 events (171,000 activity, 29,000 tickets), 50,000 users" in table
     assert "preliminary" in table
     assert table.splitlines()[-1] == "exact: every result equals the batch recount"
@@ -134,3 +136,12 @@ def test_any_result_that_differs_from_the_recount_fails_the_run() -> None:
         assert exit_status(wrong) == 1
         assert render_table(wrong).splitlines()[-1] == "exact: NO"
     assert "peer differs from the recount:\n  x" in render_table(wrong_peer)
+
+
+def test_latency_that_grows_over_the_phase_is_called_queueing() -> None:
+    report = a_report()
+    assert report.latency is not None
+    assert "fell behind" in render_table(report)
+    report.latency.last_tenth_p50_ms = 450.0
+    assert report.latency.falling_behind is False
+    assert "fell behind" not in render_table(report)
