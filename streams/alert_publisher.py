@@ -28,7 +28,7 @@ class AlertPublisher:
                 settings.kafka_bootstrap,
                 TOPIC_ALERTS,
                 self.book.apply,
-                settings.consumer_kwargs(),
+                settings.kafka_client_kwargs(),
             )
 
     @property

@@ -172,7 +172,7 @@ def create_app(settings: Settings) -> faust.App:
         TOPIC_PROFILES,
         settings.zone,
         settings.max_event_bytes,
-        settings.consumer_kwargs(),
+        settings.kafka_client_kwargs(),
         on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
     )
     dimensions = domain.user_dimensions(settings.extra_dimensions)

@@ -17,11 +17,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.alerts import AlertRules, RulesError, check_dimensions, load_rules
 
-# The embedded broker holds every fetch for the consumer's whole fetch_max_wait_ms, even when
-# records arrive meanwhile (Kafka answers as soon as it has them). Faust's worker consumer waits
-# 1,500 ms, aiokafka's 500 ms, and each hop of the pipeline added up to that. A short wait keeps
-# the embedded broker's latency near Kafka's, at the cost of more fetches while idle.
-EMBEDDED_FETCH_MAX_WAIT_MS = 50
+# The embedded broker answers a fetch only when the consumer's fetch_max_wait_ms runs out, even
+# when records arrive meanwhile (Kafka answers as soon as it has them). Faust's worker consumer
+# waits 1,500 ms and aiokafka's default is 500 ms, so each hop of the pipeline added up to that.
+# The pipeline's own consumers (ingest, Faust's, the sink) wait 100 ms on it instead. Not less:
+# the broker also cuts a fetch short at the wait, and at 50 ms a backlog of one-record batches
+# (271,000 profiles) came back nearly empty, fetch after fetch.
+EMBEDDED_FETCH_MAX_WAIT_MS = 100
 
 TOPIC_ACTIVITY = "user-activity"
 TOPIC_TICKETS = "ticket-created"

@@ -28,7 +28,7 @@ class DashboardSource:
                 settings.kafka_bootstrap,
                 topic,
                 lambda key, value, topic=topic: self.apply(topic, key, value),
-                settings.consumer_kwargs(),
+                settings.kafka_client_kwargs(),
                 after_poll=self.publish_changes,
             )
             for topic in (TOPIC_UPDATES, TOPIC_ALERTS)
