@@ -260,7 +260,7 @@ class IngestRunner:
     async def _update_lag(consumer: AIOKafkaConsumer) -> None:
         """Records of the input topics not yet read: the high watermark of the last fetch minus
         the position, summed over this worker's partitions."""
-        lag: Counter[str] = Counter({topic: 0 for topic in INPUT_TOPICS})
+        lag: Counter[str] = Counter()  # only topics whose end is known: no made-up zeros
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
             if end is not None:

@@ -91,4 +91,13 @@ def test_bad_input_is_dead_lettered_with_reason(pipeline) -> None:
     assert 'cci_dead_letters_total{reason="invalid_json"} 2.0' in metrics_text
     assert 'cci_dead_letters_total{reason="too_late"} 1.0' in metrics_text
     assert 'cci_events_consumed_total{topic="user-activity"}' in metrics_text
+    # Everything is read: the ingest's lag per input topic is back to zero (it was measured).
+    wait_until(
+        lambda: all(
+            f'cci_consumer_lag_records{{topic="{topic}"}} 0.0' in worker.get("/metrics")
+            for topic in (TOPIC_ACTIVITY, TOPIC_TICKETS)
+        ),
+        30,
+        "consumer lag did not come back to zero",
+    )
     assert worker.process is not None and worker.process.poll() is None
