@@ -47,7 +47,6 @@ from streams.sink import SinkRunner
 log = logging.getLogger("streams")
 
 PARTIALS_INTERVAL = 0.1  # seconds between publishes of changed partial counts
-STATE_GAUGE_INTERVAL = 5.0  # seconds between estimates of the dedup state's size
 
 
 def internal_topic_names(app_id: str) -> dict[str, str]:
@@ -217,6 +216,7 @@ def create_app(settings: Settings) -> faust.App:
     async def publish_partials() -> None:
         if not runtime.ready:
             return
+        published = False
         for partition, state in list(runtime.states.items()):
             for month, counts in state.drain_dirty():
                 label = domain.month_label(month)
@@ -227,12 +227,12 @@ def create_app(settings: Settings) -> faust.App:
                     partition=partition_for(label, partitions),
                 )
                 metrics.partials_published.inc()
-
-    @app.timer(STATE_GAUGE_INTERVAL)
-    async def measure_state() -> None:
-        states = list(runtime.states.values())
-        metrics.user_months.set(sum(state.user_months() for state in states))
-        metrics.dedup_state_bytes.set(sum(state.estimated_bytes() for state in states))
+                published = True
+        if published:
+            # Cheap (sampled) and only when the state changed, so the gauges are never stale.
+            states = list(runtime.states.values())
+            metrics.user_months.set(sum(state.user_months() for state in states))
+            metrics.dedup_state_bytes.set(sum(state.estimated_bytes() for state in states))
 
     # --- aggregate -----------------------------------------------------------------------------
 

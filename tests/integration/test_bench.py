@@ -55,6 +55,7 @@ def test_bench_measures_every_phase_and_each_result_equals_the_recount(tmp_path:
     for process in (report["pipeline"], report["peer"]):
         assert process["peak_rss_bytes"] > 0
     assert report["pipeline"]["user_months_gauge"] == report["run"]["user_months"]
+    assert report["pipeline"]["dedup_state_bytes_gauge"] > 0
     assert report["ratios"]["pipeline_vs_peer"] > 0
 
     # Broker, peer and worker: each announced its pid, and none outlives the command.
