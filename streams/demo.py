@@ -21,8 +21,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -49,10 +47,10 @@ from streams.dev.broker import (
     EmbeddedBroker,
     free_port,
     port_is_free,
-    terminate_group,
 )
 from streams.dev.produce import ONE_RECORD_BATCH_BYTES, Record, produce_records
 from streams.dev.topics import TopicCreationError, create_topics
+from streams.dev.worker_process import WorkerProcess
 from streams.generate import Dataset, generate
 from streams.settings import (
     TOPIC_ACTIVITY,
@@ -185,53 +183,6 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
-
-
-class WorkerChild:
-    """``cci worker`` as a child process leading its own process group, logging to a file.
-
-    Its own group keeps a Ctrl-C in the terminal away from it: the demo stops it deliberately,
-    after the feeder and before the broker it needs to shut down cleanly.
-    """
-
-    def __init__(self, env: Mapping[str, str], web_port: int, log_path: Path) -> None:
-        self.env = dict(env)
-        self.web_port = web_port
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def exit_code(self) -> int | None:
-        """The exit code once the process has ended, None while it runs (or before start)."""
-        return None if self.process is None else self.process.poll()
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
-
-    def stop(self) -> int | None:
-        """SIGTERM to the group, SIGKILL after a grace period; the exit code (None if never run)."""
-        if self.process is None:
-            return None
-        return terminate_group(self.process, WORKER_STOP_GRACE_S)
 
 
 # --- traffic ---------------------------------------------------------------------------------
@@ -678,7 +629,7 @@ class Demo:
         self.stop_flag = threading.Event()
         self.failure: str | None = None
         self.broker: EmbeddedBroker | None = None
-        self.worker: WorkerChild | None = None
+        self.worker: WorkerProcess | None = None
         self.counters = TrafficCounters()
         self.view = UpdatesView()
         self.health = "no answer"
@@ -775,7 +726,7 @@ class Demo:
         env = worker_environment(self.settings, broker.bootstrap, web_port, os.environ)
         shutil.rmtree(STATE_DIR, ignore_errors=True)
         STATE_DIR.mkdir(parents=True)
-        worker = WorkerChild(env, web_port, WORKER_LOG)
+        worker = WorkerProcess(env, WORKER_LOG, port=web_port)
         self.worker = worker
         worker.start()
         self.say(f"worker: pid {worker.pid}, web http://{LOOPBACK}:{web_port}/, log {WORKER_LOG}")
@@ -818,7 +769,7 @@ class Demo:
         await asyncio.gather(task, return_exceptions=True)
         return False
 
-    async def _wait_healthy(self, worker: WorkerChild) -> bool:
+    async def _wait_healthy(self, worker: WorkerProcess) -> bool:
         """True once /health answers 200; False if a stop came first; DemoFailed otherwise."""
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
         message = "waiting for the worker to be healthy…"
@@ -827,13 +778,13 @@ class Demo:
             self.say(message)
         with spinner or contextlib.nullcontext():
             while not self.stop_requested.is_set():
-                code = worker.exit_code()
+                code = worker.exited()
                 if code is not None:
                     raise DemoFailed(
                         f"the worker {describe_exit(code)} while starting; "
-                        f"the end of {WORKER_LOG}:\n{worker.log_tail()}"
+                        f"the end of {WORKER_LOG}:\n{worker.log_tail(LOG_TAIL_LINES)}"
                     )
-                status = await asyncio.to_thread(health_status, worker.web_port)
+                status = await asyncio.to_thread(health_status, worker.port)
                 self.health = describe_health(status)
                 if status == 200:
                     self.say("worker healthy: loading the history, then live traffic")
@@ -841,7 +792,8 @@ class Demo:
                 if time.monotonic() > deadline:
                     raise DemoFailed(
                         f"the worker was not healthy within {WORKER_READY_TIMEOUT_S:.0f} s "
-                        f"(/health: {self.health}); the end of {WORKER_LOG}:\n{worker.log_tail()}"
+                        f"(/health: {self.health}); the end of {WORKER_LOG}:\n"
+                        f"{worker.log_tail(LOG_TAIL_LINES)}"
                     )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_requested.wait(), HEALTH_POLL_S)
@@ -856,20 +808,20 @@ class Demo:
         except Exception as exc:
             self.fail(f"the {name} failed: {type(exc).__name__}: {exc}")
 
-    async def _watch(self, worker: WorkerChild, broker: EmbeddedBroker) -> None:
+    async def _watch(self, worker: WorkerProcess, broker: EmbeddedBroker) -> None:
         """Poll the worker's health for the header; a process that dies ends the demo."""
         while True:
-            code = worker.exit_code()
+            code = worker.exited()
             if code is not None:
                 self.fail(
                     f"the worker {describe_exit(code)}; the end of {WORKER_LOG}:\n"
-                    f"{worker.log_tail()}"
+                    f"{worker.log_tail(LOG_TAIL_LINES)}"
                 )
                 return
             if not broker.running:
                 self.fail(f"the broker exited; its output ends with:\n{broker.log_tail()}")
                 return
-            self.health = describe_health(await asyncio.to_thread(health_status, worker.web_port))
+            self.health = describe_health(await asyncio.to_thread(health_status, worker.port))
             await asyncio.sleep(HEALTH_POLL_S)
 
     def fail(self, reason: str) -> None:
@@ -878,7 +830,7 @@ class Demo:
         self.request_stop()
 
     def _header(self, meter: RateMeter) -> Header:
-        port = self.worker.web_port if self.worker else self.settings.web_port
+        port = self.worker.port if self.worker else self.settings.web_port
         return Header(
             month=domain.month_label(domain.month_of(datetime.now(UTC), self.settings.zone)),
             timezone=self.settings.timezone,
@@ -921,7 +873,7 @@ class Demo:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.worker is not None and self.worker.process is not None:
-            code = await asyncio.to_thread(self.worker.stop)
+            code = await asyncio.to_thread(self.worker.stop, WORKER_STOP_GRACE_S)
             self.say(f"worker stopped (pid {self.worker.pid}, {describe_exit(code)})")
         if self.broker is not None and self.broker.process is not None:
             pid = self.broker.process.pid

@@ -1,6 +1,8 @@
 """``cci worker`` as a child process: started, health-checked, measured and stopped from outside.
 
-Shared by the integration tests (``tests/integration/harness.py``) and ``cci bench``.
+Shared by the integration tests (``tests/integration/harness.py``), ``cci bench`` and
+``cci demo``. The worker leads its own process group: signals to it reach its children, and a
+Ctrl-C in the terminal does not reach it (its owner stops it, in order).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from streams.dev.broker import LOOPBACK, free_port
+from streams.dev.broker import LOOPBACK, free_port, terminate_group
 
 STOP_GRACE_S = 30.0
 
@@ -44,6 +46,7 @@ class WorkerProcess:
         return None if self.process is None else self.process.pid
 
     def start(self) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker"],
@@ -94,15 +97,11 @@ class WorkerProcess:
         if self.process:
             self.process.wait(10)
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self._signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.process.wait(10)
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM to the group, SIGKILL after ``grace_s``; the exit code (None if never run)."""
+        if self.process is None:
+            return None
+        return terminate_group(self.process, grace_s)
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process and self.process.poll() is None:
