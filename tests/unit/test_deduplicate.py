@@ -11,7 +11,14 @@ import orjson
 import pytest
 
 from streams import domain
-from streams.deduplicate import Fact, PartitionState, SegmentKey
+from streams.deduplicate import (
+    TICKET_VERSION_MASK,
+    Fact,
+    PartitionState,
+    SegmentKey,
+    pack_ticket,
+    ticket_user,
+)
 from streams.enrich import ActiveFact, Attributes, TicketFact, decode_facts, encode_fact
 
 DIMENSIONS = domain.user_dimensions(())  # plan, product, region, tenure
@@ -151,6 +158,14 @@ def test_a_ticket_tied_on_time_and_attributes_keeps_the_smaller_user() -> None:
             state.apply([fact], seq)
         assert state.winning_versions()[1]["t1"][3] == "ann", order
         assert state.ticket_counts[MARCH][GLOBAL] == 1
+
+
+@pytest.mark.parametrize("user_id", ["ann", "", "\x00lead", "zoë-用户", "u" * 5000])
+def test_a_held_ticket_keeps_its_version_and_user_exactly(user_id: str) -> None:
+    version = (2**63 + 12345) << 44 | 987654
+    held = pack_ticket(version, user_id)
+    assert held & TICKET_VERSION_MASK == version
+    assert ticket_user(held) == user_id
 
 
 def test_a_late_earlier_event_moves_the_user_to_another_segment() -> None:
