@@ -49,6 +49,9 @@ class AlertPublisher:
         if self.follower is not None:
             await self.follower.stop()
 
+    def forget_months_before(self, oldest_label: str) -> None:
+        self.book.forget_months_before(oldest_label)
+
     async def publish(self, figure: Figure, now: datetime) -> None:
         for key, value in self.book.evaluate(figure, now):
             await self.topic.send(key=key.encode(), value=orjson.dumps(value))

@@ -303,6 +303,17 @@ class AlertBook:
             self.published[alert] = published
         self.versions.last[alert] = max(self.versions.last.get(alert, 0), published.version)
 
+    def forget_months_before(self, oldest_label: str) -> None:
+        """Forget the alerts of months past retention: they take no more figures."""
+
+        def expired(key: str) -> bool:
+            return key.split("|", 2)[1] < oldest_label  # rule names hold no "|"
+
+        for key in self.versions.forget(expired):
+            self.published.pop(key, None)
+        for key in [key for key in self.published if expired(key)]:
+            del self.published[key]
+
     def evaluate(self, figure: Figure, now: datetime) -> list[tuple[str, dict[str, Any]]]:
         """(key, value) records to publish for this figure, in order; the book assumes them sent."""
         records: list[tuple[str, dict[str, Any]]] = []

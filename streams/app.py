@@ -12,6 +12,7 @@ The rules live in the stage modules; this file only moves records between them a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -62,6 +63,7 @@ class Runtime:
     ready: bool = False  # tables recovered since the last rebalance
     pending_updates: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     versions: Versions = field(default_factory=Versions)
+    forgotten_before: int = 0  # months before this have had their bookkeeping dropped
 
     def oldest_month(self) -> int:
         return domain.oldest_retained_month(
@@ -256,6 +258,7 @@ def create_app(settings: Settings) -> faust.App:
     async def emit_updates() -> None:
         if not runtime.ready or not alerts.ready:
             return
+        _forget_expired_months(runtime, alerts)
         pending, runtime.pending_updates = runtime.pending_updates, defaultdict(set)
         now = datetime.now(UTC)
         owned = _owned_partitions(app, names["partials"])
@@ -423,6 +426,21 @@ def _count_repeats(facts: list[Any], changed: dict[int, list[Any]]) -> None:
     seen = Counter(isinstance(f, ActiveFact) for f in facts)
     metrics.repeat_facts.labels("active").inc(seen[True] - won[True])
     metrics.repeat_facts.labels("ticket").inc(seen[False] - won[False])
+
+
+def _forget_expired_months(runtime: Runtime, alerts: AlertPublisher) -> None:
+    """Drop versions, gauges and alert states of months past retention, once per month: without
+    it they grow by every segment each month, and the worker's memory with them."""
+    oldest = runtime.oldest_month()
+    if oldest <= runtime.forgotten_before:
+        return
+    oldest_label = domain.month_label(oldest)
+    for key in runtime.versions.forget(lambda key: key.split("|", 1)[0] < oldest_label):
+        month, dimension, segment = key.split("|", 2)
+        with contextlib.suppress(KeyError):  # every emitted key has one; never stop emitting
+            metrics.current_cci.remove(month, dimension, segment)
+    alerts.forget_months_before(oldest_label)
+    runtime.forgotten_before = oldest
 
 
 def _expire_months(month_table: Any, partition: int, runtime: Runtime) -> None:

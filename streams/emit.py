@@ -7,6 +7,7 @@ without being stored (as long as the workers' clocks agree to within a rebalance
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -66,3 +67,11 @@ class Versions:
         version = max(self.last.get(key, 0) + 1, micros)
         self.last[key] = version
         return version
+
+    def forget(self, expired: Callable[[str], bool]) -> list[str]:
+        """Drop the keys ``expired`` says are past retention (their months take no more
+        figures, so no version is needed again); return them."""
+        gone = [key for key in self.last if expired(key)]
+        for key in gone:
+            del self.last[key]
+        return gone

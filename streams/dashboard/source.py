@@ -47,6 +47,8 @@ class DashboardSource:
 
     def publish_changes(self) -> None:
         """One wake-up per poll, however many records it held: bursts reach clients once."""
+        # A month passing out of retention changes what is shown even when no record arrives.
+        self._unpublished |= self.view.forget_expired(datetime.now(UTC))
         if self._unpublished:
             self._unpublished = False
             self.generation += 1

@@ -81,6 +81,7 @@ class LatestBook:
     accepts: Callable[[Record], bool]
     records: dict[str, Record] = field(default_factory=dict)
     ignored: int = 0  # values that were not JSON objects of the expected shape
+    oldest_label: str = ""  # records of earlier months are past retention: not kept
 
     def apply(self, key: bytes | None, value: bytes | None) -> bool:
         """Apply one record; True when the book changed."""
@@ -97,11 +98,21 @@ class LatestBook:
         if not isinstance(record, dict) or not self.accepts(record):
             self.ignored += 1
             return False
+        if record["month"] < self.oldest_label:
+            return False
         current = self.records.get(name)
         if current is not None and current["version"] >= record["version"]:
             return False
         self.records[name] = record
         return True
+
+    def forget_months_before(self, oldest_label: str) -> bool:
+        """Drop records of months before ``oldest_label`` (``YYYY-MM``); True when any went."""
+        self.oldest_label = oldest_label
+        expired = [name for name, r in self.records.items() if r["month"] < oldest_label]
+        for name in expired:
+            del self.records[name]
+        return bool(expired)
 
 
 # --- query parameters ----------------------------------------------------------------------------
@@ -191,6 +202,14 @@ class DashboardView:
 
     def oldest_month(self, now: datetime) -> int:
         return domain.oldest_retained_month(now, self.zone, self.retain_months)
+
+    def forget_expired(self, now: datetime) -> bool:
+        """Forget months past retention, so the books stay as small as the shown figures; True
+        when something shown went."""
+        oldest = domain.month_label(self.oldest_month(now))
+        if oldest == self.figures.oldest_label:
+            return False
+        return self.figures.forget_months_before(oldest) | self.alerts.forget_months_before(oldest)
 
     def _retained(self, book: LatestBook, now: datetime) -> Iterable[Record]:
         oldest = self.oldest_month(now)

@@ -406,3 +406,16 @@ def test_a_tombstone_forgets_and_junk_is_ignored() -> None:
 
     alerts.apply(key.encode(), None)
     assert states(alerts.evaluate(figure(6, 10), NOW))[0][1:] == (FIRING, ABOVE)
+
+
+def test_forgetting_a_month_drops_its_states_and_versions_only() -> None:
+    alerts = book(Rule("busy", "plan", "free", above=0.5))
+    alerts.evaluate(figure(6, 10, month="2026-01"), NOW)
+    alerts.evaluate(figure(6, 10, month="2026-03"), NOW)
+
+    alerts.forget_months_before("2026-02")
+
+    assert list(alerts.published) == ["busy|2026-03|plan|free"]
+    assert list(alerts.versions.last) == ["busy|2026-03|plan|free"]
+    # The kept month still remembers it fired: the same figure publishes nothing.
+    assert alerts.evaluate(figure(7, 10, month="2026-03"), NOW) == []

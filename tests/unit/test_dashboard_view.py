@@ -202,6 +202,22 @@ def test_months_before_the_retained_ones_and_emptied_segments_are_not_shown() ->
     assert view.month_figures("2026-08", None, NOW)["dimensions"] == {}
 
 
+def test_months_past_retention_are_forgotten_once_and_not_taken_again() -> None:
+    view = make_view(
+        figure(AUG, "plan", "free", 9, 9),
+        figure(SEP, "plan", "free", 3, 10),
+        alerts=(alert("2026-08", "plan", "free", "firing", 1),),
+    )
+
+    assert view.forget_expired(NOW) is True  # August went: what is shown changed
+    assert [r["month"] for r in view.figures.records.values()] == ["2026-09"]
+    assert view.alerts.records == {}
+    assert view.forget_expired(NOW) is False
+    # A replayed record of a forgotten month is not kept again.
+    assert view.apply(TOPIC_UPDATES, *figure(AUG, "plan", "paid", 1, 1)) is False
+    assert len(view.figures.records) == 1
+
+
 def test_nothing_yet() -> None:
     answer = make_view().month_figures(None, None, NOW)
     assert answer == {"month": None, "newest_month": None, "months": [], "dimensions": {}}

@@ -111,3 +111,15 @@ def test_emitted_at_is_rfc3339_utc_with_a_z() -> None:
 
     assert RFC3339_UTC.match(emitted_at), emitted_at
     assert datetime.fromisoformat(emitted_at) == moment.replace(microsecond=999_000)
+
+
+def test_forgetting_drops_only_the_expired_keys_and_names_them() -> None:
+    versions = Versions()
+    for key in ("2026-01|all|all", "2026-02|plan|free", "2026-03|all|all"):
+        versions.next(key, NOW)
+
+    gone = versions.forget(lambda key: key < "2026-03")
+
+    assert sorted(gone) == ["2026-01|all|all", "2026-02|plan|free"]
+    assert list(versions.last) == ["2026-03|all|all"]
+    assert versions.forget(lambda key: key < "2026-03") == []
