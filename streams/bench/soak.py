@@ -28,7 +28,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,6 +49,7 @@ from streams.dev.produce import key_of, produce_records
 from streams.dev.topics import create_topics
 from streams.dev.worker_process import WorkerProcess, WorkerStartError
 from streams.generate import PLANS, PRODUCTS, REGIONS
+from streams.query import QueryError, run_query
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, TOPIC_UPDATES, Settings
 from streams.topics import topic_catalogue
 
@@ -64,6 +65,9 @@ SAMPLE_SETTLE_S = 1.0  # after the month is processed: let timers and the sink g
 POLL_S = 0.2
 FLAT_TOLERANCE_PCT = 5.0  # RSS growth after retention is full that still counts as flat
 MIB = 1024 * 1024
+# Memory the embedded ClickHouse engine (in the worker's process) accounts for itself: what of
+# the RSS is the store's rather than the pipeline's Python objects.
+STORE_MEMORY_SQL = "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'"
 GAUGES = (
     "cci_user_months",
     "cci_dedup_state_bytes",
@@ -104,6 +108,7 @@ class MonthSample:
     user_months: int | None
     state_bytes: int | None
     rss_bytes: int | None
+    store_bytes: int | None  # the embedded ClickHouse engine's own memory accounting
     seconds: float  # from the first event produced to the month processed
 
 
@@ -118,6 +123,9 @@ class Flatness:
     growth_bytes: int
     growth_pct: float
     slope_bytes_per_month: float  # least squares over those months: growth that is not noise
+    # The same over the later half of them: allocators warm up for a few months after the first
+    # expiry, so a slope that persists here is growth that goes on.
+    late_slope_bytes_per_month: float
     flat: bool  # growth_pct within FLAT_TOLERANCE_PCT
 
 
@@ -251,6 +259,7 @@ def flatness(
     assert first.rss_bytes is not None and last.rss_bytes is not None
     growth = last.rss_bytes - first.rss_bytes
     growth_pct = 100.0 * growth / first.rss_bytes
+    points = [(float(s.index), float(s.rss_bytes or 0)) for s in window]
     return Flatness(
         from_month=first.month,
         to_month=last.month,
@@ -258,7 +267,8 @@ def flatness(
         rss_to_bytes=last.rss_bytes,
         growth_bytes=growth,
         growth_pct=growth_pct,
-        slope_bytes_per_month=slope([(s.index, float(s.rss_bytes or 0)) for s in window]),
+        slope_bytes_per_month=slope(points),
+        late_slope_bytes_per_month=slope(points[len(points) // 2 :]),
         flat=growth_pct <= tolerance_pct,
     )
 
@@ -286,14 +296,14 @@ def render_table(report: SoakReport) -> str:
         f"{report.partitions} partitions (started {report.started_at})",
         "",
         f"{'#':>3}  {'month':<7}  {'events':>8}  {'user-months':>11}  {'expected':>9}  "
-        f"{'state MiB':>9}  {'RSS MiB':>8}  {'seconds':>7}",
+        f"{'state MiB':>9}  {'RSS MiB':>8}  {'store MiB':>9}  {'seconds':>7}",
     ]
     for s in report.samples:
         held = "?" if s.user_months is None else f"{s.user_months:,}"
         lines.append(
             f"{s.index:>3}  {s.month:<7}  {s.events:>8,}  {held:>11}  "
             f"{s.expected_user_months:>9,}  {_mib(s.state_bytes):>9}  {_mib(s.rss_bytes):>8}  "
-            f"{s.seconds:>7.1f}"
+            f"{_mib(s.store_bytes):>9}  {s.seconds:>7.1f}"
         )
     lines.append("")
     f = report.flatness
@@ -304,8 +314,8 @@ def render_table(report: SoakReport) -> str:
         lines.append(
             f"RSS after retention is full: {_mib(f.rss_from_bytes)} MiB ({f.from_month}) → "
             f"{_mib(f.rss_to_bytes)} MiB ({f.to_month}): {f.growth_bytes / MIB:+,.1f} MiB "
-            f"({f.growth_pct:+.1f} %), slope {f.slope_bytes_per_month / MIB:+,.2f} MiB/month: "
-            f"{verdict}"
+            f"({f.growth_pct:+.1f} %), slope {f.slope_bytes_per_month / MIB:+,.2f} MiB/month "
+            f"({f.late_slope_bytes_per_month / MIB:+,.2f} over the later half): {verdict}"
         )
     lines.append(
         f"dead letters: {report.dead_letters}; worker peak RSS {_mib(report.worker_peak_rss_bytes)}"
@@ -371,8 +381,22 @@ async def _wait_month(
         await asyncio.sleep(POLL_S)
 
 
+def _store_memory(store: Settings) -> int | None:
+    try:
+        rows = run_query(store, STORE_MEMORY_SQL).rows
+    except QueryError:
+        return None
+    return int(rows[0][0]) if rows else None
+
+
 def _sample(
-    index: int, month: str, events: int, expected: int, gauges: dict[str, float | None], pid: int
+    index: int,
+    month: str,
+    events: int,
+    expected: int,
+    gauges: dict[str, float | None],
+    pid: int,
+    store_bytes: int | None,
 ) -> MonthSample:
     def whole(name: str) -> int | None:
         value = gauges.get(name)
@@ -386,6 +410,7 @@ def _sample(
         user_months=whole("cci_user_months"),
         state_bytes=whole("cci_dedup_state_bytes"),
         rss_bytes=memory_of(pid).rss_bytes,
+        store_bytes=store_bytes,
         seconds=0.0,
     )
 
@@ -403,9 +428,14 @@ async def _run_months(
     if worker.pid is None:
         raise BenchFailed("the worker was not started")
     pid = worker.pid
+    store = settings.with_overrides(
+        web_port=worker.port, clickhouse_url=worker.env["CCI_CLICKHOUSE_URL"]
+    )
     activity_type = settings.active_activities[0] if settings.active_activities else "login"
     async with OutputTail(bootstrap, TOPIC_UPDATES, decode_update) as tail:
-        report.samples.append(_sample(0, "start", 0, 0, await _gauges(worker), pid))
+        gauges = await _gauges(worker)
+        store_bytes = await asyncio.to_thread(_store_memory, store)
+        report.samples.append(_sample(0, "start", 0, 0, gauges, pid, store_bytes))
         for index in range(1, options.months + 1):
             month = month_of_index(start_month, index)
             label = domain.month_label(month)
@@ -441,14 +471,15 @@ async def _run_months(
             seconds = time.monotonic() - started
             await asyncio.sleep(SAMPLE_SETTLE_S)
             gauges = await _gauges(worker)
-            sample = _sample(index, label, traffic.events, expected, gauges, pid)
-            sample = MonthSample(**{**asdict(sample), "seconds": seconds})
+            store_bytes = await asyncio.to_thread(_store_memory, store)
+            sample = _sample(index, label, traffic.events, expected, gauges, pid, store_bytes)
+            sample = replace(sample, seconds=seconds)
             report.samples.append(sample)
             report.dead_letters = int(gauges["cci_dead_letters_total"] or 0)
             say(
                 f"{label}: {traffic.events:,} events in {seconds:.1f} s; user-months "
                 f"{sample.user_months:,}; state {_mib(sample.state_bytes)} MiB; "
-                f"RSS {_mib(sample.rss_bytes)} MiB"
+                f"RSS {_mib(sample.rss_bytes)} MiB (store {_mib(sample.store_bytes)} MiB)"
             )
 
 

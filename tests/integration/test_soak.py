@@ -46,10 +46,17 @@ def test_soak_expires_months_under_the_simulated_clock_and_reports_each_month(
     assert [s["user_months"] for s in months] == [USERS, 2 * USERS, 2 * USERS, 2 * USERS]
     assert all(s["user_months"] == s["expected_user_months"] for s in months)
     assert all(s["rss_bytes"] > 0 and s["state_bytes"] > 0 for s in months)
+    assert all(s["store_bytes"] > 0 for s in months)  # the worker answered the store query
     assert report["dead_letters"] == 0  # no event judged against the real clock
     flat = report["flatness"]
     assert flat["from_month"] == labels[RETAIN - 1] and flat["to_month"] == labels[-1]
-    assert set(flat) >= {"growth_bytes", "growth_pct", "slope_bytes_per_month", "flat"}
+    assert set(flat) >= {
+        "growth_bytes",
+        "growth_pct",
+        "slope_bytes_per_month",
+        "late_slope_bytes_per_month",
+        "flat",
+    }
 
     # Broker and worker announced their pids, and neither outlives the command.
     pids = {int(pid) for pid in PID.findall(result.stderr)}

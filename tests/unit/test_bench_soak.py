@@ -44,6 +44,7 @@ def sample(index: int, rss_mib: float | None, month: str | None = None) -> Month
         user_months=index,
         state_bytes=1000,
         rss_bytes=None if rss_mib is None else int(rss_mib * MIB),
+        store_bytes=8 * MIB,
         seconds=1.0,
     )
 
@@ -114,7 +115,17 @@ def test_flatness_compares_the_first_full_month_with_the_last() -> None:
     assert result.growth_bytes == 3 * MIB
     assert result.growth_pct == pytest.approx(100 * 3 / 350)
     assert result.slope_bytes_per_month == pytest.approx(MIB)
+    assert result.late_slope_bytes_per_month == pytest.approx(MIB)  # months 5 and 6
     assert result.flat
+
+
+def test_the_late_slope_tells_warm_up_from_growth_that_goes_on() -> None:
+    warming = [sample(2, 100), sample(3, 110), sample(4, 120), sample(5, 120), sample(6, 120)]
+
+    result = flatness(warming, retain_months=2)
+
+    assert result is not None and result.slope_bytes_per_month > 0
+    assert result.late_slope_bytes_per_month == 0  # months 4 to 6
 
 
 def test_growth_over_the_tolerance_is_not_flat() -> None:
