@@ -550,6 +550,102 @@ def bench(
     sys.exit(exit_status(report))
 
 
+# --- soak ----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--months",
+    type=click.IntRange(2, 240),
+    default=12,
+    show_default=True,
+    help="Simulated calendar months the worker lives through (more than --retain-months).",
+)
+@click.option(
+    "--retain-months",
+    type=click.IntRange(1, 120),
+    default=3,
+    show_default=True,
+    help="The worker's CCI_RETAIN_MONTHS.",
+)
+@click.option(
+    "--users",
+    type=click.IntRange(1, 10_000_000),
+    default=20_000,
+    show_default=True,
+    help="Active users every month (the same population each month).",
+)
+@click.option(
+    "--tickets-per-user",
+    type=click.FloatRange(0, 100),
+    default=0.2,
+    show_default=True,
+    help="Tickets a month per active user, on average.",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 1024),
+    default=4,
+    show_default=True,
+    help="Partitions of every topic (CCI_PARTITIONS for the worker).",
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON only.")
+@click.pass_context
+def soak(
+    ctx: click.Context,
+    months: int,
+    retain_months: int,
+    users: int,
+    tickets_per_user: float,
+    partitions: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Memory of one worker month by month while a simulated clock moves through the calendar.
+
+    Each month gets its own traffic; RSS should stop growing once the state holds
+    --retain-months months. Exits 1 when a month is not processed as expected.
+    """
+    import signal
+
+    from streams.bench.run import BenchFailed
+    from streams.bench.soak import (
+        SoakOptions,
+        SoakUsageError,
+        render_table,
+        report_json,
+        run_soak,
+    )
+
+    settings = _settings(ctx).with_overrides(partitions=partitions)
+    options = SoakOptions(
+        months=months,
+        retain_months=retain_months,
+        users=users,
+        tickets_per_user=tickets_per_user,
+        seed=seed,
+    )
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM and SIGHUP stop the run the way Ctrl-C does: everything started is stopped.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    try:
+        report = run_soak(settings, options, say=lambda line: click.echo(line, err=True))
+    except SoakUsageError as exc:
+        raise click.BadParameter(str(exc), param_hint=exc.flag) from None
+    except BenchFailed as exc:
+        click.echo(f"cci soak failed: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("cci soak interrupted: everything it started is stopped", err=True)
+        sys.exit(130)
+    click.echo(report_json(report) if as_json else render_table(report))
+
+
 # --- demo ----------------------------------------------------------------------------------------
 
 

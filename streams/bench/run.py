@@ -634,11 +634,13 @@ def _commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def process_environment(settings: Settings, bootstrap: str) -> dict[str, str]:
+def process_environment(
+    settings: Settings, bootstrap: str, state_dir: Path = STATE_DIR
+) -> dict[str, str]:
     """The worker's (and the peer's) environment: the caller's pipeline settings, on the bench's
-    broker, with state and store in STATE_DIR."""
+    broker, with state and store in ``state_dir`` (``cci soak`` passes its own)."""
     env = worker_environment(settings, bootstrap, settings.web_port, os.environ)
-    state = STATE_DIR.resolve()
+    state = state_dir.resolve()
     env.update(
         CCI_DATA_DIR=str(state / "data"), CCI_CLICKHOUSE_URL=f"chdb://{state / 'clickhouse'}"
     )
