@@ -36,7 +36,8 @@ class WorkerProcess:
 
     def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.env = {**env, "CCI_WEB_PORT": str(self.port)}
+        # As in the Docker image (deploy/Dockerfile says why), unless ``env`` says otherwise.
+        self.env = {"MALLOC_ARENA_MAX": "2", **env, "CCI_WEB_PORT": str(self.port)}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.statuses_seen: list[int | None] = []  # /health answers while waiting, in order
