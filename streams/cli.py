@@ -494,10 +494,9 @@ def bench(
     Exits 1 when the pipeline's or the peer's figures differ from the batch recount.
     """
     import importlib.util
-    import signal
 
     from streams.bench.report import exit_status, render_table, report_json
-    from streams.bench.run import PEER_SCRIPT, BenchFailed, BenchOptions, BenchUsageError, run_bench
+    from streams.bench.run import PEER_SCRIPT, BenchOptions, run_bench
 
     settings = _settings(ctx).with_overrides(partitions=partitions)
     if extra_dimensions is not None:
@@ -530,24 +529,39 @@ def bench(
         skip_latency=skip_latency,
     )
 
+    report = _run_measurement("cci bench", lambda: run_bench(settings, options, say=_progress))
+    click.echo(report_json(report) if as_json else render_table(report))
+    sys.exit(exit_status(report))
+
+
+def _progress(line: str) -> None:
+    """Progress of a measurement: on stderr, so ``--json`` output stays clean."""
+    click.echo(line, err=True)
+
+
+def _run_measurement(command: str, run: Callable[[], T]) -> T:
+    """Run ``cci bench`` or ``cci soak``: a flag found unworkable exits 2 naming it, a part that
+    could not run 1, an interruption 130. SIGTERM and SIGHUP stop it the way Ctrl-C does, and
+    every process it started is stopped either way."""
+    import signal
+
+    from streams.bench.run import BenchFailed, BenchUsageError
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    # SIGTERM and SIGHUP stop the run the way Ctrl-C does: everything started is stopped.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
     try:
-        report = run_bench(settings, options, say=lambda line: click.echo(line, err=True))
+        return run()
     except BenchUsageError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.flag) from None
     except BenchFailed as exc:
-        click.echo(f"cci bench failed: {exc}", err=True)
+        click.echo(f"{command} failed: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("cci bench interrupted: everything it started is stopped", err=True)
+        click.echo(f"{command} interrupted: everything it started is stopped", err=True)
         sys.exit(130)
-    click.echo(report_json(report) if as_json else render_table(report))
-    sys.exit(exit_status(report))
 
 
 # --- soak ----------------------------------------------------------------------------------------
@@ -607,16 +621,7 @@ def soak(
     Each month gets its own traffic; RSS should stop growing once the state holds
     --retain-months months. Exits 1 when a month is not processed as expected.
     """
-    import signal
-
-    from streams.bench.run import BenchFailed
-    from streams.bench.soak import (
-        SoakOptions,
-        SoakUsageError,
-        render_table,
-        report_json,
-        run_soak,
-    )
+    from streams.bench.soak import SoakOptions, render_table, report_json, run_soak
 
     settings = _settings(ctx).with_overrides(partitions=partitions)
     options = SoakOptions(
@@ -627,22 +632,7 @@ def soak(
         seed=seed,
     )
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # SIGTERM and SIGHUP stop the run the way Ctrl-C does: everything started is stopped.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
-    try:
-        report = run_soak(settings, options, say=lambda line: click.echo(line, err=True))
-    except SoakUsageError as exc:
-        raise click.BadParameter(str(exc), param_hint=exc.flag) from None
-    except BenchFailed as exc:
-        click.echo(f"cci soak failed: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("cci soak interrupted: everything it started is stopped", err=True)
-        sys.exit(130)
+    report = _run_measurement("cci soak", lambda: run_soak(settings, options, say=_progress))
     click.echo(report_json(report) if as_json else render_table(report))
 
 

@@ -40,6 +40,7 @@ from streams.bench.run import (
     STALL_TIMEOUT_S,
     START_TIMEOUT_S,
     BenchFailed,
+    BenchUsageError,
     OutputTail,
     decode_update,
     process_environment,
@@ -78,14 +79,6 @@ GAUGES = (
 )
 
 Say = Callable[[str], None]
-
-
-class SoakUsageError(ValueError):
-    """An option's value cannot work; ``flag`` names it."""
-
-    def __init__(self, flag: str, message: str) -> None:
-        super().__init__(message)
-        self.flag = flag
 
 
 @dataclass(frozen=True)
@@ -484,10 +477,10 @@ async def _run_months(
 
 
 def run_soak(settings: Settings, options: SoakOptions, say: Say) -> SoakReport:
-    """One whole run; raises SoakUsageError for options that cannot work, BenchFailed when a part
+    """One whole run; raises BenchUsageError for options that cannot work, BenchFailed when a part
     could not run."""
     if options.months <= options.retain_months:
-        raise SoakUsageError(
+        raise BenchUsageError(
             "--months",
             f"{options.months} months do not go past --retain-months {options.retain_months}: "
             "nothing would expire",
