@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
+from functools import lru_cache
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -32,6 +33,32 @@ def month_of(moment: datetime, zone: ZoneInfo) -> int:
     """Index of the calendar month that an aware timestamp falls in, in ``zone`` (DST-correct)."""
     local = moment.astimezone(zone)
     return local.year * 12 + local.month - 1
+
+
+_DAY_MICROS = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
+
+
+def month_of_micros(micros: int, zone: ZoneInfo) -> int:
+    """``month_of`` for a time in µs since the epoch, without a time-zone conversion on most days.
+
+    Every zone's offset is under a day, so an instant whose UTC day is neither the first nor the
+    last of its month is in that month in any zone. Only instants on those two days are converted.
+    """
+    month = _inner_day_month(micros // _DAY_MICROS)
+    if month is None:
+        return month_of(_EPOCH + timedelta(microseconds=micros), zone)
+    return month
+
+
+@lru_cache(maxsize=4096)
+def _inner_day_month(day: int) -> int | None:
+    """Month index of a UTC day (since the epoch), or None for a month's first and last days."""
+    today = date.fromordinal(_EPOCH_ORDINAL + day)
+    if today.day == 1 or (today + timedelta(days=1)).day == 1:
+        return None
+    return today.year * 12 + today.month - 1
 
 
 def month_label(month: int) -> str:
@@ -83,23 +110,6 @@ def tenure_bucket(signup_month: int | None, event_month: int) -> str:
     return "12m+"
 
 
-def segment_value(
-    dimension: str,
-    event_segments: Mapping[str, str] | None,
-    profile_segments: Mapping[str, str] | None,
-) -> str:
-    """The event's own value, else the profile's, else ``unknown``."""
-    if event_segments:
-        value = event_segments.get(dimension)
-        if value:
-            return value
-    if profile_segments:
-        value = profile_segments.get(dimension)
-        if value:
-            return value
-    return UNKNOWN
-
-
 def user_dimensions(extra_dimensions: Sequence[str]) -> tuple[str, ...]:
     """Dimensions that split both tickets and active users, in attribute-tuple order."""
     extras = tuple(
@@ -115,14 +125,20 @@ def user_attributes(
     signup_month: int | None,
     event_month: int,
 ) -> tuple[str, ...]:
-    """One value per dimension of ``user_dimensions`` for an event in ``event_month``."""
-    # A plain loop: this runs once per event, and a generator costs a third more.
+    """One value per dimension of ``user_dimensions`` for an event in ``event_month``: for a
+    segment, the event's own value, else the profile's, else ``unknown`` (empty is no value)."""
+    # A plain loop with the rule inline: this runs once per event, and a generator or a call per
+    # dimension costs a third more.
     values = []
     for dimension in dimensions:
         if dimension == TENURE:
             values.append(tenure_bucket(signup_month, event_month))
         else:
-            values.append(segment_value(dimension, event_segments, profile_segments))
+            values.append(
+                (event_segments and event_segments.get(dimension))
+                or (profile_segments and profile_segments.get(dimension))
+                or UNKNOWN
+            )
     return tuple(values)
 
 

@@ -80,11 +80,12 @@ def _profile_order(profile: Profile) -> tuple[int, int, list[tuple[str, str]]]:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def epoch_micros(moment: datetime) -> int:
     """Exact µs since the epoch (integer arithmetic: no float rounding)."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 @lru_cache(maxsize=8)
@@ -125,7 +126,7 @@ class Enricher:
         now_micros, oldest = _time_bounds(now, self.zone, self.retain_months)
         if ts > now_micros + self.max_future_micros:
             raise InvalidEvent(FUTURE_TIMESTAMP, f"{moment.isoformat()} is in the future")
-        month = domain.month_of(moment, self.zone)
+        month = domain.month_of_micros(ts, self.zone)
         if month < oldest:
             raise InvalidEvent(
                 TOO_LATE,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from streams import domain
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -48,6 +49,37 @@ def label_of(text: str, zone: ZoneInfo) -> str:
 )
 def test_month_of_is_the_local_calendar_month(moment: str, zone: ZoneInfo, expected: str) -> None:
     assert label_of(moment, zone) == expected
+    micros = (at(moment) - EPOCH) // timedelta(microseconds=1)
+    assert domain.month_label(domain.month_of_micros(micros, zone)) == expected
+
+
+@pytest.mark.parametrize(
+    "zone",
+    # The extremes of today's offsets, half and quarter hours, a zone on the date line, and
+    # Monrovia's -0:44:30 of 1970-1972.
+    [
+        "UTC",
+        "Pacific/Kiritimati",
+        "Pacific/Niue",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "Pacific/Apia",
+        "Africa/Monrovia",
+        "America/Santiago",
+        "Europe/Berlin",
+    ],
+)
+def test_month_of_micros_agrees_with_month_of_around_every_month_boundary(zone: str) -> None:
+    tz = ZoneInfo(zone)
+    for year in (1970, 1971, 2011, 2026):
+        for month in range(1, 13):
+            boundary = datetime(year, month, 1, tzinfo=UTC)
+            # Every 15 minutes from two days before each UTC month start to two days after.
+            for quarter in range(-192, 193):
+                moment = boundary + timedelta(minutes=15 * quarter, seconds=quarter % 7)
+                micros = (moment - EPOCH) // timedelta(microseconds=1)
+                if micros >= 0:
+                    assert domain.month_of_micros(micros, tz) == domain.month_of(moment, tz), moment
 
 
 def test_month_index_arithmetic() -> None:
@@ -143,7 +175,7 @@ def test_tenure_buckets_are_the_documented_set() -> None:
 def test_segment_value_precedence(
     event: dict[str, str] | None, profile: dict[str, str] | None, expected: str
 ) -> None:
-    assert domain.segment_value("plan", event, profile) == expected
+    assert domain.user_attributes(("plan",), event, profile, None, 0) == (expected,)
 
 
 def test_user_dimensions_put_extras_before_tenure_and_skip_reserved_names() -> None:
