@@ -62,9 +62,14 @@ class PartitionState:
         # ticket_id → packed (ts, month, attributes id) and user (``pack_ticket``); the user only
         # breaks ties.
         self.tickets: dict[str, int] = {}
-        self.active_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
-        self.ticket_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
-        self.dirty: dict[int, set[SegmentKey]] = defaultdict(set)
+        # Counts per (month, dimension, segment) lag behind the winners: a fact changes one count
+        # per attribute tuple (month → attributes id → change), and those changes reach the
+        # segments (five or more counts per fact) only when the counts are read.
+        self._active_changes: dict[int, dict[int, int]] = defaultdict(dict)
+        self._ticket_changes: dict[int, dict[int, int]] = defaultdict(dict)
+        self._active_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
+        self._ticket_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
+        self._dirty: dict[int, set[SegmentKey]] = defaultdict(set)
         self.chunk_keys: dict[int, set[str]] = defaultdict(set)
         # Highest facts offset reflected in this state: published partial counts carry it so the
         # aggregate keeps the newest of two owners' figures after a rebalance.
@@ -97,11 +102,10 @@ class PartitionState:
             users[sys.intern(fact.user_id)] = candidate
             current_id = None if current is None else current & ATTRIBUTE_MASK
             if current_id != attribute_id:
-                counts = self.active_counts[fact.month]
-                dirty = self.dirty[fact.month]
+                changes = self._active_changes[fact.month]
                 if current_id is not None:
-                    self._count(counts, dirty, self.dimensions, self._attributes[current_id], -1)
-                self._count(counts, dirty, self.dimensions, fact.attributes, +1)
+                    changes[current_id] = changes.get(current_id, 0) - 1
+                changes[attribute_id] = changes.get(attribute_id, 0) + 1
             return True
         packed = (fact.ts << MONTH_BITS | fact.month) << ATTRIBUTE_BITS | attribute_id
         current_ticket = self.tickets.get(fact.ticket_id)
@@ -115,21 +119,11 @@ class PartitionState:
         self.tickets[fact.ticket_id] = pack_ticket(packed, fact.user_id)
         if current_ticket is not None:
             held = current_ticket & TICKET_VERSION_MASK
-            old_month = (held >> ATTRIBUTE_BITS) & MONTH_MASK
-            self._count(
-                self.ticket_counts[old_month],
-                self.dirty[old_month],
-                self.ticket_dimensions,
-                self._attributes[held & ATTRIBUTE_MASK],
-                -1,
-            )
-        self._count(
-            self.ticket_counts[fact.month],
-            self.dirty[fact.month],
-            self.ticket_dimensions,
-            fact.attributes,
-            +1,
-        )
+            old_changes = self._ticket_changes[(held >> ATTRIBUTE_BITS) & MONTH_MASK]
+            held_id = held & ATTRIBUTE_MASK
+            old_changes[held_id] = old_changes.get(held_id, 0) - 1
+        changes = self._ticket_changes[fact.month]
+        changes[attribute_id] = changes.get(attribute_id, 0) + 1
         return True
 
     def _attribute_id(self, attributes: Attributes) -> int:
@@ -152,17 +146,35 @@ class PartitionState:
             < self._attributes[current & ATTRIBUTE_MASK]
         )
 
-    @staticmethod
-    def _count(
-        counts: Counter[SegmentKey],
-        dirty: set[SegmentKey],
-        dimensions: Sequence[str],
-        attributes: Attributes,
-        delta: int,
-    ) -> None:
-        for key in domain.segment_keys(dimensions, attributes):
-            counts[key] += delta
-            dirty.add(key)
+    # --- counts per segment --------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Carry the pending changes per attribute tuple into the segment counts."""
+        for changes_by_month, counts_by_month, dimensions in (
+            (self._active_changes, self._active_counts, self.dimensions),
+            (self._ticket_changes, self._ticket_counts, self.ticket_dimensions),
+        ):
+            for month, changes in changes_by_month.items():
+                counts = counts_by_month[month]
+                dirty = self._dirty[month]
+                for attribute_id, change in changes.items():
+                    if change:
+                        for key in domain.segment_keys(dimensions, self._attributes[attribute_id]):
+                            counts[key] += change
+                            dirty.add(key)
+            changes_by_month.clear()
+
+    @property
+    def active_counts(self) -> dict[int, Counter[SegmentKey]]:
+        """month → (dimension, segment) → active users (zeros may linger until published)."""
+        self._settle()
+        return self._active_counts
+
+    @property
+    def ticket_counts(self) -> dict[int, Counter[SegmentKey]]:
+        """month → (dimension, segment) → tickets; channel segments included."""
+        self._settle()
+        return self._ticket_counts
 
     # --- changelog chunks ----------------------------------------------------------------------
 
@@ -176,18 +188,15 @@ class PartitionState:
         """Changelog (key, value) for the winners of one facts message in one month."""
         key = self.chunk_key(month, seq)
         self.chunk_keys[month].add(key)
-        value = {
-            "seq": seq,
-            "a": [
-                [f.user_id, f.ts, list(f.attributes)] for f in facts if isinstance(f, ActiveFact)
-            ],
-            "t": [
-                [f.ticket_id, f.ts, list(f.attributes), f.user_id]
-                for f in facts
-                if isinstance(f, TicketFact)
-            ],
-        }
-        return key, value
+        # One pass; tuples serialise as JSON arrays, so the attributes are not copied.
+        actives: list[Any] = []
+        tickets: list[Any] = []
+        for f in facts:
+            if type(f) is ActiveFact:
+                actives.append((f.user_id, f.ts, f.attributes))
+            else:
+                tickets.append((f.ticket_id, f.ts, f.attributes, f.user_id))
+        return key, {"seq": seq, "a": actives, "t": tickets}
 
     def apply_chunk(self, key: str, value: dict[str, Any] | None, oldest_month: int) -> None:
         """Recovery: fold one changelog record (tombstones and expired months are skipped)."""
@@ -208,15 +217,20 @@ class PartitionState:
 
     def expire(self, oldest_month: int) -> list[str]:
         """Forget months before ``oldest_month``; return their chunk keys, to tombstone."""
-        months = set(self.actives) | set(self.ticket_counts) | set(self.chunk_keys)
+        months = {*self.actives, *self._ticket_counts, *self._ticket_changes, *self.chunk_keys}
         expired = [m for m in months if m < oldest_month]
         if not expired:
             return []
         for month in expired:
             self.actives.pop(month, None)
-            self.active_counts.pop(month, None)
-            self.ticket_counts.pop(month, None)
-            self.dirty.pop(month, None)
+            for by_month in (
+                self._active_changes,
+                self._ticket_changes,
+                self._active_counts,
+                self._ticket_counts,
+                self._dirty,
+            ):
+                by_month.pop(month, None)
         self.tickets = {
             ticket_id: held
             for ticket_id, held in self.tickets.items()
@@ -228,9 +242,10 @@ class PartitionState:
 
     def mark_all_dirty(self) -> None:
         """After recovery: republish every figure (a lost publish must not stay lost)."""
-        for month in set(self.active_counts) | set(self.ticket_counts):
-            self.dirty[month].update(self.active_counts[month])
-            self.dirty[month].update(self.ticket_counts[month])
+        self._settle()
+        for month in set(self._active_counts) | set(self._ticket_counts):
+            self._dirty[month].update(self._active_counts[month])
+            self._dirty[month].update(self._ticket_counts[month])
 
     def drain_dirty(self) -> Iterator[tuple[int, dict[str, list[int]]]]:
         """(month, {"dimension|segment": [tickets, active_users]}) of what changed; clears it.
@@ -238,12 +253,13 @@ class PartitionState:
         Channel segments carry 0 active users: their denominator is the month's global active
         users, which the aggregate takes from ``all|all``.
         """
-        dirty, self.dirty = self.dirty, defaultdict(set)
+        self._settle()
+        dirty, self._dirty = self._dirty, defaultdict(set)
         for month, keys in dirty.items():
             if not keys:
                 continue
-            tickets = self.ticket_counts[month]
-            actives = self.active_counts[month]
+            tickets = self._ticket_counts[month]
+            actives = self._active_counts[month]
             yield (
                 month,
                 {

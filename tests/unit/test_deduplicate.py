@@ -185,6 +185,19 @@ def test_a_late_earlier_event_moves_the_user_to_another_segment() -> None:
     assert drain(state) == {}
 
 
+def test_a_segment_left_and_rejoined_between_two_publishes_is_not_republished() -> None:
+    state = applied([active("u1", offset=5, plan="paid"), active("u2", offset=5, plan="free")])
+    drain(state)
+
+    # u1 moves to free, then (an even earlier event) back to paid, before the next publish.
+    state.apply([active("u1", offset=3, plan="free")], seq=1)
+    state.apply([active("u1", offset=1, plan="paid")], seq=2)
+
+    assert drain(state) == {}  # every count is where it was
+    assert nonzero(state.active_counts)[MARCH][("plan", "paid")] == 1
+    assert nonzero(state.active_counts)[MARCH][("plan", "free")] == 1
+
+
 def test_a_resent_ticket_counts_once() -> None:
     state = applied([ticket("t1")], seq=0)
 
