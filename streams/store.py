@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.insert import InsertContext
 
 log = logging.getLogger("streams.store")
 
@@ -132,6 +133,12 @@ class Store:
         self._reader: Client | None = None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        # (table, columns) → the writer's insert context, reused until an error or a schema
+        # change. A new one per insert asked ClickHouse for the column types first, and it refers
+        # to itself (a bound method), so it lived with its rows until a cyclic collection: those
+        # rows were most of what full collections had to traverse. A reused context holds only
+        # its last batch, freed when the next one replaces it.
+        self._insert_contexts: dict[tuple[str, tuple[str, ...]], InsertContext] = {}
 
     @property
     def embedded(self) -> bool:
@@ -170,6 +177,7 @@ class Store:
         ``IF NOT EXISTS`` and a version recorded twice collapses to one row."""
         migrations = load_migrations(directory)
         with self._write_lock:
+            self._insert_contexts.clear()
             client = self._writer_client()
             try:
                 client.command(
@@ -214,15 +222,26 @@ class Store:
         if not rows:
             return 0
         with self._write_lock:
+            client = self._writer_client()
+            key = (table, tuple(columns))
             try:
-                self._writer_client().insert(table, rows, column_names=list(columns))
-            except ClickHouseError as exc:
-                raise StoreError(str(exc)) from exc
+                context = self._insert_contexts.get(key)
+                if context is None:
+                    context = client.create_insert_context(table, column_names=list(columns))
+                    self._insert_contexts[key] = context
+                context.data = rows
+                client.insert(context=context)
+            except Exception as exc:
+                self._insert_contexts.pop(key, None)
+                if isinstance(exc, ClickHouseError):
+                    raise StoreError(str(exc)) from exc
+                raise
         return len(rows)
 
     def command(self, sql: str) -> None:
         """A statement that writes or changes the schema (maintenance, tests)."""
         with self._write_lock:
+            self._insert_contexts.clear()  # the statement may change a table's columns
             try:
                 self._writer_client().command(sql)
             except ClickHouseError as exc:
@@ -258,6 +277,7 @@ class Store:
                     except Exception:  # closing is best effort: the process may be going away
                         log.debug("error closing a ClickHouse client", exc_info=True)
             self._reader = self._writer = None
+            self._insert_contexts.clear()
 
     def __enter__(self) -> Store:
         return self

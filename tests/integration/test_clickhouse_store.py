@@ -3,7 +3,9 @@ read-only queries, values as parameters, and replays of facts converging in FINA
 
 from __future__ import annotations
 
+import gc
 import shutil
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -125,6 +127,32 @@ def test_values_travel_as_data_not_sql(store: Store) -> None:
         )
     ]
     assert _count(store, "SELECT count() FROM system.tables WHERE name = 'cci_tickets'") == 1
+
+
+def test_inserts_release_their_rows_and_follow_schema_changes_and_failures(store: Store) -> None:
+    columns = ("id", "name")
+    store.command("CREATE TABLE scratch (id UInt64, name String) ENGINE = MergeTree ORDER BY id")
+    rows = [[1, "a"], [2, "b"]]
+    references = sys.getrefcount(rows)
+    gc.disable()
+    try:
+        store.insert("scratch", rows, columns)
+        store.insert("scratch", [[3, "c"]], columns)
+        # The next batch released the first by reference counting: no cycle keeps rows alive
+        # until the collector runs.
+        assert sys.getrefcount(rows) == references
+    finally:
+        gc.enable()
+
+    with pytest.raises(StoreError):
+        store.insert("scratch", [[3, "c", "too many"]], ("id", "name", "nope"))
+    store.insert("scratch", [[3, "c"]], columns)  # the failure left nothing behind
+    store.command("ALTER TABLE scratch ADD COLUMN size UInt8 DEFAULT 7")
+    store.insert("scratch", [[4, "d", 9]], ("id", "name", "size"))
+    store.insert("scratch", [[5, "e"]], columns)
+
+    found = store.query("SELECT id, name, size FROM scratch ORDER BY id").rows
+    assert found == [(1, "a", 7), (2, "b", 7), (3, "c", 7), (3, "c", 7), (4, "d", 9), (5, "e", 7)]
 
 
 def _chunk(label: str, seq: int, users: list, tickets: list) -> tuple[bytes, bytes]:
