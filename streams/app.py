@@ -25,7 +25,7 @@ import orjson
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
-from streams import domain, metrics, query
+from streams import collector, domain, metrics, query
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.alert_publisher import AlertPublisher
 from streams.alerts import Figure
@@ -299,6 +299,7 @@ def create_app(settings: Settings) -> faust.App:
         for state in runtime.states.values():
             state.mark_all_dirty()
         alerts.catch_up()  # judge the republished figures against every state published so far
+        collector.freeze_survivors()  # the heap was just rebuilt: keep full collections short
         runtime.ready = True
         log.info(
             "recovered: %d facts partitions, %d user-months, %d months of partials",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from streams import collector
 from streams.app import create_app
 from streams.logs import logging_config
 from streams.settings import Settings
@@ -12,6 +13,7 @@ log = logging.getLogger("streams")
 
 
 def run_worker(settings: Settings) -> None:
+    collector.configure()
     app = create_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker = app.Worker(
