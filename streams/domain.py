@@ -35,9 +35,15 @@ def month_of(moment: datetime, zone: ZoneInfo) -> int:
     return local.year * 12 + local.month - 1
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _DAY_MICROS = 86_400_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_ORDINAL = _EPOCH.toordinal()
+_EPOCH_ORDINAL = EPOCH.toordinal()
+
+
+def epoch_micros(moment: datetime) -> int:
+    """Exact µs since the epoch (integer arithmetic: no float rounding)."""
+    return (moment - EPOCH) // _MICROSECOND
 
 
 def month_of_micros(micros: int, zone: ZoneInfo) -> int:
@@ -48,7 +54,7 @@ def month_of_micros(micros: int, zone: ZoneInfo) -> int:
     """
     month = _inner_day_month(micros // _DAY_MICROS)
     if month is None:
-        return month_of(_EPOCH + timedelta(microseconds=micros), zone)
+        return month_of(EPOCH + timedelta(microseconds=micros), zone)
     return month
 
 

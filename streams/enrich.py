@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from streams import domain
+from streams.domain import epoch_micros
 from streams.settings import Settings
 from streams.validate import (
     FUTURE_TIMESTAMP,
@@ -77,15 +78,6 @@ def newer_profile(current: Profile | None, candidate: Profile) -> Profile:
 
 def _profile_order(profile: Profile) -> tuple[int, int, list[tuple[str, str]]]:
     return profile.updated_at, profile.signup_month, sorted(profile.segments.items())
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def epoch_micros(moment: datetime) -> int:
-    """Exact µs since the epoch (integer arithmetic: no float rounding)."""
-    return (moment - _EPOCH) // _MICROSECOND
 
 
 @lru_cache(maxsize=8)

@@ -71,7 +71,6 @@ LATE_SHARE = 0.02  # records delivered one to four months after their month
 SIGNUP_LEAD = 24  # months before the first generated month that signups start
 PROGRESS_STEP = 1000
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A client-side offset unrelated to the configured zone, as devices abroad send.
 _INDIA = timezone(timedelta(hours=5, minutes=30))
 
@@ -122,7 +121,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
 
 
 def _millis(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return (moment - domain.EPOCH) // timedelta(milliseconds=1)
 
 
 class _TimeFormatter:
@@ -143,13 +142,13 @@ class _TimeFormatter:
             day, ms_of_day = divmod(ms, 86_400_000)
             prefix = self.days.get(day)
             if prefix is None:
-                prefix = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
+                prefix = (domain.EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
                 self.days[day] = prefix
             seconds, millis = divmod(ms_of_day, 1000)
             minutes, second = divmod(seconds, 60)
             hour, minute = divmod(minutes, 60)
             return f"{prefix}{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
-        moment = _EPOCH + timedelta(milliseconds=ms)
+        moment = domain.EPOCH + timedelta(milliseconds=ms)
         if draw < 0.9:
             return moment.astimezone(self.zone).isoformat(timespec="milliseconds")
         if draw < 0.95:
@@ -283,7 +282,7 @@ class _Generator:
         rng = self.rng
         plan = self.plans.pick(rng)
         signup_ms = rng.randrange(self.signup_start_ms, self.now_ms + 1)
-        signup_month = domain.month_of(_EPOCH + timedelta(milliseconds=signup_ms), self.zone)
+        signup_month = domain.month_of(domain.EPOCH + timedelta(milliseconds=signup_ms), self.zone)
         upgrade_ms = None
         window_start = max(signup_ms, self.bounds[0])
         if plan == "free" and window_start < self.now_ms and rng.random() < UPGRADE_SHARE:

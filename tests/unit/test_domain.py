@@ -9,7 +9,6 @@ import pytest
 
 from streams import domain
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -49,7 +48,7 @@ def label_of(text: str, zone: ZoneInfo) -> str:
 )
 def test_month_of_is_the_local_calendar_month(moment: str, zone: ZoneInfo, expected: str) -> None:
     assert label_of(moment, zone) == expected
-    micros = (at(moment) - EPOCH) // timedelta(microseconds=1)
+    micros = domain.epoch_micros(at(moment))
     assert domain.month_label(domain.month_of_micros(micros, zone)) == expected
 
 
@@ -77,7 +76,7 @@ def test_month_of_micros_agrees_with_month_of_around_every_month_boundary(zone: 
             # Every 15 minutes from two days before each UTC month start to two days after.
             for quarter in range(-192, 193):
                 moment = boundary + timedelta(minutes=15 * quarter, seconds=quarter % 7)
-                micros = (moment - EPOCH) // timedelta(microseconds=1)
+                micros = domain.epoch_micros(moment)
                 if micros >= 0:
                     assert domain.month_of_micros(micros, tz) == domain.month_of(moment, tz), moment
 
