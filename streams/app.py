@@ -2,7 +2,7 @@
 
     user-activity ┐                                   ┌─ cci-dead-letters
     ticket-created┴─ ingest (validate + enrich) ──────┴─ {app}-facts (by user_id / ticket_id)
-                     (aiokafka batches, own group: see streams/ingest.py)
+                     (a child process: aiokafka batches, own group; streams/ingest_process.py)
     {app}-facts ──── deduplicate (PartitionState) ──── {app}-partials (by month)
     {app}-partials ─ aggregate (month table) ── timer ─ cci-updates
     cci-updates + {app}-dedup-changelog ─ sink (own consumer group) ─ ClickHouse
@@ -33,13 +33,12 @@ from streams.dashboard import web as dashboard_web
 from streams.dashboard.source import DashboardSource
 from streams.deduplicate import PartitionState
 from streams.emit import Versions, update_key, update_value
-from streams.enrich import ActiveFact, Enricher, decode_facts
-from streams.ingest import IngestRunner, partition_for
-from streams.profiles import ProfileBook
+from streams.enrich import ActiveFact, decode_facts
+from streams.ingest import partition_for
+from streams.ingest_process import IngestProcess
 from streams.settings import (
     EMBEDDED_FETCH_MAX_WAIT_MS,
     TOPIC_ALERTS,
-    TOPIC_PROFILES,
     TOPIC_UPDATES,
     Settings,
 )
@@ -168,18 +167,7 @@ def create_app(settings: Settings) -> faust.App:
         help="Latest partial counts of every facts partition, per month",
     )
 
-    profiles = ProfileBook(
-        settings.kafka_bootstrap,
-        TOPIC_PROFILES,
-        settings.zone,
-        settings.max_event_bytes,
-        settings.kafka_client_kwargs(),
-        on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
-    )
     dimensions = domain.user_dimensions(settings.extra_dimensions)
-    enricher = Enricher.from_settings(settings, profiles.get)
-
-    app.service(_service_running(profiles))
 
     app.service(_service_running(alerts))
 
@@ -191,7 +179,7 @@ def create_app(settings: Settings) -> faust.App:
 
     # --- validate + enrich ---------------------------------------------------------------------
 
-    ingest = IngestRunner(settings, enricher, names["facts"], profiles.wait_loaded)
+    ingest = IngestProcess(settings, names["facts"])
     app.cci_ingest = ingest  # type: ignore[attr-defined]
 
     app.service(_service_running(ingest))
@@ -319,8 +307,7 @@ def create_app(settings: Settings) -> faust.App:
             and not app.rebalancing
             and app.tables.recovery.completed.is_set()
             and bool(app.consumer.assignment())
-            and profiles.loaded.is_set()
-            and ingest.running.is_set()
+            and ingest.healthy
             and alerts.ready
         )
         body = {

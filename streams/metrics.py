@@ -102,3 +102,44 @@ alerts_emitted = Counter(
     ["rule", "state"],
     registry=registry,
 )
+
+# --- the ingest process (streams/ingest_process.py) -----------------------------------------------
+# Counted in the ingest child process; it sends their values, and the worker serves them here.
+INGEST_METRICS: tuple[Counter | Gauge, ...] = (
+    events_consumed,
+    dead_letters,
+    inactive_activities,
+    invalid_profiles,
+    consumer_lag,
+)
+
+# (index in INGEST_METRICS, label values) → value
+Snapshot = dict[tuple[int, tuple[str, ...]], float]
+
+
+def snapshot(metrics: tuple[Counter | Gauge, ...]) -> Snapshot:
+    """The current value of every labelled child of ``metrics``."""
+    values: Snapshot = {}
+    for index, metric in enumerate(metrics):
+        for family in metric.collect():
+            for sample in family.samples:
+                # A counter's value is its ``_total`` sample; ``_created`` is a timestamp.
+                if sample.name.endswith("_created"):
+                    continue
+                values[(index, tuple(sample.labels.values()))] = sample.value
+    return values
+
+
+def apply_snapshot(
+    metrics: tuple[Counter | Gauge, ...], previous: Snapshot, current: Snapshot
+) -> None:
+    """Bring ``metrics`` forward by what one process counted between two of its snapshots:
+    counters by the difference (they keep counting across restarts of that process), gauges to
+    the value."""
+    for (index, labels), value in current.items():
+        metric = metrics[index]
+        child = metric.labels(*labels) if labels else metric
+        if isinstance(metric, Counter):
+            child.inc(max(0.0, value - previous.get((index, labels), 0.0)))
+        else:
+            child.set(value)

@@ -121,12 +121,36 @@ def parse_proc_status(text: str) -> Memory:
     return Memory(values.get("VmRSS"), values.get("VmHWM"))
 
 
-def memory_of(pid: int | str) -> Memory:
-    """Memory of a running process (``"self"`` for this one); unknown once it has ended."""
+def memory_of(pid: int | str, *, with_children: bool = False) -> Memory:
+    """Memory of a running process (``"self"`` for this one); unknown once it has ended.
+
+    ``with_children`` adds its child processes (the worker's ingest process): RSS summed, and
+    the peaks summed too, an upper bound of the peak of the whole, since they need not coincide.
+    """
     try:
-        return parse_proc_status(Path(f"/proc/{pid}/status").read_text())
+        memory = parse_proc_status(Path(f"/proc/{pid}/status").read_text())
     except OSError:
         return Memory(None, None)
+    if not with_children:
+        return memory
+    for child in _children(pid):
+        part = memory_of(child)
+        memory = Memory(
+            _add(memory.rss_bytes, part.rss_bytes), _add(memory.peak_rss_bytes, part.peak_rss_bytes)
+        )
+    return memory
+
+
+def _children(pid: int | str) -> list[int]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return [int(child) for task in tasks for child in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _add(total: int | None, part: int | None) -> int | None:
+    return total if part is None or total is None else total + part
 
 
 def metric_values(text: str, names: Iterable[str]) -> dict[str, float | None]:

@@ -457,7 +457,7 @@ async def run_pipeline(
     worker.start()
     say(f"worker: pid {worker.pid}, log {worker.log_path}; waiting for its first event…")
     first_ms = await first_event_ms(worker)
-    start_rss = memory_of(worker.pid or 0).rss_bytes
+    start_rss = memory_of(worker.pid or 0, with_children=True).rss_bytes
 
     def problem() -> str | None:
         code = worker.exited()
@@ -468,7 +468,7 @@ async def run_pipeline(
         settled = await wait_settled(tail, workload.expected, problem)
         run = PipelineRun(exact=settled.exact, difference=settled.difference)
         run.start_rss_bytes = start_rss
-        now_rss = memory_of(worker.pid or 0).rss_bytes
+        now_rss = memory_of(worker.pid or 0, with_children=True).rss_bytes
         if now_rss is not None and start_rss is not None:
             run.rss_growth_bytes_per_user_month = ratio(now_rss - start_rss, workload.user_months)
         if settled.at_ms is not None:
@@ -506,7 +506,7 @@ async def run_pipeline(
                 latency = await run_latency(
                     bootstrap, tail, settings, workload, options, problem, say
                 )
-        run.peak_rss_bytes = memory_of(worker.pid or 0).peak_rss_bytes
+        run.peak_rss_bytes = memory_of(worker.pid or 0, with_children=True).peak_rss_bytes
     worker.stop()
     return run, latency
 

@@ -402,7 +402,7 @@ def _sample(
         expected_user_months=expected,
         user_months=whole("cci_user_months"),
         state_bytes=whole("cci_dedup_state_bytes"),
-        rss_bytes=memory_of(pid).rss_bytes,
+        rss_bytes=memory_of(pid, with_children=True).rss_bytes,
         store_bytes=store_bytes,
         seconds=0.0,
     )
@@ -536,7 +536,7 @@ def run_soak(settings: Settings, options: SoakOptions, say: Say) -> SoakReport:
                 broker.bootstrap, worker, clock_path, settings, options, start_month, report, say
             )
         )
-        report.worker_peak_rss_bytes = memory_of(worker.pid or 0).peak_rss_bytes
+        report.worker_peak_rss_bytes = memory_of(worker.pid or 0, with_children=True).peak_rss_bytes
         worker.stop()
     report.flatness = flatness(report.samples, options.retain_months)
     return report

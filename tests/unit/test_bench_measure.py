@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from streams.bench.measure import (
     FigureHistory,
     describe_difference,
+    memory_of,
     metric_values,
     parse_proc_status,
     per_second,
@@ -132,6 +140,31 @@ def test_proc_status_gives_rss_and_its_peak() -> None:
     assert memory.rss_bytes == 100 * 2**20
     assert memory.peak_rss_bytes == 200 * 2**20
     assert parse_proc_status("Name:\tx\n").rss_bytes is None
+
+
+def test_memory_of_a_process_with_its_children_adds_theirs() -> None:
+    # A parent that starts a child holding ~64 MiB, then waits for it.
+    child = "b = bytearray(64 << 20); import time; time.sleep(30)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
+    process = subprocess.Popen([sys.executable, "-c", parent])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            alone, whole = memory_of(process.pid), memory_of(process.pid, with_children=True)
+            assert alone.rss_bytes is not None and whole.rss_bytes is not None
+            if whole.rss_bytes - alone.rss_bytes > 64 << 20:
+                break
+            time.sleep(0.1)
+        assert whole.rss_bytes - alone.rss_bytes > 64 << 20, (alone, whole)
+        assert whole.peak_rss_bytes is not None and alone.peak_rss_bytes is not None
+        assert whole.peak_rss_bytes - alone.peak_rss_bytes > 64 << 20
+    finally:
+        for task in Path(f"/proc/{process.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                os.kill(int(pid), signal.SIGKILL)
+        process.kill()
+        process.wait()
+    assert memory_of(process.pid, with_children=True) == memory_of(process.pid)
 
 
 METRICS = """# HELP cci_events_consumed_total Input records consumed
