@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 
 REPORT_INTERVAL = 0.1  # seconds between the child's reports: how stale its metrics can be
 STOP = "stop"
-# A child that ran this long before dying starts again after the shortest back-off.
-STABLE_AFTER_S = 60.0
+# Seconds before starting a child that died: doubling from the first to the most, and back to the
+# first for a child that had run for STABLE_AFTER_S.
+BACKOFF_FIRST_S, BACKOFF_MOST_S, STABLE_AFTER_S = 0.5, 15.0, 60.0
 
 _HEADER = struct.Struct(">I")
 # A fresh interpreter that imports only what ingest needs: no Faust app, no ClickHouse engine.
@@ -86,18 +87,9 @@ def write_message(writer: asyncio.StreamWriter, message: Any) -> None:
 class IngestProcess:
     """Runs ingest in a child process, starts another when it dies, and relays its reports."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        facts_topic: str,
-        *,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 15.0,
-    ) -> None:
+    def __init__(self, settings: Settings, facts_topic: str) -> None:
         self.settings = settings
         self.facts_topic = facts_topic
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self.report = Report()
         self.pid: int | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -130,7 +122,7 @@ class IngestProcess:
             write_message(self._writer, STOP)
 
     async def _supervise(self) -> None:
-        delay = self.backoff_initial
+        delay = BACKOFF_FIRST_S
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
@@ -141,11 +133,11 @@ class IngestProcess:
             if self._stopping.is_set():
                 return
             if time.monotonic() - started > STABLE_AFTER_S:
-                delay = self.backoff_initial
+                delay = BACKOFF_FIRST_S
             log.error("the ingest process exited (code %s); starting another in %.1fs", code, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, self.backoff_max)
+            delay = min(delay * 2, BACKOFF_MOST_S)
 
     async def _run_child(self) -> int:
         ours, theirs = socket.socketpair()
