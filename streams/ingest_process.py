@@ -16,9 +16,8 @@ The two talk over a socket pair, in length-prefixed pickles:
 Lifetime: the child ignores SIGINT and SIGTERM (a Ctrl-C or a stop of the worker's process group
 reaches it too): it stops when the worker says STOP. When the worker's end of the socket closes
 (the worker died), the child exits at once, as if it had died with it; when the child dies, the
-worker starts another after a back-off. Either
-way ingest resumes from its committed offsets, and the deduplicate stage absorbs the facts it sends
-again (``streams/ingest.py``).
+worker starts another after a back-off. Either way ingest resumes from its committed offsets,
+and the deduplicate stage absorbs the facts it sends again (``streams/ingest.py``).
 """
 
 from __future__ import annotations
