@@ -51,6 +51,7 @@ STOP = "stop"
 # Seconds before starting a child that died: doubling from the first to the most, and back to the
 # first for a child that had run for STABLE_AFTER_S.
 BACKOFF_FIRST_S, BACKOFF_MOST_S, STABLE_AFTER_S = 0.5, 15.0, 60.0
+EXIT_WAIT_S = 5.0  # seconds a child whose socket closed has to exit before it is killed
 
 _HEADER = struct.Struct(">I")
 # A fresh interpreter that imports only what ingest needs: no Faust app, no ClickHouse engine.
@@ -159,12 +160,21 @@ class IngestProcess:
                 metrics.apply_snapshot(metrics.INGEST_METRICS, previous, report.metrics)
                 previous = report.metrics
                 self.report = report
+        except BaseException:
+            if process.returncode is None:
+                process.kill()  # we failed: this child must not outlive the attempt
+            raise
         finally:
             self._writer = None
             self.report = Report()
             writer.close()
-            if process.returncode is None and not self._stopping.is_set():
-                process.kill()  # it closed its end without exiting, or we failed: start afresh
+        if not self._stopping.is_set():
+            # Its end closed: it died, or it is dying. Kill it only if it does not exit: killing
+            # a process that has exited reaps it (``Popen.send_signal`` polls first), and asyncio
+            # then reports 255 for a status it never saw.
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(process.wait(), EXIT_WAIT_S)
+            process.kill()  # it closed its end without exiting: start afresh
         return await process.wait()
 
 
