@@ -129,8 +129,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         broker_rebalance_timeout=max(settings.session_timeout, 10.0),
         producer_acks=-1,
-        # The embedded broker misreports the high watermark of multi-record batches (see README):
-        # one record per batch keeps table recovery complete there.
+        # The embedded broker misreports the high watermark of multi-record batches
+        # (docs/embedded-broker.md): one record per batch keeps table recovery complete there.
         **({"producer_max_batch_size": 16} if settings.embedded_broker else {}),
     )
     if settings.embedded_broker:

@@ -1,8 +1,8 @@
 """The worker's policy for Python's cyclic garbage collector.
 
-A full collection traverses every tracked object and stops the event loop meanwhile. With
-CPython's default thresholds, a worker at 10,000 events/s ran one every ~1.5 s (13 in one bench
-run), each taking 85-130 ms of CPU: the largest part of the tail latency. Two changes:
+A full collection traverses every tracked object and stops the event loop meanwhile; with
+CPython's default thresholds those pauses were the largest part of the worker's tail latency
+(measured in docs/performance.md). Two changes:
 
 * ``configure`` raises the thresholds, so records and rows that live for one batch die by
   reference counting before a collection promotes them to an older generation (whose growth is
@@ -12,7 +12,6 @@ run), each taking 85-130 ms of CPU: the largest part of the tail latency. Two ch
   generation, which later collections skip. It unfreezes first, so what an earlier recovery froze
   and has been dropped since is collected, not leaked.
 
-Measured in the same bench run: 2 full collections instead of 13, ~45 ms each.
 Reference counting still frees almost everything; this only decides when cycles are looked for.
 """
 
@@ -24,8 +23,8 @@ import time
 
 log = logging.getLogger(__name__)
 
-# Container allocations between young collections (CPython's default: 700, a few hundredths of
-# a second at 10,000 events/s: every batch in flight was promoted). Then young collections per
+# Container allocations between young collections (CPython's default, 700, promoted every batch
+# in flight). Then young collections per
 # gen-1 collection and gen-1 collections per full one (defaults 10 and 10).
 YOUNG_THRESHOLD = 50_000
 MIDDLE_THRESHOLD = 20

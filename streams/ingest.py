@@ -50,7 +50,7 @@ def partition_for(key: str, partitions: int) -> int:
     """Partition of a key on the internal topics (facts by user or ticket id, partials by month).
 
     Only this pipeline writes those topics, so it need not be Kafka's murmur2, which aiokafka
-    computes in pure Python (6 µs a key, a quarter of the ingest stage); CRC-32 is in C.
+    computes in pure Python (a quarter of the ingest stage, docs/performance.md); CRC-32 is in C.
     """
     return zlib.crc32(key.encode("utf-8")) % partitions
 
@@ -201,7 +201,7 @@ class IngestRunner:
 
     def _producer(self) -> AIOKafkaProducer:
         settings = self.settings
-        # The embedded broker misreports the end of multi-record batches (see README).
+        # The embedded broker misreports the end of multi-record batches (docs/embedded-broker.md).
         batching: dict[str, Any] = (
             {"max_batch_size": ONE_RECORD_BATCH_BYTES, "linger_ms": 0}
             if settings.embedded_broker

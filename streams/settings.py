@@ -18,11 +18,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from streams.alerts import AlertRules, RulesError, check_dimensions, load_rules
 
 # The embedded broker answers a fetch only when the consumer's fetch_max_wait_ms runs out, even
-# when records arrive meanwhile (Kafka answers as soon as it has them). Faust's worker consumer
-# waits 1,500 ms and aiokafka's default is 500 ms, so each hop of the pipeline added up to that.
-# The pipeline's own consumers (ingest, Faust's, the sink) wait 100 ms on it instead. Not less:
-# the broker also cuts a fetch short at the wait, and at 50 ms a backlog of one-record batches
-# (271,000 profiles) came back nearly empty, fetch after fetch.
+# when records arrive meanwhile (Kafka answers as soon as it has them), so the pipeline's own
+# consumers (ingest, Faust's, the sink) wait less on it. Not less than this: the broker also cuts
+# a fetch short at the wait, and shorter waits returned nearly empty fetches from a backlog
+# (measurements in docs/embedded-broker.md).
 EMBEDDED_FETCH_MAX_WAIT_MS = 100
 
 TOPIC_ACTIVITY = "user-activity"
@@ -191,7 +190,7 @@ class Settings:
     retain_months: int = _setting(
         "CCI_RETAIN_MONTHS", 13, _parse_positive_int, "calendar months of state kept (this one too)"
     )
-    # 0.25 s: half of what a figure waits at worst at 10,000 events/s (README: Performance).
+    # 0.25 s: half of what a figure waits at worst at 10,000 events/s (docs/performance.md).
     emit_interval: float = _setting(
         "CCI_EMIT_INTERVAL",
         0.25,
@@ -202,7 +201,7 @@ class Settings:
         "CCI_ALERT_RULES",
         AlertRules(),
         _parse_alert_rules,
-        "TOML file of alert rules on the figures (README: Alerts); unset: no alerts",
+        "TOML file of alert rules on the figures (docs/alerts.md); unset: no alerts",
     )
     sink_batch_rows: int = _setting(
         "CCI_SINK_BATCH_ROWS",

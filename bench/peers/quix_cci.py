@@ -17,7 +17,7 @@ the pipeline computes, exactly, as Quix Streams intends such a job to be written
   per (dimension, segment) in Quix state; every delta publishes the absolute figures it changed,
   keyed by month, as ``{"month", "figures": [[dimension, segment, tickets, active_users], …]}``.
 
-Choices that favour the peer, so the ratio pipeline/peer is not flattered (README, Performance):
+Choices that favour the peer, so the ratio pipeline/peer is not flattered (docs/performance.md):
 
 * State is Quix's in-memory store (``MemoryStore``) without changelog topics
   (``use_changelog_topics=False``): the embedded broker misreports high watermarks of

@@ -47,12 +47,12 @@ TICKETS_BY_CHANNEL_SQL = (
 )
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ANALYST_QUERIES = Path(__file__).resolve().parents[2] / "docs" / "clickhouse.md"
 
 
-def readme_queries() -> list[list[str]]:
-    """The arguments of every `cci query` example in the README's "Analyst queries" section."""
-    section = README.read_text().split("## Analyst queries")[1].split("\n## ")[0]
+def documented_queries() -> list[list[str]]:
+    """The arguments of every `cci query` example in docs/clickhouse.md, "Analyst queries"."""
+    section = ANALYST_QUERIES.read_text().split("## Analyst queries")[1].split("\n## ")[0]
     commands = re.findall(r'(?m)^    \.venv/bin/cci query (?:"[^"]*"|[^\n]*)', section)
     examples = [shlex.split(command)[2:] for command in commands]
     return [args for args in examples if not args[0].startswith("[")]  # not the synopsis
@@ -199,8 +199,8 @@ def test_store_agrees_with_cci_updates_with_and_without_a_worker(pipeline, tmp_p
     status, body = post_query(worker.port, "SELECT * FROM cci_no_such_table")
     assert status == 400 and "UNKNOWN_TABLE" in body["error"]
     assert 'cci_sink_rows_written_total{table="cci_tickets"}' in worker.get("/metrics")
-    # The README's examples run as printed; the last one, the audit, finds no difference.
-    examples = readme_queries()
+    # The documented examples run as printed; the last one, the audit, finds no difference.
+    examples = documented_queries()
     assert len(examples) >= 5
     for args in examples:
         printed = cci("query", "--format", "jsonl", *args, env=env, cwd=tmp_path)

@@ -247,9 +247,9 @@ def test_forecast_prints_the_articles_table() -> None:
     )
 
 
-def test_the_readme_shows_the_articles_table_as_printed() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## Headcount planning")[1].split("\n## ")[0]
+def test_the_forecast_docs_show_the_articles_table_as_printed() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "forecast.md").read_text()
+    section = docs.split("# Headcount planning")[1].split("\n## ")[0]
     command = "    .venv/bin/cci " + " ".join(ARTICLE) + "\n\n"
     printed = section.split(command)[1].split("\n\n`")[0]
 
