@@ -180,9 +180,10 @@ class Regroup:
             if init.exists():
                 continue
             print(f"  create {folder}/__init__.py")
+            self.changed_py.add(init)
             if not self.dry_run:
                 init.parent.mkdir(parents=True, exist_ok=True)
-                init.write_text(f'"""{doc}\n"""\n')
+                init.write_text(f'"""{doc}\n"""\n' if "\n" in doc else f'"""{doc}"""\n')
                 self.git("add", str(init.relative_to(self.root)))
 
     def move(self) -> None:
@@ -336,6 +337,8 @@ class Regroup:
             if path.suffix == ".py":
                 after = self.rewrite_from_streams_import(after)
             after = self.rewrite_paths(self.rewrite_dotted(after))
+            if path.suffix == ".py":
+                after = reflow_long_prose(before, after)
             if after == before:
                 continue
             print(f"  rewrite {path.relative_to(self.root)}")
@@ -373,6 +376,13 @@ class Regroup:
             return
         subprocess.run([str(ruff), "check", "--quiet", "--fix", "--select", "I", *files])
         subprocess.run([str(ruff), "format", "--quiet", *files], check=True)
+        lint = subprocess.run(
+            [str(ruff), "check", "--quiet", "--output-format", "concise", *files],
+            capture_output=True,
+            text=True,
+        )
+        for line in lint.stdout.splitlines():
+            self.warnings.append(f"ruff: {line}")
 
     def unplaced(self) -> list[str]:
         top = self.root / "streams"
@@ -381,6 +391,79 @@ class Regroup:
     def run(self, step: Callable[[], None], title: str) -> None:
         print(title)
         step()
+
+
+LINE_LENGTH = 100
+
+
+def reflow_long_prose(before: str, after: str) -> str:
+    """Rewrap the comment and docstring lines a rewrite made longer than LINE_LENGTH.
+
+    Longer names push words over the limit: they move to the start of the next line of the
+    same comment or docstring paragraph, or onto a new line. Code lines are left to ruff.
+    """
+    old_lines = set(before.split("\n"))
+    lines = after.split("\n")
+    in_docstring = _docstring_lines(after)
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if len(line) <= LINE_LENGTH or line in old_lines:
+            i += 1
+            continue
+        stripped = line.lstrip()
+        if stripped.startswith("# ---") and line.rstrip().endswith("-"):
+            lines[i] = line[:LINE_LENGTH]  # a section rule: fewer dashes
+            i += 1
+            continue
+        comment = stripped.startswith("# ")
+        if not comment and i not in in_docstring:
+            i += 1
+            continue
+        cut = line.rfind(" ", 0, LINE_LENGTH + 1)
+        indent = line[: len(line) - len(stripped)]
+        prefix = indent + ("# " if comment else "")
+        if cut <= len(prefix):
+            i += 1
+            continue
+        head, overflow = line[:cut].rstrip(), line[cut + 1 :].strip()
+        lines[i] = head
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        following_text = following.strip()
+        same_paragraph = (
+            following_text.startswith("# ") and not following_text.startswith("# ---")
+            if comment
+            else i + 1 in in_docstring
+            and following_text
+            and not following_text.startswith(('"""', "* ", "- "))
+            and not following_text.endswith('"""')
+        )
+        if same_paragraph:
+            follow_indent = following[: len(following) - len(following.lstrip())]
+            body = following_text[2:] if comment else following_text
+            lines[i + 1] = follow_indent + ("# " if comment else "") + overflow + " " + body
+        else:
+            lines.insert(i + 1, prefix + overflow)
+            in_docstring = {n + 1 if n > i else n for n in in_docstring}
+            if i in in_docstring:
+                in_docstring.add(i + 1)
+        i += 1
+    return "\n".join(lines)
+
+
+def _docstring_lines(text: str) -> set[int]:
+    """0-based numbers of the lines inside multi-line string literals."""
+    import io
+    import tokenize
+
+    inside: set[int] = set()
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.STRING and token.end[0] > token.start[0]:
+                inside.update(range(token.start[0] - 1, token.end[0]))
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return inside
 
 
 def _only_caches(folder: Path) -> bool:
