@@ -263,7 +263,7 @@ class Regroup:
                 if new.startswith(old + ".")
             }
             folder = self.root / old.replace(".", "/")
-            if folder.is_dir():
+            if children and folder.is_dir():  # the package the old module became, once moved
                 children |= {p.stem for p in folder.iterdir() if p.suffix == ".py" or p.is_dir()}
             guard = (
                 r"(?!\.(?:" + "|".join(map(re.escape, sorted(children))) + r")(?!\w))"
