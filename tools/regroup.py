@@ -253,7 +253,8 @@ class Regroup:
 
         An old module that becomes a package of the same name (streams.worker, streams.sink,
         streams.store) must not match the new package's own submodules: ``streams.worker.app``
-        is already new. Their names are excluded (those of MOVES and those on disk).
+        and ``from streams.worker import app`` are already new. Their names are excluded (those
+        of MOVES and those on disk); ``from streams.store import open_store`` is old.
         """
         alternatives = []
         for old in sorted(self.modules, key=len, reverse=True):
@@ -265,10 +266,10 @@ class Regroup:
             folder = self.root / old.replace(".", "/")
             if children and folder.is_dir():  # the package the old module became, once moved
                 children |= {p.stem for p in folder.iterdir() if p.suffix == ".py" or p.is_dir()}
+            names = "|".join(map(re.escape, sorted(children)))
+            # Neither ``streams.sink.runner`` nor ``from streams.sink import runner`` is old.
             guard = (
-                r"(?!\.(?:" + "|".join(map(re.escape, sorted(children))) + r")(?!\w))"
-                if children
-                else ""
+                rf"(?!\.(?:{names})(?!\w))(?!\s+import\s+\(?\s*(?:{names})\b)" if children else ""
             )
             alternatives.append(re.escape(old) + r"(?!\w)" + guard)
         return re.compile(r"(?<![\w.])(" + "|".join(alternatives) + ")")
@@ -334,9 +335,9 @@ class Regroup:
             except UnicodeDecodeError:
                 continue
             after = before
+            after = self.rewrite_paths(self.rewrite_dotted(after))
             if path.suffix == ".py":
                 after = self.rewrite_from_streams_import(after)
-            after = self.rewrite_paths(self.rewrite_dotted(after))
             if path.suffix == ".py":
                 after = reflow_long_prose(before, after)
             if after == before:
