@@ -124,6 +124,17 @@ PATCHES: list[tuple[str, str, str]] = [
         'Path(__file__).resolve().parent.parent / "schemas"',
         'Path(__file__).resolve().parents[2] / "schemas"',
     ),
+    # Topic creation left dev/ for kafka/admin.py; the demo and the generator came in.
+    (
+        "streams/dev/__init__.py",
+        "an embedded Kafka-compatible broker, topic creation, a JSONL producer.\n\n"
+        "Nothing here is used by the worker itself; these are the pieces behind `cci dev broker`,\n"
+        "`cci topics create`, `cci produce` and the integration tests.",
+        "an embedded Kafka-compatible broker, a JSONL producer,\n"
+        "the generator and the demo.\n\n"
+        "Nothing here is used by the worker itself; these are the pieces behind `cci dev broker`,\n"
+        "`cci produce`, `cci generate`, `cci demo` and the integration tests.",
+    ),
     (
         "streams/bench/run.py",
         'PEER_SCRIPT = REPO_ROOT / "bench" / "peers" / "quix_cci.py"',
