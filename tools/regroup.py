@@ -130,8 +130,7 @@ PATCHES: list[tuple[str, str, str]] = [
         "an embedded Kafka-compatible broker, topic creation, a JSONL producer.\n\n"
         "Nothing here is used by the worker itself; these are the pieces behind `cci dev broker`,\n"
         "`cci topics create`, `cci produce` and the integration tests.",
-        "an embedded Kafka-compatible broker, a JSONL producer,\n"
-        "the generator and the demo.\n\n"
+        "an embedded Kafka broker, a JSONL producer, the generator, the demo.\n\n"
         "Nothing here is used by the worker itself; these are the pieces behind `cci dev broker`,\n"
         "`cci produce`, `cci generate`, `cci demo` and the integration tests.",
     ),
