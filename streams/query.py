@@ -276,7 +276,7 @@ def format_result(result: QueryResult, fmt: str) -> str:
 # --- the report ----------------------------------------------------------------------------------
 
 REPORT_SQL = """
-SELECT month, dimension, segment, tickets, active_users, cci, contact_rate_pct,
+SELECT month, dimension, segment, tickets, active_users, cci, contact_rate_pct, band,
        previous_cci, cci_change, cci_change_pct
 FROM cci_segment_trend
 WHERE month = if({month:String} = '',
@@ -333,6 +333,7 @@ def render_report(result: QueryResult) -> str:
         "active users",
         "CCI",
         "contact %",
+        "band",
         f"CCI {previous}",
         "change",
         "change %",
@@ -351,12 +352,13 @@ def render_report(result: QueryResult) -> str:
                 str(r["active_users"]),
                 "-" if r["cci"] is None else f"{r['cci']:.4f}",
                 "-" if r["contact_rate_pct"] is None else f"{r['contact_rate_pct']:.2f}",
+                r.get("band") or "-",
                 "" if r["previous_cci"] is None else f"{r['previous_cci']:.4f}",
                 _signed(r["cci_change"], 4),
                 _signed(r["cci_change_pct"], 1, "%"),
             ]
         )
-    numeric = [False, False, True, True, True, True, True, True, True]
+    numeric = [False, False, True, True, True, True, False, True, True, True]
     title = f"Customer Contact Index, {month} (change from {previous})"
     return f"{title}\n\n{render_table(headers, rows, numeric)}"
 
