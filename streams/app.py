@@ -377,6 +377,10 @@ def create_app(settings: Settings) -> faust.App:
     async def api_stream(web: Any, request: Any) -> Any:
         return await dashboard_web.live_stream(request, dashboard)
 
+    @app.page(dashboard_web.API_FORECAST_PATH)
+    async def api_forecast(web: Any, request: Any) -> Any:
+        return await dashboard_web.forecast_answer(request, settings, sink.store)
+
     return app
 
 
