@@ -118,6 +118,7 @@ def test_the_api_answers_what_the_cli_prints(pipeline, tmp_path: Path) -> None:
         (ARTICLE + "&colour=red", "colour"),
         ("customers=1&tickets_per_agent=7&trend_months=1", "trend_months"),
         ("customers=1&tickets_per_agent=7&target_cci=x", "target_cci"),
+        ("customers=1&tickets_per_agent=7&growth=1." + "3" * 3000 + "%25/month", "growth"),
     ):
         status, body, _ = get(worker.port, query)
         assert status == 400, (query, body)

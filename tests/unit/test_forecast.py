@@ -3,6 +3,7 @@ the article's Q1–Q4 table."""
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 
 import pytest
@@ -404,3 +405,39 @@ def test_messages_spell_parameters_as_the_caller_names_them() -> None:
             {"customers": "1", "tickets_per_agent": "7", "dimension": "plan"},
             name=lambda p: "--" + p.replace("_", "-"),
         )
+
+
+def test_numbers_are_refused_before_they_cost_time() -> None:
+    """A request is answered on the worker: a decimal of thousands of digits, compounded over
+    120 periods, took 36 s of exact arithmetic. Inputs are refused by length first."""
+    digits = "1." + "3" * 3000
+    for parameter, text in (
+        ("cci", digits),
+        ("tickets_per_agent", digits),
+        ("target_cci", digits),
+        ("growth", digits + "%/month"),
+        ("customers", "1" * 3000),
+    ):
+        values = {**BASE, "cci": "1", parameter: text}
+        with pytest.raises(forecast.ParameterError, match="too long") as raised:
+            forecast.parse_request(values)
+        assert raised.value.parameter == parameter
+    # Growth that compounds past any real customer base is refused, naming it.
+    with pytest.raises(forecast.ParameterError, match="above 1,000,000,000,000,000") as raised:
+        forecast.parse_request({**BASE, "growth": "999%/month", "periods": "120"})
+    assert raised.value.parameter == "growth"
+    # The longest accepted still plans at once.
+    longest = "9" * 12 + "." + "9" * 7
+    start = time.monotonic()
+    request = forecast.parse_request(
+        {"customers": "9" * 12, "growth": "0.012345678901234567%/month", "periods": "120",
+         "tickets_per_agent": longest, "cci": longest, "target_cci": longest,
+         "minutes_per_ticket": longest}
+    )  # fmt: skip
+    forecast.json_text(
+        forecast.plan(
+            request.labels, request.customers, request.cci, request.tickets_per_agent,
+            request.what_if,
+        )
+    )  # fmt: skip
+    assert time.monotonic() - start < 1.0
