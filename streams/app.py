@@ -262,7 +262,16 @@ def create_app(settings: Settings) -> faust.App:
                 dimension, _, segment = segment_key.partition("|")
                 key = update_key(month, dimension, segment)
                 version = runtime.versions.next(key, now)
-                value = update_value(month, dimension, segment, tickets, active_users, version, now)
+                value = update_value(
+                    month,
+                    dimension,
+                    segment,
+                    tickets,
+                    active_users,
+                    version,
+                    now,
+                    target=settings.target_range,
+                )
                 await updates_topic.send(key=key.encode(), value=orjson.dumps(value))
                 metrics.updates_emitted.inc()
                 figure = Figure(label, dimension, segment, tickets, active_users, value["cci"])
@@ -367,6 +376,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.page(dashboard_web.API_STREAM_PATH)
     async def api_stream(web: Any, request: Any) -> Any:
         return await dashboard_web.live_stream(request, dashboard)
+
+    @app.page(dashboard_web.API_FORECAST_PATH)
+    async def api_forecast(web: Any, request: Any) -> Any:
+        return await dashboard_web.forecast_answer(request, settings, sink.store)
 
     return app
 

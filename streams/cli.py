@@ -12,8 +12,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime
-from fractions import Fraction
-from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -255,14 +253,6 @@ def report(ctx: click.Context, month: str | None, dimension: str | None) -> None
     click.echo(render_report(result))
 
 
-def _parsed(flag: str, parse: Callable[[str], T], text: str) -> T:
-    """``parse(text)``, its ValueError turned into a usage error naming ``flag`` (exit 2)."""
-    try:
-        return parse(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=flag) from None
-
-
 @cli.command("forecast")
 @click.option(
     "--customers",
@@ -278,7 +268,6 @@ def _parsed(flag: str, parse: Callable[[str], T], text: str) -> T:
 )
 @click.option(
     "--periods",
-    type=click.IntRange(1, forecast.MAX_PERIODS),
     metavar="N",
     help="Periods to project with --growth (default: as many as --labels, else 4).",
 )
@@ -302,59 +291,79 @@ def _parsed(flag: str, parse: Callable[[str], T], text: str) -> T:
     "--tickets-per-agent", required=True, metavar="X", help="Tickets one agent handles a month."
 )
 @click.option(
+    "--target-cci",
+    metavar="X",
+    help="What if the CCI were X: adds the headcount at X and the agents not needed.",
+)
+@click.option(
+    "--minutes-per-ticket",
+    metavar="M",
+    help="With --target-cci: minutes a ticket takes, to add the support hours a month saved.",
+)
+@click.option(
+    "--trend-months",
+    metavar="N",
+    help="Project the CCI with a least-squares line through the segment's N (2 or more) latest "
+    "complete months, instead of one flat measured CCI.",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json"]),
     default="table",
     show_default=True,
-    help="table for people; json: one object per period.",
+    help="table for people; json: one object per period (what GET /api/forecast answers).",
 )
 @click.pass_context
 def forecast_command(
     ctx: click.Context,
     customers: str,
     growth: str | None,
-    periods: int | None,
+    periods: str | None,
     labels: str | None,
     cci_text: str | None,
     dimension: str | None,
     segment: str | None,
     month: str | None,
     tickets_per_agent: str,
+    target_cci: str | None,
+    minutes_per_ticket: str | None,
+    trend_months: str | None,
     fmt: str,
 ) -> None:
     """How many agents: customers × CCI = tickets a month, ÷ tickets per agent, rounded up.
 
     Every figure is monthly, at each period's number of customers. Without --cci, the CCI is the
     store's (segment all|all unless --dimension/--segment) for --month, by default the latest month
-    before the current one (in CCI_TIMEZONE) that has active users.
+    before the current one (in CCI_TIMEZONE) that has active users; with --trend-months N, a
+    least-squares line through the N latest such months, projected to each period
+    (docs/forecast.md).
     """
-    names, counts = _forecast_periods(customers, growth, periods, labels)
-    capacity = _parsed(
-        "--tickets-per-agent",
-        partial(forecast.parse_quantity, zero_allowed=False),
-        tickets_per_agent,
-    )
-    if cci_text is not None:
-        if dimension is not None or segment is not None or month is not None:
-            raise click.UsageError(
-                "--dimension, --segment and --month choose a measured CCI; leave them out with "
-                "--cci",
-                ctx,
-            )
-        cci = _parsed("--cci", partial(forecast.parse_quantity, zero_allowed=True), cci_text)
-        source = f"CCI {forecast.decimal_text(cci, 4, trim=True)} (--cci)"
-    else:
-        cci, source = _measured_cci(ctx, dimension, segment, month)
-
-    plans = forecast.plan(names, counts, cci, capacity)
+    given = {
+        "customers": customers,
+        "growth": growth,
+        "periods": periods,
+        "labels": labels,
+        "cci": cci_text,
+        "dimension": dimension,
+        "segment": segment,
+        "month": month,
+        "tickets_per_agent": tickets_per_agent,
+        "target_cci": target_cci,
+        "minutes_per_ticket": minutes_per_ticket,
+        "trend_months": trend_months,
+    }
+    try:
+        request = forecast.parse_request(
+            {name: text for name, text in given.items() if text is not None}, name=_flag
+        )
+    except forecast.ParameterError as exc:
+        raise click.BadParameter(str(exc), param_hint=_flag(exc.parameter)) from None
+    plans, source = _forecast_plan(ctx, request)
     if fmt == "json":
-        import orjson
-
-        if cci_text is None:
+        if request.cci is None:
             click.echo(f"Headcount plan: {source}", err=True)  # stdout stays pure JSON
-        records = forecast.json_records(plans)
-        click.echo(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
+        click.echo(forecast.json_text(plans), nl=False)
         return
     from streams.query import render_table
 
@@ -363,73 +372,27 @@ def forecast_command(
     click.echo(f"Headcount plan: {source}\n\n{render_table(headers, rows, numeric)}")
 
 
-def _forecast_periods(
-    customers: str, growth: str | None, periods: int | None, labels: str | None
-) -> tuple[list[str], list[int]]:
-    """The label and number of customers of every period, from ``cci forecast``'s flags."""
-    counts = _parsed("--customers", forecast.parse_customers, customers)
-    names = None if labels is None else _parsed("--labels", forecast.parse_labels, labels)
-    unit = forecast.DEFAULT_UNIT
-    if growth is not None:
-        rule = _parsed("--growth", forecast.parse_growth, growth)
-        if len(counts) != 1:
-            raise click.BadParameter(
-                f"--growth projects from one number of customers, got {len(counts)}",
-                param_hint="--customers",
-            )
-        count = periods or (len(names) if names else forecast.DEFAULT_PERIODS)
-        try:
-            counts = rule.customers(counts[0], count)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--growth") from None
-        unit = rule.unit
-    elif periods is not None and periods != len(counts):
-        raise click.BadParameter(
-            f"{periods} periods but {len(counts)} --customers values", param_hint="--periods"
-        )
-    if names is not None and len(names) != len(counts):
-        raise click.BadParameter(
-            f"{len(names)} labels for {len(counts)} periods", param_hint="--labels"
-        )
-    return names or forecast.period_labels(unit, len(counts)), counts
+def _flag(parameter: str) -> str:
+    """``tickets_per_agent`` → ``--tickets-per-agent``: the flag of a forecast parameter."""
+    return "--" + parameter.replace("_", "-")
 
 
-def _measured_cci(
-    ctx: click.Context, dimension: str | None, segment: str | None, month: str | None
-) -> tuple[Fraction, str]:
-    """The store's CCI for ``cci forecast`` and a line saying where it comes from; exits 1 when
-    the store cannot answer or has no figure."""
-    from streams.domain import ALL
-    from streams.query import QueryError, measured_cci
+def _forecast_plan(
+    ctx: click.Context, request: forecast.Request
+) -> tuple[list[forecast.PeriodPlan], str]:
+    """The plan and where its CCI comes from; exits 1 when the store cannot answer or has no
+    figure."""
+    from streams.query import NoFigure, QueryError, forecast_plan
     from streams.store import redact
 
-    if (dimension is None) != (segment is None):
-        missing = "--segment" if segment is None else "--dimension"
-        raise click.BadParameter("--dimension and --segment go together", param_hint=missing)
-    settings = _settings(ctx)
-    dimension, segment = dimension or ALL, segment or ALL
+    settings = _settings(ctx) if request.cci is None else Settings()
     try:
-        measured = measured_cci(settings, dimension, segment, month, datetime.now(UTC))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--month") from None
+        return forecast_plan(settings, request, datetime.now(UTC), name=_flag)
     except QueryError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(1)
-    if measured is None:
-        when = f"in {month}" if month else "in any month before this one"
-        click.echo(
-            f"no CCI for {dimension}|{segment} {when} in the store at "
-            f"{redact(settings.clickhouse_url)} (a month needs active users); check the segment "
-            "with `cci report`, or give --cci",
-            err=True,
-        )
-        sys.exit(1)
-    source = (
-        f"CCI {forecast.decimal_text(measured.cci, 4)} measured for "
-        f"{dimension}|{segment} in {measured.month} "
-        f"({measured.tickets} tickets / {measured.active_users} active users)"
-    )
-    return measured.cci, source
+    except NoFigure as exc:
+        click.echo(f"{exc} (store: {redact(settings.clickhouse_url)})", err=True)
+    sys.exit(1)
 
 
 # --- bench ---------------------------------------------------------------------------------------

@@ -115,6 +115,9 @@ DEMO_WORKER_SETTINGS = {
     "CCI_CLICKHOUSE_URL": f"chdb://{STATE_DIR / 'clickhouse'}",
     "CCI_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
 }
+# Without CCI_ALERT_RULES the demo's worker alerts with these example rules (package data), so a
+# new user sees alerts fire on the dashboard without writing a rules file.
+DEMO_ALERT_RULES = Path(__file__).resolve().parent / "dev" / "demo-alert-rules.toml"
 _UNSET_FOR_DEMO = {
     "CCI_KAFKA_SASL_MECHANISM",
     "CCI_KAFKA_SASL_USERNAME",
@@ -130,9 +133,12 @@ def worker_environment(
 
     ``CCI_*`` variables of ``base`` are dropped; every setting of ``settings`` (the environment
     with flags applied) that differs from its default is passed on, except those the demo decides
-    (broker, web address, store, security).
+    (broker, web address, store, security). Without alert rules of the caller's, the demo's
+    example rules (``DEMO_ALERT_RULES``).
     """
     env = {key: value for key, value in base.items() if not key.startswith("CCI_")}
+    if settings.alert_rules.path is None:
+        env["CCI_ALERT_RULES"] = str(DEMO_ALERT_RULES)
     for spec in fields(Settings):
         name = spec.metadata["env"]
         value = getattr(settings, spec.name)
@@ -731,6 +737,11 @@ class Demo:
         worker.start()
         self.say(f"worker: pid {worker.pid}, web http://{LOOPBACK}:{web_port}/, log {WORKER_LOG}")
         self.say(f"live dashboard: http://{LOOPBACK}:{web_port}/dashboard")
+        if self.settings.alert_rules.path is None:
+            self.say(
+                f"alerts: the example rules in {DEMO_ALERT_RULES} "
+                "(CCI_ALERT_RULES=your-rules.toml for your own; docs/alerts.md)"
+            )
         # The demo's store is its own (see STATE_DIR): analysts name it to query it meanwhile.
         self.say(
             f"query it meanwhile: CCI_CLICKHOUSE_URL={DEMO_WORKER_SETTINGS['CCI_CLICKHOUSE_URL']}"

@@ -8,7 +8,9 @@ batch recount and the generator.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from functools import lru_cache
@@ -193,3 +195,78 @@ def headcount(agents: float | Fraction) -> int:
     if isinstance(agents, Fraction):
         return math.ceil(agents)
     return math.ceil(round(agents, 9))
+
+
+# --- the contact-rate target range ---------------------------------------------------------------
+# The contact-rate article reads the rate against a range (20–30% by default, CCI_TARGET_RANGE_PCT).
+
+BELOW = "below"
+WITHIN = "within"
+ABOVE = "above"
+BANDS: tuple[str, ...] = (BELOW, WITHIN, ABOVE)
+
+
+@dataclass(frozen=True)
+class TargetRange:
+    """The healthy contact rate, in percent of active customers: ``low`` ≤ rate ≤ ``high``.
+
+    Exact (Fractions from the setting's decimal text), so a boundary is judged exactly."""
+
+    low: Fraction
+    high: Fraction
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low < self.high:
+            raise ValueError(f"expected 0 <= low < high, got {self}")
+
+    def __str__(self) -> str:
+        return f"{_pct_text(self.low)},{_pct_text(self.high)}"
+
+    def guidance(self) -> dict[str, str]:
+        """What each band asks of the reader, after the two articles (shown on hover)."""
+        low, high = _pct_text(self.low), _pct_text(self.high)
+        return {
+            BELOW: f"Below {low}%: signals possible disengagement; investigate underlying causes "
+            "(are customers finding it hard to reach you?).",
+            WITHIN: f"{low}–{high}%: healthy range; monitor for potential issues.",
+            ABOVE: f"Above {high}%: frequent contact. Strong engagement, or customers who need too "
+            "much help: check that contacts are not repeats for unresolved problems, and "
+            "invest in self-service.",
+        }
+
+
+DEFAULT_TARGET_RANGE = TargetRange(Fraction(20), Fraction(30))
+
+
+def _pct_text(value: Fraction) -> str:
+    return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
+
+
+def parse_target_range(text: str) -> TargetRange:
+    """``20,30``: low and high percent, plain decimals, low < high; ValueError otherwise."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(_PERCENT.fullmatch(part) for part in parts):
+        raise ValueError(f"expected LOW,HIGH in percent such as 20,30, got {text!r}")
+    low, high = (Fraction(part) for part in parts)
+    if low >= high:
+        raise ValueError(f"the low end must be below the high end, got {text!r}")
+    return TargetRange(low, high)
+
+
+_PERCENT = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+
+
+def band(tickets: int, active_users: int, target: TargetRange) -> str | None:
+    """Where a figure's contact rate falls against ``target``: below, within (bounds included)
+    or above; None without active users (no rate).
+
+    Judged on the exact ratio 100 × tickets / active users, not the float ``contact_rate_pct``
+    (7 of 25 is 28.000000000000004 as a float but exactly 28%: within a 20–28 range)."""
+    if active_users <= 0:
+        return None
+    rate = Fraction(100 * tickets, active_users)
+    if rate < target.low:
+        return BELOW
+    if rate > target.high:
+        return ABOVE
+    return WITHIN

@@ -42,9 +42,14 @@ def update_value(
     active_users: int,
     version: int,
     emitted_at: datetime,
+    *,
+    target: domain.TargetRange = domain.DEFAULT_TARGET_RANGE,
 ) -> dict[str, Any]:
+    """A cci-updates value: the figure, its band against the target range (CCI_TARGET_RANGE_PCT),
+    its version and when it was emitted."""
     return {
         **figure_fields(domain.month_label(month), dimension, segment, tickets, active_users),
+        "band": domain.band(tickets, active_users, target),
         "version": version,
         "emitted_at": rfc3339(emitted_at),
     }

@@ -18,18 +18,19 @@ import math
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
+from functools import partial
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 from uuid import UUID
 
 import orjson
 
-from streams import domain
+from streams import domain, forecast
 from streams.settings import Settings
 from streams.store import QueryResult, Store, StoreError, embedded_path, open_store
 
@@ -276,7 +277,7 @@ def format_result(result: QueryResult, fmt: str) -> str:
 # --- the report ----------------------------------------------------------------------------------
 
 REPORT_SQL = """
-SELECT month, dimension, segment, tickets, active_users, cci, contact_rate_pct,
+SELECT month, dimension, segment, tickets, active_users, cci, contact_rate_pct, band,
        previous_cci, cci_change, cci_change_pct
 FROM cci_segment_trend
 WHERE month = if({month:String} = '',
@@ -333,6 +334,7 @@ def render_report(result: QueryResult) -> str:
         "active users",
         "CCI",
         "contact %",
+        "band",
         f"CCI {previous}",
         "change",
         "change %",
@@ -351,12 +353,13 @@ def render_report(result: QueryResult) -> str:
                 str(r["active_users"]),
                 "-" if r["cci"] is None else f"{r['cci']:.4f}",
                 "-" if r["contact_rate_pct"] is None else f"{r['contact_rate_pct']:.2f}",
+                r.get("band") or "-",
                 "" if r["previous_cci"] is None else f"{r['previous_cci']:.4f}",
                 _signed(r["cci_change"], 4),
                 _signed(r["cci_change_pct"], 1, "%"),
             ]
         )
-    numeric = [False, False, True, True, True, True, True, True, True]
+    numeric = [False, False, True, True, True, True, False, True, True, True]
     title = f"Customer Contact Index, {month} (change from {previous})"
     return f"{title}\n\n{render_table(headers, rows, numeric)}"
 
@@ -389,12 +392,21 @@ class MeasuredCCI:
     cci: Fraction  # exact: tickets / active_users
 
 
+Runner = Callable[[str, Mapping[str, Any]], QueryResult]
+
+
 def measured_cci(
-    settings: Settings, dimension: str, segment: str, month: str | None, now: datetime
+    settings: Settings,
+    dimension: str,
+    segment: str,
+    month: str | None,
+    now: datetime,
+    run: Runner | None = None,
 ) -> MeasuredCCI | None:
     """The store's CCI of a segment in ``month`` (``YYYY-MM``), or by default in the latest month
     before ``now``'s month (in CCI_TIMEZONE) that has one; None when there is none. ValueError for
-    a malformed month, QueryError when the store cannot answer."""
+    a malformed month, QueryError when the store cannot answer. ``run`` runs the SQL (default:
+    ``run_query``, through a running worker or on the store itself)."""
     if month:
         domain.month_from_label(month)  # ValueError names the bad value
     current_month = domain.month_label(domain.month_of(now, settings.zone))
@@ -404,7 +416,7 @@ def measured_cci(
         "month": month or "",
         "current_month": current_month,
     }
-    result = run_query(settings, MEASURED_CCI_SQL, parameters)
+    result = (run or partial(run_query, settings))(MEASURED_CCI_SQL, parameters)
     if not result.rows:
         return None
     label, tickets, active_users = result.rows[0]
@@ -412,3 +424,118 @@ def measured_cci(
     if ratio is None:
         return None
     return MeasuredCCI(str(label), dimension, segment, int(tickets), int(active_users), ratio)
+
+
+# --- the plan behind `cci forecast` and `GET /api/forecast` ------------------------------------
+
+# The N latest complete months of a segment (or the N months up to {month}), with their figures.
+TREND_SQL = """
+SELECT formatDateTime(month, '%Y-%m') AS label, tickets, active_users
+FROM cci_segment_monthly FINAL
+WHERE dimension = {dimension:String}
+  AND segment = {segment:String}
+  AND active_users > 0
+  AND if({month:String} = '',
+         month < toDate(concat({current_month:String}, '-01')),
+         month <= toDate(concat({month:String}, '-01')))
+ORDER BY month DESC
+LIMIT {months:UInt32}
+"""
+
+
+class NoFigure(Exception):
+    """The store has no figure to plan with; the message says which and what to do."""
+
+
+def forecast_plan(
+    settings: Settings,
+    request: forecast.Request,
+    now: datetime,
+    run: Runner | None = None,
+    name: Callable[[str], str] = lambda parameter: parameter,
+) -> tuple[list[forecast.PeriodPlan], str]:
+    """The plan of ``request`` and a line saying where its CCI comes from: the given CCI, the
+    store's newest complete month (or ``request.month``), or a trend over the newest months.
+    NoFigure when the store has nothing to plan with (``name`` spells the parameters it
+    suggests); QueryError when the store cannot answer."""
+    if request.cci is not None:
+        plans = forecast.plan(
+            request.labels,
+            request.customers,
+            request.cci,
+            request.tickets_per_agent,
+            request.what_if,
+        )
+        return plans, f"CCI {forecast.decimal_text(request.cci, 4, trim=True)} (--cci)"
+    segment_name = f"{request.dimension}|{request.segment}"
+    when = f"in {request.month}" if request.month else "in any month before this one"
+    if request.trend_months is not None:
+        return _trend_plan(settings, request, now, run or partial(run_query, settings), name)
+    measured = measured_cci(settings, request.dimension, request.segment, request.month, now, run)
+    if measured is None:
+        raise NoFigure(
+            f"no CCI for {segment_name} {when} (a month needs active users); check the segment "
+            f"with `cci report`, or give {name('cci')}"
+        )
+    plans = forecast.plan(
+        request.labels,
+        request.customers,
+        measured.cci,
+        request.tickets_per_agent,
+        request.what_if,
+    )
+    source = (
+        f"CCI {forecast.decimal_text(measured.cci, 4)} measured for "
+        f"{segment_name} in {measured.month} "
+        f"({measured.tickets} tickets / {measured.active_users} active users)"
+    )
+    return plans, source
+
+
+def _trend_plan(
+    settings: Settings,
+    request: forecast.Request,
+    now: datetime,
+    run: Runner,
+    name: Callable[[str], str],
+) -> tuple[list[forecast.PeriodPlan], str]:
+    wanted = request.trend_months
+    assert wanted is not None
+    current = domain.month_of(now, settings.zone)
+    parameters = {
+        "dimension": request.dimension,
+        "segment": request.segment,
+        "month": request.month or "",
+        "current_month": domain.month_label(current),
+        "months": wanted,
+    }
+    rows = run(TREND_SQL, parameters).rows
+    points = []
+    for label, tickets, active_users in rows:
+        ratio = domain.cci_ratio(int(tickets), int(active_users))
+        if ratio is not None:
+            points.append((domain.month_from_label(str(label)), ratio))
+    segment_name = f"{request.dimension}|{request.segment}"
+    if len(points) < wanted:
+        up_to = f"up to {request.month}" if request.month else "before this one"
+        raise NoFigure(
+            f"a {wanted}-month trend of {segment_name} needs {wanted} months with active users "
+            f"{up_to}; the store has {len(points)}. Give a smaller {name('trend_months')}, or "
+            f"{name('cci')}"
+        )
+    trend = forecast.fit_trend(points)
+    # Period 1 is this month, or the month after the chosen --month: where the plan starts.
+    first = domain.month_from_label(request.month) + 1 if request.month else current
+    months = forecast.period_months(first, request.unit, len(request.customers))
+    ccis = [trend.at(month) for month in months]
+    plans = forecast.plan(
+        request.labels, request.customers, ccis, request.tickets_per_agent, request.what_if
+    )
+    source = (
+        f"CCI trend of {segment_name}: least squares over {trend.points} months "
+        f"{domain.month_label(trend.first)}..{domain.month_label(trend.last)}, "
+        f"{forecast.decimal_text(trend.level, 4)} in {domain.month_label(trend.last)} "
+        f"{'+' if trend.slope >= 0 else '-'}{forecast.decimal_text(abs(trend.slope), 4)} a month; "
+        f"projected to the first month of each period from {domain.month_label(months[0])}"
+    )
+    return plans, source

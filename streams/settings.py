@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.alerts import AlertRules, RulesError, check_dimensions, load_rules
+from streams.domain import DEFAULT_TARGET_RANGE, TargetRange, parse_target_range
 
 # The embedded broker answers a fetch only when the consumer's fetch_max_wait_ms runs out, even
 # when records arrive meanwhile (Kafka answers as soon as it has them), so the pipeline's own
@@ -202,6 +203,13 @@ class Settings:
         AlertRules(),
         _parse_alert_rules,
         "TOML file of alert rules on the figures (docs/alerts.md); unset: no alerts",
+    )
+    target_range: TargetRange = _setting(  # noqa: RUF009 - frozen, safe as a shared default
+        "CCI_TARGET_RANGE_PCT",
+        DEFAULT_TARGET_RANGE,
+        parse_target_range,
+        "healthy contact rate LOW,HIGH in % of active users: each figure's band is below, "
+        "within or above it",
     )
     sink_batch_rows: int = _setting(
         "CCI_SINK_BATCH_ROWS",

@@ -60,6 +60,7 @@ SEGMENT_COLUMNS = (
     "contact_rate_pct",
     "version",
     "updated_at",
+    "band",
 )
 SEGMENT_COLUMN_NAMES = ("plan", "product", "region", "tenure")
 ACTIVE_COLUMNS = ("month", "user_id", "active_at", *SEGMENT_COLUMN_NAMES, "extra", "version")
@@ -114,6 +115,7 @@ def segment_row(value: bytes) -> list[Any]:
         record["contact_rate_pct"],
         record["version"],
         datetime.fromisoformat(record["emitted_at"]),
+        record.get("band"),  # records written before the band was added have none: NULL
     ]
 
 

@@ -158,6 +158,7 @@ def _figure(record: Record) -> Record:
         "active_users": record["active_users"],
         "cci": record.get("cci"),
         "contact_rate_pct": record.get("contact_rate_pct"),
+        "band": record.get("band"),
     }
 
 
@@ -176,6 +177,7 @@ class DashboardView:
     zone: ZoneInfo
     retain_months: int
     configured_dimensions: tuple[str, ...]  # in display order: all, plan, …, tenure, channel
+    target: domain.TargetRange = domain.DEFAULT_TARGET_RANGE
     figures: LatestBook = field(default_factory=lambda: LatestBook(is_figure))
     alerts: LatestBook = field(default_factory=lambda: LatestBook(is_alert))
 
@@ -186,7 +188,15 @@ class DashboardView:
             *domain.user_dimensions(settings.extra_dimensions),
             domain.CHANNEL,
         )
-        return cls(settings.zone, settings.retain_months, dimensions)
+        return cls(settings.zone, settings.retain_months, dimensions, settings.target_range)
+
+    def target_range(self) -> Record:
+        """The contact-rate target range and each band's guidance, for the page to show."""
+        return {
+            "low_pct": float(self.target.low),
+            "high_pct": float(self.target.high),
+            "guidance": self.target.guidance(),
+        }
 
     # --- input
 
@@ -243,6 +253,7 @@ class DashboardView:
             "month": month,
             "newest_month": newest,
             "months": months,
+            "target_range": self.target_range(),
             "dimensions": {
                 name: [
                     {

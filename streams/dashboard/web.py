@@ -7,18 +7,23 @@ by itself after a worker restart.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiohttp import web
 
+from streams import forecast, query
 from streams.dashboard.source import DashboardSource
-from streams.dashboard.view import BadParameter, Query, Record
+from streams.dashboard.view import BadParameter, Query, Record, read_params
+from streams.settings import Settings
+from streams.store import Store, StoreError
 
 PAGE_PATH = "/dashboard"
 STATIC_PATH = "/dashboard/static/{name}"
@@ -26,6 +31,10 @@ API_CCI_PATH = "/api/cci"
 API_HISTORY_PATH = "/api/cci/history"
 API_ALERTS_PATH = "/api/alerts"
 API_STREAM_PATH = "/api/stream"
+API_FORECAST_PATH = "/api/forecast"
+# Where the plan's CCI comes from (what `cci forecast` prints above its table), percent-encoded
+# UTF-8: segment names are data, and a header must not carry what they may hold.
+FORECAST_SOURCE_HEADER = "X-CCI-Forecast-Source"
 
 PUSH_INTERVAL = 0.5  # least seconds between two pushes to one client: bursts coalesce
 KEEPALIVE_SECONDS = 15.0  # a comment line this often finds closed connections (and proxies)
@@ -110,3 +119,42 @@ async def live_stream(request: web.Request, source: DashboardSource) -> web.Stre
             elif await source.wait_for_change(seen, KEEPALIVE_SECONDS) == seen:
                 await response.write(b": keepalive\n\n")
     return response
+
+
+async def forecast_answer(
+    request: web.Request, settings: Settings, store: Store | None
+) -> web.Response:
+    """``GET /api/forecast``: what ``cci forecast --format json`` prints for the same parameters
+    (docs/forecast.md), byte for byte; without ``cci``, from this worker's own store. 400 names a
+    bad parameter, 404 says which figure the store lacks, 503 while the store is not open."""
+    try:
+        params = read_params(query_of(request), forecast.PARAMETERS)
+        plan_request = forecast.parse_request(params)
+    except BadParameter as exc:
+        return json_response(exc.body(), status=400)
+    except forecast.ParameterError as exc:
+        body = {"error": f"{exc.parameter}: {exc}", "parameter": exc.parameter}
+        return json_response(body, status=400)
+    if plan_request.cci is None and store is None:
+        return json_response(
+            {"error": "the worker's store is not open (starting or stopping)"}, status=503
+        )
+
+    def run(sql: str, parameters: Any) -> query.QueryResult:
+        assert store is not None
+        return query.portable(store.query(sql, parameters))
+
+    try:
+        plans, source = await asyncio.to_thread(
+            query.forecast_plan, settings, plan_request, datetime.now(UTC), run
+        )
+    except query.NoFigure as exc:
+        return json_response({"error": str(exc)}, status=404)
+    except StoreError as exc:
+        return json_response({"error": f"the store could not answer: {exc}"}, status=503)
+    return web.Response(
+        body=forecast.json_text(plans).encode(),
+        content_type="application/json",
+        charset="utf-8",
+        headers={FORECAST_SOURCE_HEADER: quote(source, safe=" |:/()+,.-")},
+    )

@@ -45,26 +45,70 @@ def test_schema_is_applied_once_per_version_and_a_new_file_applies_alone(tmp_pat
     schema = tmp_path / "schema"
     shutil.copytree(SCHEMA_DIR, schema)
     with open_store(f"chdb://{tmp_path / 'clickhouse'}") as store:
-        assert store.apply_schema(schema) == [1, 2, 3]
+        assert store.apply_schema(schema) == [1, 2, 3, 4]
         assert store.apply_schema(schema) == []
-        (schema / "004_more.sql").write_text(
+        (schema / "005_more.sql").write_text(
             "-- a later version\nCREATE TABLE IF NOT EXISTS extra (a UInt8)\n"
             "ENGINE = MergeTree ORDER BY a;\n"
         )
-        assert store.apply_schema(schema) == [4]
+        assert store.apply_schema(schema) == [5]
         recorded = store.query("SELECT version, name FROM schema_migrations FINAL ORDER BY version")
         assert recorded.rows == [
             (1, "001_tables.sql"),
             (2, "002_views.sql"),
             (3, "003_ticket_user.sql"),
-            (4, "004_more.sql"),
+            (4, "004_band.sql"),
+            (5, "005_more.sql"),
         ]
         tables = {row[0] for row in store.query("SHOW TABLES").rows}
     assert {SEGMENT_TABLE, ACTIVE_TABLE, TICKET_TABLE, "cci_segment_trend", "extra"} <= tables
     # Reopened (a worker restart): nothing to apply, nothing lost.
     with open_store(f"chdb://{tmp_path / 'clickhouse'}") as store:
         assert store.apply_schema(schema) == []
-        assert _count(store, "SELECT count() FROM schema_migrations FINAL") == 4
+        assert _count(store, "SELECT count() FROM schema_migrations FINAL") == 5
+
+
+def test_the_band_migration_upgrades_a_store_with_figures(tmp_path: Path) -> None:
+    """A store written before bands: its rows keep their figures with a NULL band, new rows carry
+    theirs, and the trend view (so `cci report`) shows the column."""
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in SCHEMA_DIR.glob("00[123]_*.sql"):
+        shutil.copy(path, before)
+    old_columns = [c for c in SEGMENT_COLUMNS if c != "band"]
+
+    def row(month: str, tickets: int, band: str | None, version: int) -> list[object]:
+        record = {
+            "month": month,
+            "dimension": "plan",
+            "segment": "free",
+            "tickets": tickets,
+            "active_users": 100,
+            "cci": tickets / 100,
+            "contact_rate_pct": float(tickets),
+            "band": band,
+            "version": version,
+            "emitted_at": "2026-03-05T10:11:12.345Z",
+        }
+        return segment_row(orjson.dumps(record))
+
+    with open_store(f"chdb://{tmp_path / 'clickhouse'}") as store:
+        assert store.apply_schema(before) == [1, 2, 3]
+        old = row("2026-02", 25, None, 1)
+        store.insert(SEGMENT_TABLE, [old[: len(old_columns)]], old_columns)
+        with pytest.raises(StoreError):
+            store.query("SELECT band FROM cci_segment_monthly")
+        assert store.apply_schema() == [4]
+        store.insert(SEGMENT_TABLE, [row("2026-03", 35, "above", 2)], SEGMENT_COLUMNS)
+
+        monthly = store.query(
+            "SELECT toString(month), tickets, band FROM cci_segment_monthly FINAL ORDER BY month"
+        )
+        trend = store.query(
+            "SELECT toString(month), band, previous_cci FROM cci_segment_trend ORDER BY month"
+        )
+    assert monthly.rows == [("2026-02-01", 25, None), ("2026-03-01", 35, "above")]
+    assert trend.rows == [("2026-02-01", None, None), ("2026-03-01", "above", 0.25)]
 
 
 @pytest.mark.parametrize(

@@ -238,3 +238,158 @@ def test_dashboard_shows_live_figures_and_alerts_in_a_browser(pipeline, tmp_path
     assert status == 200 and [a["segment"] for a in body["alerts"]] == [tenure[1]]
     status, body = get_json(worker.port, "/api/cci?month=2026-1")
     assert status == 400 and body["parameter"] == "month"
+
+
+# --- the contact-rate band and the Plan panel ----------------------------------------------------
+
+READ_BANDS = """
+Array.from(document.querySelectorAll("tr[data-segment]")).map(function (row) {
+  var mark = row.querySelector("[data-field=band] .band");
+  return [row.dataset.dimension, row.dataset.segment, mark ? mark.dataset.band : null,
+          mark ? mark.textContent : null, mark ? mark.title : null,
+          mark ? getComputedStyle(mark).backgroundColor : null];
+})
+"""
+READ_PLAN = """
+Array.from(document.querySelectorAll("#plan-table tbody tr"),
+           tr => [tr.dataset.row, Array.from(tr.querySelectorAll("td"), td => td.textContent)])
+"""
+SET_PLAN = """
+(function (values) {
+  Object.keys(values).forEach(function (id) { document.getElementById(id).value = values[id]; });
+  document.getElementById("plan-form").dispatchEvent(new Event("input", { bubbles: true }));
+})(%s)
+"""
+
+
+def set_plan(browser: Browser, values: dict[str, str]) -> None:
+    """Type into the Plan panel's inputs, as a user would (one input event)."""
+    browser.evaluate(SET_PLAN % orjson.dumps(values).decode())
+
+
+def plan_cells(records: list[dict[str, Any]]) -> list[list[Any]]:
+    """The panel's rows as the page formats the API's records (numbers without trailing zeros)."""
+
+    def number(value: float, places: int) -> str:
+        text = f"{value:.{places}f}".rstrip("0").rstrip(".")
+        return text or "0"
+
+    formats = [
+        ("customers", lambda v: f"{v:,}"),
+        ("cci", lambda v: number(v, 4)),
+        ("expected_tickets", lambda v: number(v, 2)),
+        ("tickets_per_agent", lambda v: number(v, 2)),
+        ("agents_needed", lambda v: f"{v:.2f}"),
+        ("headcount", str),
+        ("target_cci", lambda v: number(v, 4)),
+        ("headcount_at_target", str),
+        ("agents_not_needed", str),
+    ]
+    return [[key, [show(r[key]) for r in records]] for key, show in formats if key in records[0]]
+
+
+def test_dashboard_bands_range_and_live_plan_in_a_browser(pipeline) -> None:
+    from streams import domain
+
+    chromium = chromium_or_skip()
+    now = datetime.now(UTC)
+    settings = load_settings({})
+    data = generate(users=240, months=4, seed=22, now=now, zone=settings.zone)
+    expected = recount(data.activity, data.tickets, data.profiles, now, settings).figures
+    months = sorted({month for month, _, _ in expected})
+    newest, complete = months[-1], months[-2]  # the plan reads the newest complete month
+
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    worker = pipeline.worker()
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets)
+    guidance = domain.DEFAULT_TARGET_RANGE.guidance()
+
+    with Browser(chromium) as browser:
+        browser.navigate(f"http://127.0.0.1:{worker.port}/dashboard")
+        wait_for_page(browser, of_month(expected, newest))
+
+        # 1. Every rate carries its band: a word and a colour, and the guidance on hover.
+        shown = {(d, s): rest for d, s, *rest in browser.evaluate(READ_BANDS)}
+        for (dimension, segment), (tickets, users) in of_month(expected, newest).items():
+            band, text, title, colour = shown[(dimension, segment)]
+            assert band == domain.band(tickets, users, domain.DEFAULT_TARGET_RANGE)
+            if band is None:
+                assert text is None
+                continue
+            assert band in text and title == guidance[band], (dimension, segment, text, title)
+            assert colour not in ("rgba(0, 0, 0, 0)", "transparent")
+        colours = {band: colour for band, _, _, colour in shown.values() if band}
+        assert len(set(colours.values())) == len(colours) >= 2, colours
+
+        # 2. The target range is drawn on the trend charts in % of customers only.
+        strips = "document.querySelectorAll('svg.chart rect.target-range').length"
+        charts = browser.evaluate("document.querySelectorAll('svg.chart').length")
+        assert browser.evaluate(strips) == 0
+        browser.evaluate("document.getElementById('mode-pct').click()")
+        assert browser.evaluate(strips) == charts > 0
+        browser.evaluate("document.getElementById('mode-cci').click()")
+        assert browser.evaluate(strips) == 0
+
+        # 3. The Plan panel shows what /api/forecast answers for its inputs.
+        inputs = {
+            "plan-customers": "100",
+            "plan-growth": "50/quarter",
+            "plan-periods": "4",
+            "plan-capacity": "70",
+            "plan-segment": "all|all",
+            "plan-target": "",
+        }
+        query = "customers=100&growth=50%2Fquarter&periods=4&tickets_per_agent=70"
+
+        def panel_agrees(query: str) -> bool:
+            status, records = get_json(worker.port, f"/api/forecast?{query}")
+            return (
+                status == 200
+                and browser.evaluate("window.cciDashboard.plan.query") == query
+                and browser.evaluate(READ_PLAN) == plan_cells(records)
+            )
+
+        set_plan(browser, inputs)
+        wait_until(lambda: panel_agrees(query), WAIT, f"plan: {browser.evaluate(READ_PLAN)}")
+        plan = dict(browser.evaluate(READ_PLAN))
+        assert plan["customers"] == ["100", "150", "200", "250"]
+        tickets, users = expected[(complete, "all", "all")]
+        assert plan["cci"][0] == f"{tickets / users:.4f}".rstrip("0").rstrip(".")
+        source = browser.evaluate("document.getElementById('plan-source').textContent")
+        assert f"measured for all|all in {complete}" in source
+
+        # A what-if on a segment adds the headcount at the target and the agents not needed.
+        segment = max(
+            (k for k in of_month(expected, complete) if k[0] == "plan"),
+            key=lambda k: expected[(complete, *k)][1],
+        )
+        set_plan(browser, {"plan-segment": "|".join(segment), "plan-target": "0.05"})
+        what_if = f"{query}&dimension=plan&segment={segment[1]}&target_cci=0.05"
+        wait_until(lambda: panel_agrees(what_if), WAIT, f"what-if: {browser.evaluate(READ_PLAN)}")
+        rows = [row for row, _ in browser.evaluate(READ_PLAN)]
+        assert rows[-3:] == ["target_cci", "headcount_at_target", "agents_not_needed"]
+
+        # A bad input says what is wrong instead of a table.
+        set_plan(browser, {"plan-growth": "lots"})
+        error = "document.getElementById('plan-error')"
+        wait_until(
+            lambda: browser.evaluate(
+                f"!{error}.hidden && {error}.textContent.startsWith('growth')"
+            ),
+            WAIT,
+            f"no error shown: {browser.evaluate(f'{error}.textContent')}",
+        )
+        assert browser.evaluate(READ_PLAN) == []  # no table of other inputs under the error
+
+        # 4. Live: more tickets in the plan's month change its CCI, and the panel follows.
+        set_plan(browser, inputs)
+        wait_until(lambda: panel_agrees(query), WAIT, "the plan did not come back")
+        before = dict(browser.evaluate(READ_PLAN))["cci"]
+        produce(pipeline.bootstrap, TOPIC_TICKETS, more_tickets(data.activity, complete, 15))
+        wait_until(
+            lambda: dict(browser.evaluate(READ_PLAN))["cci"] != before and panel_agrees(query),
+            WAIT,
+            f"the plan did not follow the figures: {browser.evaluate(READ_PLAN)}",
+        )
+        assert browser.errors == []

@@ -16,13 +16,21 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from streams.demo import UpdatesView, live_cohort, table_dimensions, worker_environment
+from streams.alerts import load_rules
+from streams.demo import (
+    DEMO_ALERT_RULES,
+    UpdatesView,
+    live_cohort,
+    table_dimensions,
+    worker_environment,
+)
 from streams.dev.broker import LOOPBACK, free_port
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
 
@@ -136,6 +144,18 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def _wait_for_alerts(port: int, timeout: float) -> list[dict[str, object]]:
+    """The firing alerts the demo's worker lists, once there are any."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/api/alerts", timeout=5) as answer:
+            firing = orjson.loads(answer.read())["alerts"]
+        if firing or time.monotonic() > deadline:
+            assert firing, "no alert fired with the demo's example rules"
+            return firing
+        time.sleep(1)
+
+
 def _assert_nothing_left(run: DemoRun) -> None:
     for name, (pid, port) in run.children().items():
         assert not _alive(pid), f"the {name} (pid {pid}) still runs:\n{run.output}"
@@ -165,6 +185,11 @@ def test_a_signal_mid_run_stops_everything(tmp_path: Path, stop_signal: signal.S
     run = DemoRun(tmp_path, run_for=None)
     try:
         run.wait_for(ALL_ROW, FIGURES_TIMEOUT_S)
+        # No CCI_ALERT_RULES: the demo's example rules, and alerts fire on the dashboard's API.
+        assert f"alerts: the example rules in {DEMO_ALERT_RULES}" in run.output
+        _, port = run.children()["worker"]
+        firing = _wait_for_alerts(port, FIGURES_TIMEOUT_S)
+        assert {a["rule"] for a in firing} <= {r.name for r in load_rules(DEMO_ALERT_RULES).rules}
         # To the whole foreground group, as Ctrl-C in a terminal does.
         os.killpg(run.process.pid, stop_signal)
         code = run.wait(STOP_TIMEOUT_S)
@@ -261,3 +286,17 @@ def test_worker_environment_points_at_the_demo_and_keeps_pipeline_settings() -> 
     # Every value passed on parses back to the same settings the caller had.
     passed = load_settings(env)
     assert (passed.timezone, passed.extra_dimensions) == ("Europe/Berlin", ("company_size",))
+
+
+def test_the_demo_alerts_with_its_example_rules_unless_given_others(tmp_path: Path) -> None:
+    settings = load_settings({})
+    env = worker_environment(settings, "127.0.0.1:40000", 6067, {})
+    assert env["CCI_ALERT_RULES"] == str(DEMO_ALERT_RULES)
+    rules = load_settings(env).alert_rules.rules
+    assert {rule.name for rule in rules} >= {"plan-above-target", "region-out-of-range"}
+
+    own = tmp_path / "rules.toml"
+    own.write_text('[[rule]]\nname = "mine"\ndimension = "all"\nsegment = "all"\nabove = 1\n')
+    base = {"CCI_ALERT_RULES": str(own)}
+    env = worker_environment(load_settings(base), "127.0.0.1:40000", 6067, base)
+    assert env["CCI_ALERT_RULES"] == str(own)

@@ -143,3 +143,38 @@ def test_no_figure_exits_1_saying_what_is_missing(env: dict[str, str], tmp_path:
     assert not (tmp_path / "missing").exists()
     code, out, err = bad_month
     assert code == 2 and "--month" in err and "YYYY-MM" in err
+
+
+def test_a_trend_and_a_what_if_from_the_store(env: dict[str, str], tmp_path: Path) -> None:
+    code, out, err = forecast(
+        "--customers", "100", "--growth", "0/quarter", "--periods", "2", "--trend-months", "2",
+        "--target-cci", "0.5", "--minutes-per-ticket", "6", env=env, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert code == 0, err
+    title = out.splitlines()[0]
+    # 0.5 two months ago, 1.5 last month: +1 a month, so 2.5 this month and 5.5 three months on.
+    assert title == (
+        f"Headcount plan: CCI trend of all|all: least squares over 2 months "
+        f"{domain.month_label(BEFORE)}..{domain.month_label(LAST)}, 1.5000 in "
+        f"{domain.month_label(LAST)} +1.0000 a month; projected to the first month of each period "
+        f"from {domain.month_label(THIS)}"
+    )
+    rows = {line[:27].strip(): line[27:].split() for line in out.splitlines()[4:]}
+    assert rows["CCI"] == ["2.5", "5.5"]
+    assert rows["expected tickets / month"] == ["250", "550"]
+    assert rows["headcount"] == ["4", "8"]
+    assert rows["target CCI"] == ["0.5", "0.5"]
+    assert rows["headcount at target CCI"] == ["1", "1"]
+    assert rows["agents not needed"] == ["3", "7"]
+    assert rows["support hours saved / month"] == ["20", "50"]  # 200 and 500 tickets × 6 min
+
+
+def test_a_trend_needs_enough_months(env: dict[str, str], tmp_path: Path) -> None:
+    code, out, err = forecast("--customers", "100", "--trend-months", "3", env=env, cwd=tmp_path)
+
+    assert (code, out) == (1, "")
+    assert "a 3-month trend of all|all needs 3 months with active users" in err
+    assert "the store has 2" in err and "--trend-months" in err and "--cci" in err
+    code, _, err = forecast("--customers", "100", "--trend-months", "1", env=env, cwd=tmp_path)
+    assert code == 2 and "--trend-months" in err and "from 2" in err

@@ -75,10 +75,18 @@ def test_report_shows_the_latest_month_with_its_change(env: dict[str, str]) -> N
     lines = latest.stdout.splitlines()
     assert lines[0] == "Customer Contact Index, 2026-02 (change from 2026-01)"
     rows = {tuple(line.split()[:2]): line.split()[2:] for line in lines[4:] if line.strip()}
-    assert rows[("all", "all")] == ["45", "90", "0.5000", "50.00", "0.3000", "+0.2000", "+66.7%"]
-    assert rows[("plan", "free")] == ["40", "50", "0.8000", "80.00", "0.5000", "+0.3000", "+60.0%"]
-    assert rows[("plan", "paid")] == ["5", "40", "0.1250", "12.50"]  # no January figure
-    assert rows[("tenure", "new")] == ["9", "0", "-", "-"]
+    # Each rate with its band against the default target range, 20–30% (stored by the sink).
+    assert rows[("all", "all")] == [
+        "45", "90", "0.5000", "50.00", "above", "0.3000", "+0.2000", "+66.7%"
+    ]  # fmt: skip
+    assert rows[("plan", "free")] == [
+        "40", "50", "0.8000", "80.00", "above", "0.5000", "+0.3000", "+60.0%"
+    ]  # fmt: skip
+    assert rows[("plan", "paid")] == ["5", "40", "0.1250", "12.50", "below"]  # no January figure
+    assert rows[("tenure", "new")] == ["9", "0", "-", "-", "-"]
+    assert january.stdout.splitlines()[4].split()[:7] == [
+        "plan", "free", "25", "50", "0.5000", "50.00", "above"
+    ]  # fmt: skip
     assert january.stdout.splitlines()[0].endswith("2026-01 (change from 2025-12)")
     assert [line.split()[:2] for line in january.stdout.splitlines()[4:]] == [["plan", "free"]]
 

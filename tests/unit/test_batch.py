@@ -338,4 +338,4 @@ def test_expected_updates_match_the_emitted_shape() -> None:
     row = batch.expected_updates({("2026-03", "plan", "free"): (3, 2)})[0]
     emitted = emit.update_value(domain.month_from_label("2026-03"), "plan", "free", 3, 2, 1, NOW)
     assert {key: emitted[key] for key in row} == row
-    assert set(emitted) - set(row) == {"version", "emitted_at"}
+    assert set(emitted) - set(row) == {"band", "version", "emitted_at"}

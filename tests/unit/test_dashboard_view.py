@@ -220,13 +220,40 @@ def test_months_past_retention_are_forgotten_once_and_not_taken_again() -> None:
 
 def test_nothing_yet() -> None:
     answer = make_view().month_figures(None, None, NOW)
+    target = answer.pop("target_range")
     assert answer == {"month": None, "newest_month": None, "months": [], "dimensions": {}}
+    assert (target["low_pct"], target["high_pct"]) == (20.0, 30.0)
+    assert set(target["guidance"]) == {"below", "within", "above"}
 
 
 def test_a_segment_without_active_users_has_no_ratio() -> None:
     answer = make_view(figure(NOV, "channel", "web", 2, 0)).month_figures(None, None, NOW)
     web = answer["dimensions"]["channel"][0]
     assert (web["tickets"], web["cci"], web["contact_rate_pct"]) == (2, None, None)
+    assert web["band"] is None
+
+
+def test_each_figure_carries_its_band_and_the_page_gets_the_range_and_guidance() -> None:
+    view = DashboardView.from_settings(
+        load_settings({"CCI_RETAIN_MONTHS": "3", "CCI_TARGET_RANGE_PCT": "5,12.5"})
+    )
+    for segment, tickets in (("free", 4), ("paid", 5), ("team", 13)):
+        key = update_key(NOV, "plan", segment).encode()
+        value = update_value(NOV, "plan", segment, tickets, 100, 1, NOW, target=view.target)
+        view.apply(TOPIC_UPDATES, key, orjson.dumps(value))
+    # A record published before bands existed: shown without one, not dropped.
+    old = {k: v for k, v in update_value(NOV, "plan", "vip", 1, 1, 1, NOW).items() if k != "band"}
+    view.apply(TOPIC_UPDATES, update_key(NOV, "plan", "vip").encode(), orjson.dumps(old))
+
+    answer = view.month_figures(None, "plan", NOW)
+
+    bands = {row["segment"]: row["band"] for row in answer["dimensions"]["plan"]}
+    assert bands == {"free": "below", "paid": "within", "team": "above", "vip": None}
+    target = answer["target_range"]
+    assert (target["low_pct"], target["high_pct"]) == (5.0, 12.5)
+    assert target["guidance"]["within"].startswith("5–12.5%: healthy range")
+    assert target["guidance"]["below"].startswith("Below 5%")
+    assert target["guidance"]["above"].startswith("Above 12.5%")
 
 
 # --- history ---------------------------------------------------------------------------------
@@ -246,13 +273,13 @@ def test_history_lists_each_segments_retained_months_oldest_first() -> None:
     assert answer["dimensions"]["tenure"] == {
         "new": [
             {"month": "2026-09", "tickets": 1, "active_users": 4, "cci": 0.25,
-             "contact_rate_pct": 25.0},
+             "contact_rate_pct": 25.0, "band": "within"},
             {"month": "2026-11", "tickets": 3, "active_users": 10, "cci": 0.3,
-             "contact_rate_pct": 30.0},
+             "contact_rate_pct": 30.0, "band": "within"},
         ],
         "12m+": [
             {"month": "2026-10", "tickets": 2, "active_users": 20, "cci": 0.1,
-             "contact_rate_pct": 10.0},
+             "contact_rate_pct": 10.0, "band": "below"},
         ],
     }  # fmt: skip
     assert list(answer["dimensions"]["tenure"]) == ["new", "12m+"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -256,3 +257,62 @@ def test_agents_needed_rejects_a_non_positive_capacity() -> None:
 def test_month_of_accepts_any_aware_datetime() -> None:
     moment = datetime(2026, 3, 31, 22, 30, tzinfo=UTC)
     assert domain.month_label(domain.month_of(moment, BERLIN)) == "2026-04"
+
+
+# --- the contact-rate target range ---------------------------------------------------------------
+
+DEFAULT = domain.DEFAULT_TARGET_RANGE
+
+
+@pytest.mark.parametrize(
+    ("tickets", "active_users", "expected"),
+    [
+        (19, 100, "below"),
+        (20, 100, "within"),  # both ends belong to the range
+        (25, 100, "within"),
+        (30, 100, "within"),
+        (31, 100, "above"),
+        (0, 5, "below"),
+        (3, 2, "above"),
+        (7, 0, None),  # no active users: no rate, no band
+        (0, 0, None),
+    ],
+)
+def test_band_against_the_default_range(tickets: int, active_users: int, expected: str) -> None:
+    assert domain.band(tickets, active_users, DEFAULT) == expected
+
+
+def test_band_is_judged_on_the_exact_rate_not_the_float() -> None:
+    target = domain.parse_target_range("20,28")
+    # 7 of 25 is exactly 28%, but 100 * (7 / 25) is 28.000000000000004.
+    assert domain.contact_rate_pct(7, 25) > 28
+    assert domain.band(7, 25, target) == "within"
+    # 29 of 50 is exactly 58%, but 57.99999999999999 as a float.
+    assert domain.band(29, 50, domain.parse_target_range("58,60")) == "within"
+
+
+@pytest.mark.parametrize(
+    ("text", "low", "high"),
+    [
+        ("20,30", 20, 30),
+        (" 2.5 , 7.75 ", Fraction(5, 2), Fraction(31, 4)),
+        ("0,.5", 0, Fraction(1, 2)),
+    ],
+)
+def test_parse_target_range(text: str, low: Fraction, high: Fraction) -> None:
+    target = domain.parse_target_range(text)
+    assert (target.low, target.high) == (low, high)
+
+
+@pytest.mark.parametrize("text", ["30,20", "20,20", "20", "1,2,3", "-1,5", "a,b", "20%,30%", ""])
+def test_a_bad_target_range_says_what_is_expected(text: str) -> None:
+    with pytest.raises(ValueError, match=r"LOW,HIGH|low end"):
+        domain.parse_target_range(text)
+
+
+def test_guidance_follows_the_article_and_names_the_range() -> None:
+    guidance = DEFAULT.guidance()
+    assert guidance["below"].startswith("Below 20%: signals possible disengagement")
+    assert guidance["within"] == "20–30%: healthy range; monitor for potential issues."
+    assert guidance["above"].startswith("Above 30%: frequent contact")
+    assert str(DEFAULT) == "20,30"

@@ -82,6 +82,7 @@ def test_update_value_shape() -> None:
         "active_users": 8,
         "cci": 0.375,
         "contact_rate_pct": 37.5,
+        "band": "above",  # of the default target range, 20–30%
         "version": 42,
         "emitted_at": "2026-03-14T09:30:00.123Z",
     }
@@ -101,7 +102,19 @@ def test_without_active_users_cci_is_undefined(tickets: int) -> None:
 
     assert value["cci"] is None
     assert value["contact_rate_pct"] is None
+    assert value["band"] is None
     assert value["tickets"] == tickets
+
+
+def test_the_band_follows_the_target_range_it_is_given() -> None:
+    narrow = domain.parse_target_range("5,10")
+
+    def band(tickets: int, users: int) -> str | None:
+        return update_value(MARCH, "all", "all", tickets, users, 1, NOW, target=narrow)["band"]
+
+    assert [band(4, 100), band(5, 100), band(10, 100), band(11, 100)] == [
+        "below", "within", "within", "above"
+    ]  # fmt: skip
 
 
 def test_emitted_at_is_rfc3339_utc_with_a_z() -> None:

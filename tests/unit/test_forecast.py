@@ -3,6 +3,7 @@ the article's Q1–Q4 table."""
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 
 import pytest
@@ -217,3 +218,226 @@ def test_decimal_text_rounds_the_exact_value_half_up(
     value: Fraction, places: int, trim: bool, text: str
 ) -> None:
     assert forecast.decimal_text(value, places, trim=trim) == text
+
+
+# --- what-if: the plan at a target CCI -----------------------------------------------------------
+
+
+def test_what_if_adds_the_headcount_at_the_target_and_the_agents_not_needed() -> None:
+    what_if = forecast.WhatIf(Fraction("1.2"), minutes_per_ticket=Fraction(12))
+    plans = forecast.plan(
+        ["Q1", "Q2", "Q3", "Q4"], [100, 150, 200, 250], Fraction("1.5"), Fraction(70), what_if
+    )
+
+    at_target = [p.at_target for p in plans]
+    assert all(t is not None for t in at_target)
+    # 100 × 1.2 = 120 tickets, 120/70 = 1.71 agents: 2 people instead of 3.
+    assert [(t.expected_tickets, t.headcount, t.agents_not_needed) for t in at_target] == [
+        (120, 2, 1), (180, 3, 1), (240, 4, 1), (300, 5, 1),
+    ]  # fmt: skip
+    # 30 tickets fewer × 12 minutes = 6 hours a month, exactly.
+    assert [t.hours_saved for t in at_target] == [6, 9, 12, 15]
+    records = forecast.json_records(plans)
+    assert records[0] == {
+        "period": "Q1",
+        "customers": 100,
+        "cci": 1.5,
+        "expected_tickets": 150.0,
+        "tickets_per_agent": 70.0,
+        "agents_needed": 150 / 70,
+        "headcount": 3,
+        "target_cci": 1.2,
+        "agents_needed_at_target": 120 / 70,
+        "headcount_at_target": 2,
+        "agents_not_needed": 1,
+        "support_hours_saved": 6.0,
+    }
+    _, rows = forecast.table_cells(plans)
+    assert rows[6:] == [
+        ["target CCI", "1.2", "1.2", "1.2", "1.2"],
+        ["headcount at target CCI", "2", "3", "4", "5"],
+        ["agents not needed", "1", "1", "1", "1"],
+        ["support hours saved / month", "6", "9", "12", "15"],
+    ]
+
+
+def test_what_if_is_exact_and_may_need_more_agents() -> None:
+    # 3 × 0.1 = 0.3 tickets at 0.1 per agent: exactly 3 agents (floats would say 4).
+    (same,) = forecast.plan(
+        ["Q"], [3], Fraction("0.2"), Fraction("0.1"), forecast.WhatIf(Fraction("0.1"))
+    )
+    assert same.at_target is not None and same.at_target.headcount == 3
+    assert same.at_target.hours_saved is None  # no minutes per ticket: no hours
+    (more,) = forecast.plan(["Q"], [100], Fraction(1), Fraction(70), forecast.WhatIf(Fraction(2)))
+    assert more.at_target is not None
+    assert (more.headcount, more.at_target.headcount, more.at_target.agents_not_needed) == (
+        2,
+        3,
+        -1,
+    )
+    _, rows = forecast.table_cells([same])
+    assert [row[0] for row in rows][-1] == "agents not needed"  # no hours row
+
+
+# --- trend ---------------------------------------------------------------------------------------
+
+
+def test_trend_is_the_exact_least_squares_line() -> None:
+    # CCI 1.0, 1.2, 1.1, 1.5 in months 0..3: slope = Σ(x−x̄)(y−ȳ)/Σ(x−x̄)² = 0.7/5 = 0.14.
+    points = [
+        (0, Fraction("1.0")),
+        (1, Fraction("1.2")),
+        (2, Fraction("1.1")),
+        (3, Fraction("1.5")),
+    ]
+    trend = forecast.fit_trend(points)
+
+    assert trend.slope == Fraction("0.14")
+    assert (trend.first, trend.last, trend.points) == (0, 3, 4)
+    assert trend.level == Fraction("1.41")  # ȳ 1.2 + 0.14 × (3 − 1.5)
+    assert trend.at(4) == Fraction("1.55")
+    assert trend.at(6) == Fraction("1.83")
+    # Points on a line come back as that line, in any order and with gaps between months.
+    exact = forecast.fit_trend([(10, Fraction(3)), (4, Fraction(1)), (7, Fraction(2))])
+    assert (exact.slope, exact.level, exact.at(13)) == (Fraction(1, 3), 3, 4)
+
+
+def test_a_falling_trend_stops_at_zero_and_two_months_are_needed() -> None:
+    falling = forecast.fit_trend([(0, Fraction(1)), (1, Fraction("0.5"))])
+    assert falling.at(2) == 0 and falling.at(5) == 0
+    with pytest.raises(ValueError, match="at least 2 months"):
+        forecast.fit_trend([(5, Fraction(1))])
+    with pytest.raises(ValueError, match="at least 2 months"):
+        forecast.fit_trend([(5, Fraction(1)), (5, Fraction(2))])
+
+
+def test_period_months_step_by_the_period_length() -> None:
+    assert forecast.period_months(100, "quarter", 4) == [100, 103, 106, 109]
+    assert forecast.period_months(100, "month", 3) == [100, 101, 102]
+    assert forecast.period_months(100, "year", 2) == [100, 112]
+
+
+def test_a_trend_plan_has_one_cci_per_period() -> None:
+    plans = forecast.plan(["Q1", "Q2"], [100, 100], [Fraction(1), Fraction(2)], Fraction(70))
+    assert [(p.cci, p.headcount) for p in plans] == [(1, 2), (2, 3)]
+    with pytest.raises(ValueError, match="1 CCI values for 2 periods"):
+        forecast.plan(["Q1", "Q2"], [100, 100], [Fraction(1)], Fraction(70))
+
+
+# --- a request: the same parameters for the CLI and the API --------------------------------------
+
+
+def test_the_articles_request() -> None:
+    request = forecast.parse_request(
+        {"customers": "100,150,200,250", "cci": "1.5", "tickets_per_agent": "70"}
+    )
+
+    assert request.labels == ["Q1", "Q2", "Q3", "Q4"]
+    assert request.customers == [100, 150, 200, 250]
+    assert (request.cci, request.tickets_per_agent) == (Fraction("1.5"), 70)
+    assert (request.dimension, request.segment, request.month) == ("all", "all", None)
+    assert request.what_if is None and request.trend_months is None
+
+
+def test_a_request_with_growth_what_if_and_trend() -> None:
+    request = forecast.parse_request(
+        {
+            "customers": "100",
+            "growth": "10%/month",
+            "periods": "3",
+            "tickets_per_agent": "70",
+            "dimension": "plan",
+            "segment": "free",
+            "month": "2026-09",
+            "trend_months": "6",
+            "target_cci": "0.8",
+            "minutes_per_ticket": "15",
+        }
+    )
+
+    assert (request.labels, request.customers, request.unit) == (
+        ["M1", "M2", "M3"], [100, 110, 121], "month"
+    )  # fmt: skip
+    assert (request.dimension, request.segment, request.month) == ("plan", "free", "2026-09")
+    assert request.trend_months == 6
+    assert request.what_if == forecast.WhatIf(Fraction("0.8"), Fraction(15))
+
+
+BASE = {"customers": "1", "tickets_per_agent": "7"}
+
+
+@pytest.mark.parametrize(
+    ("values", "parameter", "says"),
+    [
+        ({"tickets_per_agent": "70"}, "customers", "required"),
+        ({"customers": "1"}, "tickets_per_agent", "required"),
+        ({**BASE, "customers": "x"}, "customers", "whole numbers"),
+        ({**BASE, "tickets_per_agent": "0"}, "tickets_per_agent", "more than zero"),
+        ({**BASE, "periods": "2"}, "periods", "2 periods"),
+        ({**BASE, "growth": "1/q"}, "growth", "unknown period"),
+        ({**BASE, "growth": "1/month", "periods": "0"}, "periods", "from 1 to 120"),
+        ({**BASE, "labels": "a,b"}, "labels", "2 labels"),
+        ({**BASE, "cci": "-1"}, "cci", "zero or more"),
+        ({**BASE, "cci": "1", "month": "2026-01"}, "month", "leave them out"),
+        ({**BASE, "cci": "1", "trend_months": "3"}, "trend_months", "leave them out"),
+        ({**BASE, "dimension": "plan"}, "segment", "go together"),
+        ({**BASE, "segment": "free"}, "dimension", "go together"),
+        ({**BASE, "month": "2026-13"}, "month", "out of range"),
+        ({**BASE, "trend_months": "1"}, "trend_months", "from 2"),
+        ({**BASE, "trend_months": "two"}, "trend_months", "whole number"),
+        ({**BASE, "target_cci": "lower"}, "target_cci", "decimal"),
+        ({**BASE, "minutes_per_ticket": "5"}, "minutes_per_ticket", "target_cci"),
+        ({**BASE, "target_cci": "1", "minutes_per_ticket": "0"}, "minutes_per_ticket", "more than"),
+    ],
+)
+def test_a_bad_request_names_its_parameter(
+    values: dict[str, str], parameter: str, says: str
+) -> None:
+    with pytest.raises(forecast.ParameterError, match=says) as raised:
+        forecast.parse_request(values)
+
+    assert raised.value.parameter == parameter
+
+
+def test_messages_spell_parameters_as_the_caller_names_them() -> None:
+    with pytest.raises(forecast.ParameterError, match="--dimension and --segment go together"):
+        forecast.parse_request(
+            {"customers": "1", "tickets_per_agent": "7", "dimension": "plan"},
+            name=lambda p: "--" + p.replace("_", "-"),
+        )
+
+
+def test_numbers_are_refused_before_they_cost_time() -> None:
+    """A request is answered on the worker: a decimal of thousands of digits, compounded over
+    120 periods, took 36 s of exact arithmetic. Inputs are refused by length first."""
+    digits = "1." + "3" * 3000
+    for parameter, text in (
+        ("cci", digits),
+        ("tickets_per_agent", digits),
+        ("target_cci", digits),
+        ("growth", digits + "%/month"),
+        ("customers", "1" * 3000),
+    ):
+        values = {**BASE, "cci": "1", parameter: text}
+        with pytest.raises(forecast.ParameterError, match="too long") as raised:
+            forecast.parse_request(values)
+        assert raised.value.parameter == parameter
+    # Growth that compounds past any real customer base is refused, naming it.
+    with pytest.raises(forecast.ParameterError, match="above 1,000,000,000,000,000") as raised:
+        forecast.parse_request({**BASE, "growth": "999%/month", "periods": "120"})
+    assert raised.value.parameter == "growth"
+    # The longest accepted still plans at once.
+    longest = "9" * 12 + "." + "9" * 7
+    start = time.monotonic()
+    request = forecast.parse_request(
+        {"customers": "9" * 12, "growth": "0.012345678901234567%/month", "periods": "120",
+         "tickets_per_agent": longest, "cci": longest, "target_cci": longest,
+         "minutes_per_ticket": longest}
+    )  # fmt: skip
+    forecast.json_text(
+        forecast.plan(
+            request.labels, request.customers, request.cci, request.tickets_per_agent,
+            request.what_if,
+        )
+    )  # fmt: skip
+    assert time.monotonic() - start < 1.0

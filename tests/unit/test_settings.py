@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streams.alerts import AlertRules, load_rules
+from streams.domain import TargetRange
 from streams.settings import Settings, SettingsError, describe_settings, load_settings
 
 EVERY_VARIABLE = [spec.metadata["env"] for spec in fields(Settings)]
@@ -41,6 +43,7 @@ def test_defaults() -> None:
     assert settings.retain_months == 13
     assert settings.emit_interval == 0.25
     assert settings.alert_rules == AlertRules() and not settings.alert_rules.rules
+    assert str(settings.target_range) == "20,30"
     assert settings.max_event_bytes == 65536
     assert settings.max_future_seconds == 86400.0
     assert settings.embedded_broker is False
@@ -64,6 +67,14 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CCI_KAFKA_BOOTSTRAP", "  broker:9093 ", "kafka_bootstrap", "broker:9093"),
     ("CCI_APP_ID", "cci-test", "app_id", "cci-test"),
     ("CCI_SINK_BATCH_ROWS", "200", "sink_batch_rows", 200),
+    ("CCI_TARGET_RANGE_PCT", "20,30", "target_range", TargetRange(Fraction(20), Fraction(30))),
+    (
+        "CCI_TARGET_RANGE_PCT",
+        " 2.5 , 7.75",
+        "target_range",
+        TargetRange(Fraction(5, 2), Fraction(31, 4)),
+    ),
+    ("CCI_TARGET_RANGE_PCT", "0,100", "target_range", TargetRange(Fraction(0), Fraction(100))),
     ("CCI_ALERT_RULES", str(EXAMPLE_RULES), "alert_rules", load_rules(EXAMPLE_RULES)),
     ("CCI_ALERT_RULES", " ", "alert_rules", AlertRules()),
     ("CCI_SINK_FLUSH_SECONDS", "2.5", "sink_flush_seconds", 2.5),
@@ -157,6 +168,14 @@ INVALID: list[tuple[str, str]] = [
     ("CCI_LOG_FORMAT", "xml"),
     ("CCI_KAFKA_SECURITY_PROTOCOL", "TLS"),
     ("CCI_ALERT_RULES", "/no/such/rules.toml"),
+    ("CCI_TARGET_RANGE_PCT", "30,20"),
+    ("CCI_TARGET_RANGE_PCT", "25,25"),
+    ("CCI_TARGET_RANGE_PCT", "20"),
+    ("CCI_TARGET_RANGE_PCT", "20,30,40"),
+    ("CCI_TARGET_RANGE_PCT", "-5,30"),
+    ("CCI_TARGET_RANGE_PCT", "20%,30%"),
+    ("CCI_TARGET_RANGE_PCT", "nan,inf"),
+    ("CCI_TARGET_RANGE_PCT", ""),
 ]
 
 

@@ -52,7 +52,7 @@ def test_statements_end_with_a_line_ending_in_a_semicolon_and_comments_are_not_s
 def test_the_shipped_schema_loads_in_version_order() -> None:
     migrations = load_migrations(SCHEMA_DIR)
 
-    assert [m.version for m in migrations] == [1, 2, 3]
+    assert [m.version for m in migrations] == [1, 2, 3, 4]
     assert all(m.statements and len(m.checksum) == 64 for m in migrations)
     ddl = " ".join(s for m in migrations for s in m.statements)
     for table in ("cci_segment_monthly", "cci_monthly_active_users", "cci_tickets"):
@@ -113,7 +113,10 @@ def test_a_cci_update_becomes_one_segment_row() -> None:
         "contact_rate_pct": None,
         "version": 1_771_000_000_000_123,
         "updated_at": datetime(2026, 2, 10, 8, 0, 1, 250000, tzinfo=UTC),
+        "band": None,  # a record from before bands (and a figure without users) has none
     }
+    with_band = segment_row(orjson.dumps({**value, "active_users": 10, "band": "above"}))
+    assert dict(zip(SEGMENT_COLUMNS, with_band, strict=True))["band"] == "above"
 
 
 def test_a_chunk_becomes_user_and_ticket_rows_with_extra_dimensions_in_a_map() -> None:

@@ -81,6 +81,7 @@ def _report_result(rows: list[tuple]) -> QueryResult:
         "active_users",
         "cci",
         "contact_rate_pct",
+        "band",
         "previous_cci",
         "cci_change",
         "cci_change_pct",
@@ -90,11 +91,11 @@ def _report_result(rows: list[tuple]) -> QueryResult:
 
 def test_report_groups_dimensions_in_domain_order_with_tenure_buckets_in_order() -> None:
     rows = [
-        ("2026-03-01", "tenure", "12m+", 1, 10, 0.1, 10.0, None, None, None),
-        ("2026-03-01", "channel", "web", 2, 20, 0.1, 10.0, 0.2, -0.1, -50.0),
-        ("2026-03-01", "tenure", "new", 5, 10, 0.5, 50.0, 0.25, 0.25, 100.0),
-        ("2026-03-01", "plan", "free", 3, 0, None, None, None, None, None),
-        ("2026-03-01", "all", "all", 6, 20, 0.3, 30.0, 0.3, 0.0, 0.0),
+        ("2026-03-01", "tenure", "12m+", 1, 10, 0.1, 10.0, "below", None, None, None),
+        ("2026-03-01", "channel", "web", 2, 20, 0.1, 10.0, "below", 0.2, -0.1, -50.0),
+        ("2026-03-01", "tenure", "new", 5, 10, 0.5, 50.0, "above", 0.25, 0.25, 100.0),
+        ("2026-03-01", "plan", "free", 3, 0, None, None, None, None, None, None),
+        ("2026-03-01", "all", "all", 6, 20, 0.3, 30.0, "within", 0.3, 0.0, 0.0),
     ]
 
     text = render_report(_report_result(rows))
@@ -110,9 +111,13 @@ def test_report_groups_dimensions_in_domain_order_with_tenure_buckets_in_order()
         ["channel", "web"],
     ]
     new = next(line for line in lines if line.startswith("tenure     new"))
-    assert new.split()[2:] == ["5", "10", "0.5000", "50.00", "0.2500", "+0.2500", "+100.0%"]
+    assert new.split()[2:] == [
+        "5", "10", "0.5000", "50.00", "above", "0.2500", "+0.2500", "+100.0%"
+    ]  # fmt: skip
+    everyone = next(line for line in lines if line.startswith("all"))
+    assert everyone.split()[6] == "within"
     free = next(line for line in lines if line.startswith("plan"))
-    assert free.split()[2:] == ["3", "0", "-", "-"]
+    assert free.split()[2:] == ["3", "0", "-", "-", "-"]  # no users: no rate, no band
     assert render_report(_report_result([])) == "no figures for that month (yet)"
 
 

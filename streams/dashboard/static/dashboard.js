@@ -61,6 +61,37 @@
   function chartValue(point) { return state.mode === "cci" ? point.cci : point.contact_rate_pct; }
   function formatChartValue(value) { return state.mode === "cci" ? formatCci(value) : formatPct(value); }
 
+  // --- the contact-rate band (CCI_TARGET_RANGE_PCT) ---------------------------------------------
+
+  var BAND_MARKS = { below: "▼ below", within: "● within", above: "▲ above" };
+
+  function targetRange() { return state.data && state.data.cci.target_range; }
+
+  // The band as text and colour (never colour alone), with the article's guidance on hover.
+  function bandCell(band) {
+    var range = targetRange();
+    if (!band || !BAND_MARKS[band]) return el("td", { "data-field": "band", text: "—" });
+    var title = range ? range.guidance[band] : band;
+    return el("td", { "data-field": "band" }, [
+      el("span", { "class": "band band-" + band, "data-band": band, title: title,
+        text: BAND_MARKS[band] })
+    ]);
+  }
+
+  // The target range as a shaded strip on a trend chart that shows % of customers.
+  function drawTargetRange(chart, y, left, right) {
+    var range = targetRange();
+    if (state.mode !== "pct" || !range) return;
+    var top = y(range.high), bottom = y(range.low);
+    var strip = svg("rect", { "class": "target-range", x: left, width: right - left, y: top,
+      height: Math.max(0, bottom - top) });
+    strip.appendChild(svg("title", { text: "target range " + range.low_pct + "–" + range.high_pct +
+      "% (CCI_TARGET_RANGE_PCT): " + range.guidance.within }));
+    chart.appendChild(strip);
+    chart.appendChild(svg("text", { "class": "target-range-label", x: right - 4, y: top - 3,
+      "text-anchor": "end", text: "target " + range.low_pct + "–" + range.high_pct + "%" }));
+  }
+
   // --- the live stream --------------------------------------------------------------------------
 
   function connect() {
@@ -72,6 +103,8 @@
       state.pushes += 1;
       setStatus("live", "live · updated " + new Date().toLocaleTimeString("en-GB"));
       render();
+      planSegments();
+      schedulePlan(PLAN_AFTER_PUSH_MS);
     });
     source.onopen = function () { setStatus("live", "live"); };
     // EventSource reconnects by itself (the server asks for a 2 s retry), e.g. after a restart.
@@ -183,13 +216,14 @@
         state.previous[key + "|" + pair[0]] = pair[1];
         return cell;
       });
+      cells.splice(2, 0, bandCell(row.band));
       return el("tr", {
         "data-dimension": dimension, "data-segment": row.segment,
         "class": alerts.length ? "firing" : ""
       }, [name].concat(cells));
     });
 
-    var head = el("tr", {}, ["segment", "CCI", "% of customers", "tickets", "active users"]
+    var head = el("tr", {}, ["segment", "CCI", "% of customers", "band", "tickets", "active users"]
       .map(function (text) { return el("th", { text: text }); }));
     var table = el("table", {}, [el("thead", {}, [head]), el("tbody", {}, body)]);
     var title = el("h2", {}, [
@@ -229,6 +263,8 @@
         if (v !== null && v > maxValue) maxValue = v;
       });
     });
+    var range = targetRange();
+    if (state.mode === "pct" && range && range.high_pct > maxValue) maxValue = range.high_pct;
     var scale = niceScale(maxValue);
     var yMax = scale.max;
     var plotW = width - left - right, plotH = height - top - bottom;
@@ -242,6 +278,7 @@
       chart.appendChild(svg("text", { x: left - 6, y: y(value) + 3, "text-anchor": "end",
         text: value.toFixed(scale.decimals) + (state.mode === "cci" ? "" : "%") }));
     }
+    drawTargetRange(chart, y, left, width - right);
     var labelEvery = Math.max(1, Math.ceil(months.length / 7));
     months.forEach(function (m, i) {
       if (m === month) {
@@ -292,7 +329,7 @@
     tip.replaceChildren(
       el("strong", { text: segmentName(dimension, segment) + " · " + point.month }),
       el("div", { text: "CCI " + formatCci(point.cci) + " · " + formatPct(point.contact_rate_pct) +
-        " of customers" }),
+        " of customers" + (point.band ? " · " + point.band + " the target range" : "") }),
       el("div", { text: formatCount(point.tickets) + " tickets · " + formatCount(point.active_users) +
         " active users" })
     );
@@ -302,6 +339,123 @@
   }
 
   function hideTooltip() { $("tooltip").hidden = true; }
+
+  // --- the Plan panel: GET /api/forecast (docs/forecast.md) ----------------------------------
+
+  // A push means new figures; the store (which the plan reads) has them within the sink's flush
+  // interval, so the plan asks a little later, and again now and then while the page is open.
+  var PLAN_AFTER_PUSH_MS = 1500;
+  var PLAN_INPUT_MS = 300;
+  var PLAN_REFRESH_MS = 10000;
+  var PLAN_ROWS = [
+    ["customers", "customers", formatCount],
+    ["cci", "CCI", function (v) { return formatNumber(v, 4); }],
+    ["expected_tickets", "expected tickets / month", function (v) { return formatNumber(v, 2); }],
+    ["tickets_per_agent", "tickets per agent / month", function (v) { return formatNumber(v, 2); }],
+    ["agents_needed", "agents needed", function (v) { return v.toFixed(2); }],
+    ["headcount", "headcount", String],
+    ["target_cci", "target CCI", function (v) { return formatNumber(v, 4); }],
+    ["headcount_at_target", "headcount at target CCI", String],
+    ["agents_not_needed", "agents not needed", String],
+    ["support_hours_saved", "support hours saved / month", function (v) { return formatNumber(v, 2); }]
+  ];
+  state.plan = { timer: null, busy: false, again: false, fetches: 0, query: null, records: null };
+
+  function formatNumber(value, decimals) { return String(Number(value.toFixed(decimals))); }
+
+  function planQuery() {
+    var params = new URLSearchParams();
+    params.set("customers", $("plan-customers").value.trim());
+    var growth = $("plan-growth").value.trim();
+    if (growth) { params.set("growth", growth); params.set("periods", $("plan-periods").value); }
+    params.set("tickets_per_agent", $("plan-capacity").value.trim());
+    var segment = $("plan-segment").value;
+    if (segment && segment !== "all|all") {
+      var cut = segment.indexOf("|");
+      params.set("dimension", segment.slice(0, cut));
+      params.set("segment", segment.slice(cut + 1));
+    }
+    var target = $("plan-target").value.trim();
+    if (target) params.set("target_cci", target);
+    return params.toString();
+  }
+
+  function schedulePlan(delay) {
+    clearTimeout(state.plan.timer);
+    state.plan.timer = setTimeout(fetchPlan, delay);
+  }
+
+  function fetchPlan() {
+    if (state.plan.busy) { state.plan.again = true; return; }
+    state.plan.busy = true;
+    var query = planQuery();
+    fetch("/api/forecast?" + query).then(function (response) {
+      var source = response.headers.get("X-CCI-Forecast-Source");
+      return response.json().then(function (body) {
+        return { ok: response.ok, body: body, source: source };
+      });
+    }).then(function (answer) {
+      state.plan.fetches += 1;
+      state.plan.query = query;
+      if (answer.ok) renderPlan(answer.body, decodeURIComponent(answer.source || ""));
+      else showPlanError(answer.body.error || "the plan failed");
+    }).catch(function (error) {
+      showPlanError("no answer from the worker: " + error);
+    }).then(function () {
+      state.plan.busy = false;
+      if (state.plan.again) { state.plan.again = false; schedulePlan(0); }
+    });
+  }
+
+  function showPlanError(text) {
+    state.plan.records = null;
+    $("plan-table").replaceChildren();  // no table of other inputs under the error
+    $("plan-source").textContent = "";
+    var error = $("plan-error");
+    error.hidden = false;
+    error.textContent = text;
+  }
+
+  function renderPlan(records, source) {
+    state.plan.records = records;
+    $("plan-error").hidden = true;
+    $("plan-source").textContent = source ? "Headcount plan: " + source : "";
+    var head = el("tr", {}, [el("th", { text: "" })].concat(records.map(function (r) {
+      return el("th", { text: r.period });
+    })));
+    var rows = PLAN_ROWS.filter(function (row) { return row[0] in records[0]; }).map(function (row) {
+      return el("tr", { "data-row": row[0] }, [el("th", { text: row[1] })].concat(records.map(function (r) {
+        return el("td", { text: row[2](r[row[0]]) });
+      })));
+    });
+    var table = $("plan-table");
+    table.replaceChildren(el("thead", {}, [head]), el("tbody", {}, rows));
+  }
+
+  // The segments the figures hold, as choices for the plan's measured CCI.
+  function planSegments() {
+    var select = $("plan-segment");
+    var wanted = ["all|all"];
+    var dimensions = state.data.cci.dimensions;
+    Object.keys(dimensions).forEach(function (dimension) {
+      if (dimension === "all") return;
+      dimensions[dimension].forEach(function (row) { wanted.push(dimension + "|" + row.segment); });
+    });
+    var have = Array.prototype.map.call(select.options, function (o) { return o.value; });
+    if (have.join("\n") === wanted.join("\n")) return;
+    var chosen = select.value || "all|all";
+    select.replaceChildren.apply(select, wanted.map(function (value) {
+      var cut = value.indexOf("|");
+      var text = value === "all|all" ? "all customers"
+        : dimensionTitle(value.slice(0, cut)) + ": " + segmentName(value.slice(0, cut), value.slice(cut + 1));
+      return el("option", { value: value, text: text });
+    }));
+    select.value = wanted.indexOf(chosen) >= 0 ? chosen : "all|all";
+  }
+
+  $("plan-form").addEventListener("input", function () { schedulePlan(PLAN_INPUT_MS); });
+  $("plan-form").addEventListener("submit", function (event) { event.preventDefault(); fetchPlan(); });
+  setInterval(function () { schedulePlan(0); }, PLAN_REFRESH_MS);
 
   // --- controls ---------------------------------------------------------------------------------
 
@@ -320,4 +474,5 @@
   $("mode-pct").addEventListener("click", function () { setMode("pct"); });
 
   connect();
+  schedulePlan(0);
 })();
