@@ -249,9 +249,9 @@ def test_forecast_prints_the_articles_table() -> None:
 
 def test_the_forecast_docs_show_the_articles_table_as_printed() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "forecast.md").read_text()
-    section = docs.split("# Headcount planning")[1].split("\n## ")[0]
-    command = "    .venv/bin/cci " + " ".join(ARTICLE) + "\n\n"
-    printed = section.split(command)[1].split("\n\n`")[0]
+    section = docs.split("## The article's table")[1].split("\n## ")[0]
+    command = "    $ cci " + " ".join(ARTICLE) + "\n"
+    printed = section.split(command)[1].split("\n\nand the same")[0]
 
     assert printed + "\n" == "".join(
         f"    {line}" if line.strip() else line for line in run(*ARTICLE).output.splitlines(True)
