@@ -18,6 +18,8 @@ DEPLOY_FILES = [
     *sorted((REPO_ROOT / "deploy").rglob("*.yaml")),
     *sorted((REPO_ROOT / "deploy").rglob("*.yml")),
     *sorted((REPO_ROOT / "deploy").rglob("*.md")),
+    REPO_ROOT / "docs" / "scaling.md",
+    REPO_ROOT / "docs" / "clickhouse-cluster.md",
     REPO_ROOT / "deploy" / "Dockerfile",
 ]
 SETTING_NAMES = {spec.metadata["env"] for spec in fields(Settings)}
