@@ -119,3 +119,17 @@ def test_the_job_creates_the_topics_with_the_same_settings() -> None:
         "cci-secrets",
     }
     assert job["restartPolicy"] in {"OnFailure", "Never"}
+
+
+def test_the_in_cluster_prometheus_config_finds_the_workers_headless_service() -> None:
+    found = resources()
+    config = found[("ConfigMap", "cci-config")]["data"]
+    prometheus = yaml.safe_load((K8S.parent / "prometheus" / "prometheus-k8s.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    (dns,) = job["dns_sd_configs"]
+    (name,) = dns["names"]
+    service, namespace = name.split(".")[:2]
+    headless = found[("Service", service)]["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    assert namespace == "cci"  # the namespace deploy/k8s/README.md deploys into
+    assert dns["port"] == int(config["CCI_WEB_PORT"])

@@ -25,8 +25,11 @@ def test_promtool_accepts_the_rules_and_the_config() -> None:
     rules = promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
     assert "SUCCESS: 5 rules found" in rules.stdout
-    config = promtool("check", "config", "prometheus.yml")
-    assert config.returncode == 0, config.stdout + config.stderr
+    for config_file in ("prometheus.yml", "prometheus-k8s.yml"):
+        config = promtool("check", "config", config_file)
+        assert config.returncode == 0, config.stdout + config.stderr
+        job = yaml.safe_load((DEPLOY / config_file).read_text())["scrape_configs"][0]
+        assert job["job_name"] == "cci-worker"  # the rules and the dashboards select on it
 
 
 def test_the_alert_rules_pass_their_unit_tests() -> None:
