@@ -264,9 +264,9 @@ class Store:
         if self._database:
             kwargs["database"] = self._database
         if self.cluster and not readonly:
-            # An insert into a Distributed table returns once every shard has its rows, so a
-            # confirmed batch is on the replicas, and a retried batch reaches each shard as the
-            # same block, which the replicated table then drops as a duplicate.
+            # An insert into a Distributed table returns once every shard has written its rows
+            # (not when they are queued on the node the worker reached), and a retried batch
+            # reaches each shard as the same block, which the replicated table drops.
             kwargs["settings"] = {"insert_distributed_sync": 1}
         if readonly:
             # In this order: once readonly is set, no setting can change. The time limit keeps
