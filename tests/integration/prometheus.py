@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -110,7 +111,7 @@ class PrometheusServer:
         if self.process is not None:
             terminate_group(self.process, 10.0)
         # Its storage is the server's own, written to a temp dir: nothing to keep.
-        subprocess.run(["rm", "-rf", str(self.directory)], check=False)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> PrometheusServer:
         return self.start()
