@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 # Lint only the source folders that exist yet, so a partial tree still passes `make test`.
 LINT_DIRS := $(wildcard streams tests bench)
 
-.PHONY: install test demo lint clean lock browser screenshot
+.PHONY: install test demo lint clean lock browser prometheus screenshot
 
 install: $(STAMP)
 
@@ -36,6 +36,16 @@ browser:
 	@test -x $(CHROMIUM) || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@test -x $(CHROMIUM) && echo "chromium: $(CHROMIUM)"
+
+# Prometheus and promtool for the alert-rule tests and the scrape test (deploy/prometheus/), from
+# Debian's packages (as root; CI runs this first). Without them those tests are skipped, except in
+# CI. The package's service is not started: the tests run their own server.
+PROMETHEUS := /usr/bin/prometheus
+PROMTOOL := /usr/bin/promtool
+prometheus:
+	@test -x $(PROMETHEUS) -a -x $(PROMTOOL) || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@test -x $(PROMETHEUS) -a -x $(PROMTOOL) && echo "prometheus: $(PROMETHEUS)"
 
 # Runs the dashboard's browser test and keeps its screenshot as docs/dashboard.png (README).
 screenshot: install browser

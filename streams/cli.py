@@ -233,6 +233,40 @@ def query_command(ctx: click.Context, sql: str, fmt: str) -> None:
     click.echo(format_result(result, fmt))
 
 
+@cli.group()
+def store() -> None:
+    """The ClickHouse store's schema."""
+
+
+@store.command("ddl")
+@click.option(
+    "--cluster",
+    help="Print the statements for this ClickHouse cluster (default: CCI_CLICKHOUSE_CLUSTER; "
+    "empty: one node).",
+)
+@click.pass_context
+def store_ddl(ctx: click.Context, cluster: str | None) -> None:
+    """Print the statements a worker applies to an empty store, in order, each ending with `;`.
+
+    For review before a first start: the schema_migrations table, then every schema file of
+    schemas/clickhouse/. On a cluster: replicated local tables, Distributed tables under the names
+    analysts query, and views, all ON CLUSTER (docs/clickhouse-cluster.md).
+    """
+    from streams.store import StoreError, check_cluster_name, schema_ddl
+
+    if cluster is None:
+        cluster = _settings(ctx).clickhouse_cluster
+    elif cluster:
+        try:
+            check_cluster_name(cluster)
+        except StoreError as exc:
+            raise click.BadParameter(str(exc), ctx, param_hint="--cluster") from None
+    for what, statements in schema_ddl(cluster):
+        click.echo(f"-- {what}")
+        for statement in statements:
+            click.echo(f"{statement};\n")
+
+
 @cli.command()
 @click.option("--month", help="YYYY-MM (default: the latest month with figures).")
 @click.option("--dimension", help="Only this dimension: plan, product, region, tenure, channel…")

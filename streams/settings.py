@@ -108,6 +108,14 @@ def _parse_clickhouse_url(value: str) -> str:
     return value
 
 
+def _parse_cluster_name(value: str) -> str:
+    # Empty: one node. Braces allow a server macro such as {cluster}.
+    name = value.strip()
+    if name and not re.match(r"^[A-Za-z0-9_.{}-]+$", name):
+        raise ValueError(f"{name!r} is not a cluster name (letters, digits, _ . - and {{macro}})")
+    return name
+
+
 def _parse_security_protocol(value: str) -> str:
     allowed = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
     if value.upper() not in allowed:
@@ -156,6 +164,12 @@ class Settings:
         "chdb://.cci/clickhouse",
         _parse_clickhouse_url,
         "chdb://PATH for the embedded store, http(s)://user:pass@host:port/db for a server",
+    )
+    clickhouse_cluster: str = _setting(
+        "CCI_CLICKHOUSE_CLUSTER",
+        "",
+        _parse_cluster_name,
+        "ClickHouse cluster (remote_servers) for replicated, distributed tables; empty: one node",
     )
     timezone: str = _setting(
         "CCI_TIMEZONE", "UTC", _parse_timezone, "IANA time zone that defines calendar months"
@@ -307,6 +321,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         check_dimensions(settings.alert_rules, settings.extra_dimensions)
     except RulesError as exc:
         raise SettingsError(f"CCI_ALERT_RULES: {exc}") from None
+    if settings.clickhouse_cluster and settings.clickhouse_url.startswith("chdb://"):
+        raise SettingsError(
+            "CCI_CLICKHOUSE_CLUSTER: needs a ClickHouse server in CCI_CLICKHOUSE_URL "
+            "(http(s)://); the embedded store is one node"
+        )
     if settings.kafka_security_protocol.startswith("SASL") and not settings.kafka_sasl_username:
         raise SettingsError("CCI_KAFKA_SASL_USERNAME: required with a SASL security protocol")
     return settings

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import operator
@@ -348,7 +349,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         settings: Settings,
         *,
-        store_factory: Callable[[str], Store] = open_store,
+        store_factory: Callable[[str], Store] | None = None,
         updates_topic: str = TOPIC_UPDATES,
         changelog: str | None = None,
         backoff_initial: float = 0.2,
@@ -356,7 +357,10 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> None:
         self.settings = settings
         self.store: Store | None = None  # set once open and migrated; the query page reads it
-        self._store_factory = store_factory
+        # The store's URL → an open store; by default on CCI_CLICKHOUSE_CLUSTER when it is set.
+        self._store_factory = store_factory or functools.partial(
+            open_store, cluster=settings.clickhouse_cluster
+        )
         self.sink = ClickHouseSink(
             self._current_store,
             domain.user_dimensions(settings.extra_dimensions),

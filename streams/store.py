@@ -112,6 +112,117 @@ def load_migrations(directory: Path = SCHEMA_DIR) -> list[Migration]:
     return [migrations[v] for v in sorted(migrations)]
 
 
+# --- cluster mode (CCI_CLICKHOUSE_CLUSTER; docs/clickhouse-cluster.md) ----------------------------
+
+# Before a migration: the single-node statement, and its cluster form below.
+MIGRATIONS_TABLE_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+    "version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC')"
+    ") ENGINE = ReplacingMergeTree ORDER BY version"
+)
+LOCAL_SUFFIX = "_local"
+# Every version of a row must live on one shard, since FINAL collapses versions only within a
+# shard: each table is sharded by (a part of) its ORDER BY key. A new table needs an entry here.
+SHARDING_KEYS = {
+    "cci_segment_monthly": "cityHash64(dimension, segment)",
+    "cci_monthly_active_users": "cityHash64(user_id)",
+    "cci_tickets": "cityHash64(ticket_id)",
+}
+# {shard}, {replica}, {database} and {table} are the server's macros, expanded on each node.
+REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.{}-]+$")
+
+_CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)(\s)", re.IGNORECASE)
+_CREATE_VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (\w+) AS\b", re.IGNORECASE)
+_ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+) ", re.IGNORECASE)
+_ENGINE = re.compile(r"ENGINE = (\w*)MergeTree(?:\(([^)]*)\))?")
+# Replicated tables deduplicate a retried insert by themselves (replicated_deduplication_window).
+_NON_REPLICATED_DEDUP = re.compile(r"\s*SETTINGS non_replicated_deduplication_window = \d+$")
+
+
+def check_cluster_name(cluster: str) -> str:
+    if not CLUSTER_NAME.match(cluster):
+        raise StoreError(
+            f"{cluster!r} is not a cluster name (letters, digits, _ . - and {{macro}} braces)"
+        )
+    return cluster
+
+
+def cluster_statements(statement: str, cluster: str) -> list[str]:
+    """The statements that do on ``cluster`` what ``statement`` does on one node.
+
+    A table becomes a replicated local table ``NAME_local`` on every node plus a Distributed
+    table under the old name, so inserts and every query keep their table names. A view is
+    created on every node (it reads the Distributed tables). An ALTER changes both tables.
+    """
+    on = f"ON CLUSTER '{check_cluster_name(cluster)}'"
+    if match := _CREATE_TABLE.match(statement):
+        name = match.group(1)
+        if name not in SHARDING_KEYS:
+            raise StoreError(f"table {name} has no sharding key in store.SHARDING_KEYS")
+        engine = _ENGINE.search(statement)
+        if engine is None:
+            raise StoreError(f"table {name}: only *MergeTree tables can be replicated")
+        arguments = ", ".join(
+            part for part in (f"'{REPLICA_PATH}'", "'{replica}'", engine.group(2)) if part
+        )
+        local = _CREATE_TABLE.sub(
+            f"CREATE TABLE IF NOT EXISTS {name}{LOCAL_SUFFIX} {on}\\2", statement, count=1
+        )
+        local = local.replace(
+            engine.group(0), f"ENGINE = Replicated{engine.group(1)}MergeTree({arguments})", 1
+        )
+        local = _NON_REPLICATED_DEDUP.sub("", local)
+        distributed = (
+            f"CREATE TABLE IF NOT EXISTS {name} {on} AS {name}{LOCAL_SUFFIX}\n"
+            f"ENGINE = Distributed('{cluster}', currentDatabase(), {name}{LOCAL_SUFFIX}, "
+            f"{SHARDING_KEYS[name]})"
+        )
+        return [local, distributed]
+    if match := _CREATE_VIEW.match(statement):
+        return [_CREATE_VIEW.sub(f"CREATE VIEW IF NOT EXISTS {match.group(1)} {on} AS", statement)]
+    if match := _ALTER_TABLE.match(statement):
+        name = match.group(1)
+        return [
+            _ALTER_TABLE.sub(f"ALTER TABLE {name}{LOCAL_SUFFIX} {on} ", statement, count=1),
+            _ALTER_TABLE.sub(f"ALTER TABLE {name} {on} ", statement, count=1),
+        ]
+    raise StoreError(f"no cluster form for this statement: {statement.splitlines()[0]}")
+
+
+def migrations_table_ddl(cluster: str = "") -> str:
+    """``schema_migrations``. On a cluster it is replicated to every node of every shard (no
+    {shard} in its path), so any node a worker reaches knows what was applied."""
+    if not cluster:
+        return MIGRATIONS_TABLE_DDL
+    return (
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ON CLUSTER "
+        f"'{check_cluster_name(cluster)}' ("
+        "version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC')"
+        ") ENGINE = ReplicatedReplacingMergeTree("
+        "'/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}') ORDER BY version"
+    )
+
+
+def migration_statements(migration: Migration, cluster: str = "") -> list[str]:
+    """What applying ``migration`` runs: its own statements on one node, their cluster forms on
+    a cluster."""
+    if not cluster:
+        return list(migration.statements)
+    return [
+        out for statement in migration.statements for out in cluster_statements(statement, cluster)
+    ]
+
+
+def schema_ddl(cluster: str = "", directory: Path = SCHEMA_DIR) -> list[tuple[str, list[str]]]:
+    """(what, statements) in the order a worker applies them to an empty store: the migrations
+    table, then every schema file. ``cci store ddl`` prints these."""
+    plan = [(MIGRATIONS_TABLE, [migrations_table_ddl(cluster)])]
+    for migration in load_migrations(directory):
+        plan.append((migration.name, migration_statements(migration, cluster)))
+    return plan
+
+
 class Store:
     """A ClickHouse database: schema, inserts and queries. Methods block; call them from a thread
     (``asyncio.to_thread``) in async code."""
@@ -121,10 +232,14 @@ class Store:
         url: str,
         *,
         database: str | None = None,
+        cluster: str = "",
         client_factory: ClientFactory = clickhouse_connect.get_client,
     ) -> None:
         self.url = url
         self.path = embedded_path(url)
+        if cluster and self.path is not None:
+            raise StoreError("the embedded store (chdb://) is one node: it has no cluster")
+        self.cluster = check_cluster_name(cluster) if cluster else ""
         self._database = database
         self._factory = client_factory
         # One client per role, each used by one thread at a time: a chDB handle serialises calls
@@ -148,6 +263,11 @@ class Store:
         kwargs: dict[str, Any] = {}
         if self._database:
             kwargs["database"] = self._database
+        if self.cluster and not readonly:
+            # An insert into a Distributed table returns once every shard has written its rows
+            # (not when they are queued on the node the worker reached), and a retried batch
+            # reaches each shard as the same block, which the replicated table drops.
+            kwargs["settings"] = {"insert_distributed_sync": 1}
         if readonly:
             # In this order: once readonly is set, no setting can change. The time limit keeps
             # an analyst's runaway query from occupying a worker's engine for long.
@@ -180,11 +300,7 @@ class Store:
             self._insert_contexts.clear()
             client = self._writer_client()
             try:
-                client.command(
-                    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-                    "version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC')"
-                    ") ENGINE = ReplacingMergeTree ORDER BY version"
-                )
+                client.command(migrations_table_ddl(self.cluster))
                 recorded = {
                     int(version): checksum
                     for version, checksum in client.query(
@@ -201,7 +317,7 @@ class Store:
                                 migration.name,
                             )
                         continue
-                    for statement in migration.statements:
+                    for statement in migration_statements(migration, self.cluster):
                         client.command(statement)
                     row = [migration.version, migration.name, migration.checksum, datetime.now(UTC)]
                     client.insert(
@@ -291,11 +407,12 @@ def open_store(
     *,
     read_only: bool = False,
     database: str | None = None,
+    cluster: str = "",
     client_factory: ClientFactory = clickhouse_connect.get_client,
 ) -> Store:
     """A connected Store. ``read_only``: only the read-only client is opened, and an embedded
     store that is not there is an error rather than created (no worker ever wrote it)."""
-    store = Store(url, database=database, client_factory=client_factory)
+    store = Store(url, database=database, cluster=cluster, client_factory=client_factory)
     if read_only and store.path is not None and not store.path.is_dir():
         raise StoreError(f"no embedded store at {store.path} (a worker creates it)")
     try:

@@ -81,6 +81,9 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CCI_CLICKHOUSE_URL", "chdb:///var/lib/cci", "clickhouse_url", "chdb:///var/lib/cci"),
     ("CCI_CLICKHOUSE_URL", "http://u:p@ch:8123/cci", "clickhouse_url", "http://u:p@ch:8123/cci"),
     ("CCI_CLICKHOUSE_URL", "https://ch:8443/db", "clickhouse_url", "https://ch:8443/db"),
+    # Alone, only empty is valid: a cluster needs a server URL (tests/unit/test_store_cluster.py).
+    ("CCI_CLICKHOUSE_CLUSTER", "", "clickhouse_cluster", ""),
+    ("CCI_CLICKHOUSE_CLUSTER", "  ", "clickhouse_cluster", ""),
     ("CCI_TIMEZONE", "Europe/Berlin", "timezone", "Europe/Berlin"),
     ("CCI_TIMEZONE", "America/New_York", "timezone", "America/New_York"),
     ("CCI_ACTIVE_ACTIVITIES", "login, buy,,login ", "active_activities", ("login", "buy")),
@@ -141,6 +144,8 @@ INVALID: list[tuple[str, str]] = [
     ("CCI_APP_ID", ""),
     ("CCI_CLICKHOUSE_URL", "ftp://x"),
     ("CCI_CLICKHOUSE_URL", "localhost:8123"),
+    ("CCI_CLICKHOUSE_CLUSTER", "prod"),  # with the embedded store (the default URL)
+    ("CCI_CLICKHOUSE_CLUSTER", "a'b"),
     ("CCI_TIMEZONE", "Mars/Base"),
     ("CCI_TIMEZONE", ""),
     ("CCI_TIMEZONE", "../../etc/passwd"),

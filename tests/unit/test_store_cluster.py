@@ -1,0 +1,203 @@
+"""ClickHouse cluster mode: the statements a worker applies on one node (exactly today's) and on
+a cluster (ON CLUSTER, replicated local tables, Distributed tables under the same names), each
+parsed by the real ClickHouse parser (chDB's formatQuery), and `cci store ddl` printing them.
+
+No ClickHouse cluster runs here (it needs Keeper and several servers): the cluster statements are
+parsed, not executed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+from click.testing import CliRunner
+
+from streams.cli import cli
+from streams.settings import SettingsError, load_settings
+from streams.store import (
+    LOCAL_SUFFIX,
+    SHARDING_KEYS,
+    Store,
+    StoreError,
+    cluster_statements,
+    load_migrations,
+    open_store,
+    schema_ddl,
+    split_statements,
+)
+
+CLUSTER = "cci_cluster"
+
+
+def flat(cluster: str) -> list[str]:
+    return [statement for _, statements in schema_ddl(cluster) for statement in statements]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with open_store(f"chdb://{tmp_path_factory.mktemp('parse') / 'ch'}") as store:
+        yield store
+
+
+def parsed(engine: Store, statement: str) -> str:
+    """ClickHouse's own formatting of ``statement``; StoreError when it does not parse."""
+    return str(engine.query("SELECT formatQuery({sql:String})", {"sql": statement}).rows[0][0])
+
+
+def test_the_single_node_statements_are_what_a_worker_runs_today(tmp_path: Path) -> None:
+    run: list[str] = []
+
+    def recording_client(**kwargs: Any) -> Any:
+        client = clickhouse_connect.get_client(**kwargs)
+        command = client.command
+
+        def record(sql: str, *args: Any, **kw: Any) -> Any:
+            run.append(sql)
+            return command(sql, *args, **kw)
+
+        client.command = record  # type: ignore[method-assign]
+        return client
+
+    with open_store(f"chdb://{tmp_path / 'ch'}", client_factory=recording_client) as store:
+        store.apply_schema()
+    assert run == flat("")
+
+
+def test_every_statement_parses_in_both_modes(engine: Store) -> None:
+    for cluster in ("", CLUSTER, "{cluster}"):
+        for statement in flat(cluster):
+            parsed(engine, statement)  # raises on a syntax error
+    with pytest.raises(StoreError, match="Syntax error"):
+        parsed(engine, "CREATE TABLE t ON CLUSTER (x")
+
+
+def test_on_a_cluster_every_table_is_replicated_and_distributed_under_its_old_name(
+    engine: Store,
+) -> None:
+    single = [parsed(engine, statement) for statement in flat("")]
+    clustered = [parsed(engine, statement) for statement in flat(CLUSTER)]
+    assert all(f"ON CLUSTER {CLUSTER}" in statement for statement in clustered)
+
+    def created(statements: list[str], kind: str) -> dict[str, str]:
+        pattern = rf"^CREATE {kind} IF NOT EXISTS (\w+)"
+        return {m.group(1): s for s in statements if (m := re.match(pattern, s))}
+
+    tables, views = created(single, "TABLE"), created(single, "VIEW")
+    cluster_tables, cluster_views = created(clustered, "TABLE"), created(clustered, "VIEW")
+    assert set(cluster_views) == set(views)
+    for name in tables:
+        if name == "schema_migrations":
+            assert "ReplicatedReplacingMergeTree" in cluster_tables[name]
+            continue
+        local = cluster_tables[name + LOCAL_SUFFIX]
+        assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/" in local
+        assert "non_replicated_deduplication_window" not in local
+        distributed = cluster_tables[name]
+        assert f"AS {name}{LOCAL_SUFFIX}" in distributed
+        assert f"Distributed('{CLUSTER}', currentDatabase(), {name}{LOCAL_SUFFIX}" in distributed
+    assert set(cluster_tables) == set(tables) | {t + LOCAL_SUFFIX for t in SHARDING_KEYS}
+    # The ALTER of version 3 changes the local tables and the Distributed ones, in that order.
+    alters = [s for s in clustered if s.startswith("ALTER TABLE")]
+    assert [s.split()[2] for s in alters] == ["cci_tickets" + LOCAL_SUFFIX, "cci_tickets"]
+
+
+def test_every_sharding_key_is_part_of_its_tables_sorting_key(engine: Store) -> None:
+    """FINAL collapses versions within one shard: all versions of a row must go to one shard."""
+    for statement in flat(""):
+        match = re.match(r"CREATE TABLE IF NOT EXISTS (cci_\w+)", statement)
+        if not match:
+            continue
+        order_by = re.search(r"ORDER BY \(?([\w, ]+)\)?", statement)
+        assert order_by is not None
+        sorting = {column.strip() for column in order_by.group(1).split(",")}
+        key = SHARDING_KEYS[match.group(1)]
+        columns = set(re.findall(r"\w+", key.split("(", 1)[1]))
+        assert columns <= sorting, f"{match.group(1)}: shard key {key} vs ORDER BY {sorting}"
+
+
+def test_a_statement_without_a_cluster_form_is_refused() -> None:
+    with pytest.raises(StoreError, match="no cluster form"):
+        cluster_statements("DROP TABLE cci_tickets", CLUSTER)
+    with pytest.raises(StoreError, match="no sharding key"):
+        cluster_statements(
+            "CREATE TABLE IF NOT EXISTS new_table (x UInt8) ENGINE = MergeTree ORDER BY x", CLUSTER
+        )
+    with pytest.raises(StoreError, match="not a cluster name"):
+        cluster_statements("CREATE VIEW IF NOT EXISTS v AS SELECT 1", "c' SETTINGS x = 1 --")
+
+
+def test_cci_store_ddl_prints_the_statements_in_order_each_ending_with_a_semicolon() -> None:
+    for args, env, cluster in [
+        (["store", "ddl"], {}, ""),
+        (["store", "ddl", "--cluster", CLUSTER], {}, CLUSTER),
+        (
+            ["store", "ddl"],
+            {"CCI_CLICKHOUSE_CLUSTER": "c2", "CCI_CLICKHOUSE_URL": "http://u:p@ch:8123/db"},
+            "c2",
+        ),
+    ]:
+        result = CliRunner().invoke(cli, args, env=env, prog_name="cci")
+        assert result.exit_code == 0, result.output
+        assert split_statements(result.output) == flat(cluster)
+        body = [line for line in result.output.splitlines() if line and not line.startswith("--")]
+        assert body[-1].endswith(";")
+        assert result.output.count(";\n") == len(flat(cluster))
+
+
+def test_a_bad_cluster_stops_with_status_2_naming_it() -> None:
+    result = CliRunner().invoke(cli, ["store", "ddl", "--cluster", "a b"], prog_name="cci")
+    assert result.exit_code == 2
+    assert "--cluster" in result.output
+    result = CliRunner().invoke(
+        cli, ["store", "ddl"], env={"CCI_CLICKHOUSE_CLUSTER": "x"}, prog_name="cci"
+    )
+    assert result.exit_code == 2
+    assert "CCI_CLICKHOUSE_CLUSTER" in result.output
+
+
+def test_the_cluster_setting() -> None:
+    url = "https://cci:secret@ch:8443/default"
+    assert load_settings({}).clickhouse_cluster == ""
+    assert (
+        load_settings(
+            {"CCI_CLICKHOUSE_CLUSTER": "prod", "CCI_CLICKHOUSE_URL": url}
+        ).clickhouse_cluster
+        == "prod"
+    )
+    with pytest.raises(SettingsError, match="CCI_CLICKHOUSE_CLUSTER"):
+        load_settings({"CCI_CLICKHOUSE_CLUSTER": "prod"})  # the embedded store is one node
+    with pytest.raises(SettingsError, match="CCI_CLICKHOUSE_CLUSTER"):
+        load_settings({"CCI_CLICKHOUSE_CLUSTER": "pr'od", "CCI_CLICKHOUSE_URL": url})
+    with pytest.raises(StoreError, match="one node"):
+        Store("chdb:///tmp/x", cluster="prod")
+
+
+def test_the_single_node_statements_are_the_schema_files_unchanged() -> None:
+    statements = flat("")
+    # The migrations table exactly as the worker created it before cluster mode existed.
+    assert statements[0] == (
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC')"
+        ") ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    assert statements[1:] == [s for m in load_migrations() for s in m.statements]
+
+
+def test_on_a_cluster_the_writer_waits_for_every_shard_and_the_reader_does_not() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def factory(**kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return object()
+
+    store = Store("https://cci:secret@ch:8443/default", cluster=CLUSTER, client_factory=factory)
+    store._client(readonly=False)
+    store._client(readonly=True)
+    assert seen[0]["settings"] == {"insert_distributed_sync": 1}
+    assert "insert_distributed_sync" not in seen[1]["settings"]
+    Store("https://cci:secret@ch:8443/default", client_factory=factory)._client(readonly=False)
+    assert "settings" not in seen[2]
