@@ -133,8 +133,10 @@ REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.{}-]+$")
 
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)(\s)", re.IGNORECASE)
-_CREATE_VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (\w+) AS\b", re.IGNORECASE)
-_ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+) ", re.IGNORECASE)
+_CREATE_VIEW = re.compile(
+    r"^(CREATE VIEW IF NOT EXISTS|CREATE OR REPLACE VIEW) (\w+) AS\b", re.IGNORECASE
+)
+_ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)(\s)", re.IGNORECASE)
 _ENGINE = re.compile(r"ENGINE = (\w*)MergeTree(?:\(([^)]*)\))?")
 # Replicated tables deduplicate a retried insert by themselves (replicated_deduplication_window).
 _NON_REPLICATED_DEDUP = re.compile(r"\s*SETTINGS non_replicated_deduplication_window = \d+$")
@@ -180,12 +182,13 @@ def cluster_statements(statement: str, cluster: str) -> list[str]:
         )
         return [local, distributed]
     if match := _CREATE_VIEW.match(statement):
-        return [_CREATE_VIEW.sub(f"CREATE VIEW IF NOT EXISTS {match.group(1)} {on} AS", statement)]
+        head, name = match.group(1), match.group(2)
+        return [_CREATE_VIEW.sub(f"{head} {name} {on} AS", statement, count=1)]
     if match := _ALTER_TABLE.match(statement):
         name = match.group(1)
         return [
-            _ALTER_TABLE.sub(f"ALTER TABLE {name}{LOCAL_SUFFIX} {on} ", statement, count=1),
-            _ALTER_TABLE.sub(f"ALTER TABLE {name} {on} ", statement, count=1),
+            _ALTER_TABLE.sub(f"ALTER TABLE {name}{LOCAL_SUFFIX} {on}\\2", statement, count=1),
+            _ALTER_TABLE.sub(f"ALTER TABLE {name} {on}\\2", statement, count=1),
         ]
     raise StoreError(f"no cluster form for this statement: {statement.splitlines()[0]}")
 

@@ -100,9 +100,15 @@ def test_on_a_cluster_every_table_is_replicated_and_distributed_under_its_old_na
         assert f"AS {name}{LOCAL_SUFFIX}" in distributed
         assert f"Distributed('{CLUSTER}', currentDatabase(), {name}{LOCAL_SUFFIX}" in distributed
     assert set(cluster_tables) == set(tables) | {t + LOCAL_SUFFIX for t in SHARDING_KEYS}
-    # The ALTER of version 3 changes the local tables and the Distributed ones, in that order.
+    # The ALTERs of versions 3 and 4 change the local tables and the Distributed ones, in that
+    # order.
     alters = [s for s in clustered if s.startswith("ALTER TABLE")]
-    assert [s.split()[2] for s in alters] == ["cci_tickets" + LOCAL_SUFFIX, "cci_tickets"]
+    assert [s.split()[2] for s in alters] == [
+        "cci_tickets" + LOCAL_SUFFIX,
+        "cci_tickets",
+        "cci_segment_monthly" + LOCAL_SUFFIX,
+        "cci_segment_monthly",
+    ]
 
 
 def test_every_sharding_key_is_part_of_its_tables_sorting_key(engine: Store) -> None:
