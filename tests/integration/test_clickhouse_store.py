@@ -89,7 +89,7 @@ def test_schema_is_applied_once_per_version_and_a_new_file_applies_alone(tmp_pat
     ],
 )
 def test_queries_are_read_only(store: Store, sql: str) -> None:
-    with pytest.raises(StoreError, match="READONLY|refused"):
+    with pytest.raises(StoreError, match=r"READONLY|refused"):
         store.query(sql)
     assert _count(store, "SELECT count() FROM system.tables WHERE name = 'sneaky'") == 0
     assert _count(store, "SELECT count() FROM system.tables WHERE name = 'cci_tickets'") == 1
@@ -107,9 +107,9 @@ def test_queries_have_limits_they_cannot_lift(store: Store) -> None:
         QUERY_RESULT_ROWS,
     ]
     for lift in ("max_execution_time = 0", "max_memory_usage = 0", "max_result_rows = 0"):
-        with pytest.raises(StoreError, match="READONLY|refused"):
+        with pytest.raises(StoreError, match=r"READONLY|refused"):
             store.query(f"SELECT 1 SETTINGS {lift}")
-        with pytest.raises(StoreError, match="READONLY|refused"):
+        with pytest.raises(StoreError, match=r"READONLY|refused"):
             store.query(f"SELECT * FROM (SELECT 1 SETTINGS {lift})")
 
 
