@@ -25,7 +25,7 @@ import orjson
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
-from streams import collector, domain, metrics, query
+from streams import collector, domain, metrics, query, web_guard
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.alert_publisher import AlertPublisher
 from streams.alerts import Figure
@@ -324,16 +324,17 @@ def create_app(settings: Settings) -> faust.App:
             generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
 
+    query_hosts = web_guard.allowed_hosts(
+        settings.web_host, settings.web_port, settings.web_allowed_hosts
+    )
+
     @app.page(query.QUERY_PATH)
     class QueryPage(faust.web.View):  # type: ignore[misc]
         """Read-only SQL on the worker's store: the embedded engine is this process's alone."""
 
         async def post(self, request: Any) -> Any:
-            answer = await query.answer_query(
-                sink.store,
-                await request.read(),
-                settings.clickhouse_url,
-                getattr(request, "remote", None),
+            answer = await query.answer_request(
+                request, sink.store, settings.clickhouse_url, query_hosts
             )
             return self.bytes(answer.body, content_type="application/json", status=answer.status)
 

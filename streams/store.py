@@ -186,9 +186,13 @@ class Store:
         if self._database:
             kwargs["database"] = self._database
         if analyst_tag is not None:
-            kwargs["settings"] = {**ANALYST_LIMITS, "log_comment": analyst_tag, "readonly": 1}
+            session = {**ANALYST_LIMITS, "log_comment": analyst_tag}
             if self.path is None:
                 kwargs["autogenerate_session_id"] = False  # no server session: no shared state
+            else:
+                # As on a server: "SELEC x" is a syntax error, not an implicit "SELECT SELEC AS x".
+                session["implicit_select"] = 0
+            kwargs["settings"] = {**session, "readonly": 1}
         try:
             if self.path is not None:
                 return self._factory(dsn=f"chdb://{self.path}", **kwargs)

@@ -70,7 +70,10 @@ def query_rows(sql: str, env: dict[str, str], cwd: Path) -> list[dict[str, Any]]
 
 def post_query(port: int, sql: str) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/query", data=orjson.dumps({"sql": sql}), method="POST"
+        f"http://127.0.0.1:{port}/api/query",
+        data=orjson.dumps({"sql": sql}),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -162,7 +165,7 @@ def check_store(
     assert bad.returncode == 1
     assert "UNKNOWN_TABLE" in bad.stderr and "cci_no_such_table" in bad.stderr
     write = cci("query", "DROP TABLE cci_tickets", env=env, cwd=cwd)
-    assert write.returncode == 1 and "READONLY" in write.stderr
+    assert write.returncode == 1 and "only SELECT" in write.stderr
 
 
 def test_store_agrees_with_cci_updates_with_and_without_a_worker(pipeline, tmp_path: Path) -> None:
