@@ -51,6 +51,7 @@ QUERY_MEMORY_BYTES = 256 * 1024 * 1024  # most memory one analyst query may take
 QUERY_RESULT_ROWS = 100_000  # most rows a query may return (more is an error: add a LIMIT)
 QUERY_RESULT_BYTES = 32 * 1024 * 1024  # most bytes a query may return, uncompressed
 QUERY_THREADS = 2  # threads one analyst query may use
+QUERY_BLOCK_ROWS = 8192  # rows per result block: the result is counted block by block
 QUERY_SLOTS = 2  # analyst queries running at once in one process; QUERY_SLOTS x memory is the cap
 # Applied in this order, then log_comment (the query's tag) and readonly = 1 last: once readonly
 # is set, no setting can change, so a query's own SETTINGS clause cannot lift these.
@@ -61,6 +62,7 @@ ANALYST_LIMITS: dict[str, Any] = {
     "result_overflow_mode": "throw",
     "max_execution_time": QUERY_SECONDS,
     "max_threads": QUERY_THREADS,
+    "max_block_size": QUERY_BLOCK_ROWS,
 }
 _MIGRATION_FILE = re.compile(r"^(\d+)_[\w-]+\.sql$")
 
@@ -299,16 +301,11 @@ class Store:
         try:
             client = self._client(analyst_tag=tag or f"cci-query-{uuid.uuid4()}")
             try:
-                result = _checked_query(client, sql, dict(parameters or {}))
+                return _checked_query(client, sql, dict(parameters or {}))
             finally:
                 client.close()
         finally:
             self._query_slots.release()
-        return QueryResult(
-            columns=tuple(result.column_names),
-            types=tuple(t.name for t in result.column_types),
-            rows=[tuple(row) for row in result.result_rows],
-        )
 
     def cancel(self, tag: str) -> None:
         """Stop the analyst query tagged ``tag`` (if it still runs); it fails as cancelled."""
@@ -373,7 +370,7 @@ def open_store(
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
 
 
-def _checked_query(client: Client, sql: str, parameters: dict[str, Any]) -> Any:
+def _checked_query(client: Client, sql: str, parameters: dict[str, Any]) -> QueryResult:
     """Parse ``sql`` with ClickHouse, judge it (streams/query_policy.py), then run the text that
     was judged, with values bound by the engine (never pasted into the text)."""
     if not sql.strip():
@@ -396,13 +393,53 @@ def _checked_query(client: Client, sql: str, parameters: dict[str, Any]) -> Any:
         explained = client.query(f"EXPLAIN AST {canonical}", parameters=parameters or None)
     except ClickHouseError as exc:
         raise QueryRefused(str(exc)) from exc
-    reason = query_policy.refusal(_without_transport_format([r[0] for r in explained.result_rows]))
+    ast = _without_transport_format([row[0] for row in explained.result_rows])
+    reason = query_policy.refusal(ast)
     if reason is not None:
         raise QueryRefused(f"refused: {reason}")
     try:
-        return client.query(canonical, parameters=parameters or None)
+        if ast.startswith("SelectWithUnionQuery"):
+            return _bounded_result(client, canonical, parameters)
+        # SHOW TABLES, DESCRIBE, EXISTS: small answers, and chDB streams only SELECTs.
+        result = client.query(canonical, parameters=parameters or None)
     except ClickHouseError as exc:
         raise StoreError(str(exc)) from exc
+    return QueryResult(
+        tuple(result.column_names),
+        tuple(t.name for t in result.column_types),
+        [tuple(row) for row in result.result_rows],
+    )
+
+
+def _bounded_result(client: Client, sql: str, parameters: dict[str, Any]) -> QueryResult:
+    """The rows, read block by block and stopped at QUERY_RESULT_BYTES. ClickHouse's own
+    max_result_bytes counts a constant column (``repeat('x', 1000)``) as one value, so a result
+    of 100 MB passed it and took 450 MiB of the process to convert."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    with client.query_row_block_stream(sql, parameters=parameters or None) as stream:
+        columns = tuple(stream.source.column_names)
+        types = tuple(t.name for t in stream.source.column_types)
+        for block in stream:
+            size += sum(_value_bytes(value) for row in block for value in row)
+            if size > QUERY_RESULT_BYTES:
+                raise StoreError(
+                    f"Limit for result exceeded, max bytes: {QUERY_RESULT_BYTES / 2**20:.2f} MiB "
+                    "(TOO_MANY_ROWS_OR_BYTES): add a LIMIT or aggregate"
+                )
+            rows.extend(tuple(row) for row in block)
+    return QueryResult(columns, types, rows)
+
+
+def _value_bytes(value: Any) -> int:
+    """About the bytes ClickHouse counts for a value (uncompressed)."""
+    if isinstance(value, str | bytes):
+        return len(value) + 1
+    if isinstance(value, list | tuple):
+        return 8 + sum(_value_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return 8 + sum(_value_bytes(k) + _value_bytes(v) for k, v in value.items())
+    return 8
 
 
 def _without_transport_format(lines: list[str]) -> str:

@@ -118,7 +118,13 @@ def test_heavy_queries_hit_the_limits_instead_of_the_processs_memory(store: Stor
         store.query("SELECT number FROM numbers(20000000)")
     with pytest.raises(StoreError, match="MEMORY_LIMIT_EXCEEDED"):
         store.query("SELECT groupArray(number) FROM numbers(200000000)")
+    # 100 MB in fewer rows than the row limit, as a computed and as a constant column (which
+    # ClickHouse's max_result_bytes counts as one value).
+    for column in ("repeat('x', 1000 + number % 2)", "repeat('x', 1000)"):
+        with pytest.raises(StoreError, match="TOO_MANY_ROWS_OR_BYTES"):
+            store.query(f"SELECT {column} AS x FROM numbers(99999)")
     assert store.query("SELECT 2").rows == [(2,)]
+    assert len(store.query("SELECT repeat('x', 100) FROM numbers(99999)").rows) == 99999
 
 
 # An attacker's reach: host files, URLs, other servers, programs, secrets in system tables.
