@@ -324,7 +324,7 @@ def create_app(settings: Settings) -> faust.App:
             generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
 
-    query_hosts = web_guard.allowed_hosts(
+    web_hosts = web_guard.allowed_hosts(
         settings.web_host, settings.web_port, settings.web_allowed_hosts
     )
 
@@ -334,7 +334,7 @@ def create_app(settings: Settings) -> faust.App:
 
         async def post(self, request: Any) -> Any:
             answer = await query.answer_request(
-                request, sink.store, settings.clickhouse_url, query_hosts
+                request, sink.store, settings.clickhouse_url, web_hosts
             )
             return self.bytes(answer.body, content_type="application/json", status=answer.status)
 
@@ -353,21 +353,27 @@ def create_app(settings: Settings) -> faust.App:
     async def dashboard_static(web: Any, request: Any, name: str) -> Any:
         return dashboard_web.static_file(name)
 
+    # The data routes answer only the worker's own Host and Origin (streams/web_guard.py): a page
+    # of another site, or one whose name was rebound to this address, cannot read them.
+    def refused(request: Any) -> Any:
+        reason = web_guard.refusal(request.headers, web_hosts)
+        return None if reason is None else dashboard_web.json_response({"error": reason}, 403)
+
     @app.page(dashboard_web.API_CCI_PATH)
     async def api_cci(web: Any, request: Any) -> Any:
-        return dashboard_web.api_answer(request, dashboard.view.api_cci)
+        return refused(request) or dashboard_web.api_answer(request, dashboard.view.api_cci)
 
     @app.page(dashboard_web.API_HISTORY_PATH)
     async def api_cci_history(web: Any, request: Any) -> Any:
-        return dashboard_web.api_answer(request, dashboard.view.api_history)
+        return refused(request) or dashboard_web.api_answer(request, dashboard.view.api_history)
 
     @app.page(dashboard_web.API_ALERTS_PATH)
     async def api_alerts(web: Any, request: Any) -> Any:
-        return dashboard_web.api_answer(request, dashboard.view.api_alerts)
+        return refused(request) or dashboard_web.api_answer(request, dashboard.view.api_alerts)
 
     @app.page(dashboard_web.API_STREAM_PATH)
     async def api_stream(web: Any, request: Any) -> Any:
-        return await dashboard_web.live_stream(request, dashboard)
+        return refused(request) or await dashboard_web.live_stream(request, dashboard)
 
     return app
 

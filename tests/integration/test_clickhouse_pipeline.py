@@ -68,12 +68,26 @@ def query_rows(sql: str, env: dict[str, str], cwd: Path) -> list[dict[str, Any]]
     return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
-def post_query(port: int, sql: str) -> tuple[int, dict[str, Any]]:
+def post_query(port: int, sql: str, **headers: str) -> tuple[int, dict[str, Any]]:
+    return http_json(
+        port,
+        "/api/query",
+        orjson.dumps({"sql": sql}),
+        {
+            "Content-Type": "application/json",
+            **{k.replace("_", "-"): v for k, v in headers.items()},
+        },
+    )
+
+
+def http_json(
+    port: int, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/query",
-        data=orjson.dumps({"sql": sql}),
-        headers={"Content-Type": "application/json"},
-        method="POST",
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        headers=headers or {},
+        method="POST" if data is not None else "GET",
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -201,6 +215,18 @@ def test_store_agrees_with_cci_updates_with_and_without_a_worker(pipeline, tmp_p
     assert (status, body["columns"], body["rows"]) == (200, ["n"], [[len(want)]])
     status, body = post_query(worker.port, "SELECT * FROM cci_no_such_table")
     assert status == 400 and "UNKNOWN_TABLE" in body["error"]
+    # The running worker's routes refuse other sites, rebound names and host files.
+    sql = "SELECT count() FROM cci_tickets"
+    assert post_query(worker.port, sql, Content_Type="text/plain")[0] == 415
+    assert post_query(worker.port, sql, Origin="http://evil.example")[0] == 403
+    assert post_query(worker.port, sql, Host=f"evil.example:{worker.port}")[0] == 403
+    status, body = post_query(worker.port, "SELECT file('/etc/hostname')")
+    assert status == 400 and "refused" in body["error"]
+    assert http_json(worker.port, "/api/cci")[0] == 200
+    assert http_json(worker.port, "/api/cci", headers={"Host": "evil.example"})[0] == 403
+    assert (
+        http_json(worker.port, "/api/alerts", headers={"Origin": "http://evil.example"})[0] == 403
+    )
     assert 'cci_sink_rows_written_total{table="cci_tickets"}' in worker.get("/metrics")
     # The README's examples run as printed; the last one, the audit, finds no difference.
     examples = readme_queries()

@@ -204,6 +204,17 @@ def test_parameters_are_bound_by_the_engine_never_pasted_into_the_text(store: St
     ]
     with pytest.raises(QueryRefused, match="placeholders"):
         store.query("SELECT '%(v)s' AS v", {"v": "') , file('/etc/hostname"})
+    # An identifier parameter is judged as the table it names.
+    with pytest.raises(QueryRefused, match="system.processes"):
+        store.query("SELECT * FROM {t:Identifier}", {"t": "system.processes"})
+    assert store.query("SELECT count() FROM {t:Identifier}", {"t": "cci_tickets"}).rows == [(0,)]
+
+
+@pytest.mark.parametrize("name", ["f\u0456le", "\uff46\uff49\uff4c\uff45", "file\u200b"])
+def test_look_alike_names_are_refused(store: Store, name: str) -> None:
+    # A syntax error for ClickHouse, or (zero-width space) the file function itself.
+    with pytest.raises(QueryRefused):
+        store.query(f"SELECT {name}('/etc/hostname')")
 
 
 def test_values_travel_as_data_not_sql(store: Store) -> None:
