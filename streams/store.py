@@ -386,8 +386,13 @@ def _checked_query(client: Client, sql: str, parameters: dict[str, Any]) -> Quer
     if parameters:
         # clickhouse-connect pastes values into a text without {name:Type} placeholders (client-
         # side binding): refuse that, so what runs is exactly the text that was judged.
-        named = set(_PLACEHOLDER.findall(canonical))
-        if not named or bind_query(canonical, parameters)[0] != canonical:
+        try:
+            bound = bool(_PLACEHOLDER.search(canonical)) and (
+                bind_query(canonical, parameters)[0] == canonical
+            )
+        except (ClickHouseError, TypeError, ValueError) as exc:  # a value it cannot bind
+            raise QueryRefused(f"parameters: {exc}") from exc
+        if not bound:
             raise QueryRefused("parameters need {name:Type} placeholders in the query")
     try:
         explained = client.query(f"EXPLAIN AST {canonical}", parameters=parameters or None)

@@ -204,6 +204,8 @@ def test_parameters_are_bound_by_the_engine_never_pasted_into_the_text(store: St
     ]
     with pytest.raises(QueryRefused, match="placeholders"):
         store.query("SELECT '%(v)s' AS v", {"v": "') , file('/etc/hostname"})
+    with pytest.raises(QueryRefused, match="placeholders"):
+        store.query("SELECT 'a%' LIKE 'a%%' AS v", {"v": 1})
     # An identifier parameter is judged as the table it names.
     with pytest.raises(QueryRefused, match=r"system\.processes"):
         store.query("SELECT * FROM {t:Identifier}", {"t": "system.processes"})
