@@ -170,6 +170,7 @@ class Store:
         self._writer: Client | None = None
         self._write_lock = threading.Lock()
         self._query_slots = threading.BoundedSemaphore(QUERY_SLOTS)
+        self._cancelled: set[str] = set()  # tags of running queries cancel() was asked to stop
         self._closed = False
         # (table, columns) → the writer's insert context, reused until an error or a schema
         # change. A new one per insert asked ClickHouse for the column types first, and it refers
@@ -298,17 +299,23 @@ class Store:
             raise StoreBusy(
                 f"{QUERY_SLOTS} queries are running already; try again when one has finished"
             )
+        tag = tag or f"cci-query-{uuid.uuid4()}"
         try:
-            client = self._client(analyst_tag=tag or f"cci-query-{uuid.uuid4()}")
+            client = self._client(analyst_tag=tag)
             try:
-                return _checked_query(client, sql, dict(parameters or {}))
+                return _checked_query(
+                    client, sql, dict(parameters or {}), lambda: tag in self._cancelled
+                )
             finally:
                 client.close()
         finally:
+            self._cancelled.discard(tag)
             self._query_slots.release()
 
     def cancel(self, tag: str) -> None:
-        """Stop the analyst query tagged ``tag`` (if it still runs); it fails as cancelled."""
+        """Stop the analyst query tagged ``tag`` (if it still runs); it fails as cancelled. Also
+        when it has not reached the engine yet: it is stopped before it runs."""
+        self._cancelled.add(tag)
         client = self._client(analyst_tag=f"cci-cancel-{uuid.uuid4()}")
         try:
             client.command(
@@ -370,7 +377,9 @@ def open_store(
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
 
 
-def _checked_query(client: Client, sql: str, parameters: dict[str, Any]) -> QueryResult:
+def _checked_query(
+    client: Client, sql: str, parameters: dict[str, Any], cancelled: Callable[[], bool]
+) -> QueryResult:
     """Parse ``sql`` with ClickHouse, judge it (streams/query_policy.py), then run the text that
     was judged, with values bound by the engine (never pasted into the text)."""
     if not sql.strip():
@@ -402,9 +411,11 @@ def _checked_query(client: Client, sql: str, parameters: dict[str, Any]) -> Quer
     reason = query_policy.refusal(ast)
     if reason is not None:
         raise QueryRefused(f"refused: {reason}")
+    if cancelled():
+        raise StoreError(_CANCELLED)
     try:
         if ast.startswith("SelectWithUnionQuery"):
-            return _bounded_result(client, canonical, parameters)
+            return _bounded_result(client, canonical, parameters, cancelled)
         # SHOW TABLES, DESCRIBE, EXISTS: small answers, and chDB streams only SELECTs.
         result = client.query(canonical, parameters=parameters or None)
     except ClickHouseError as exc:
@@ -416,7 +427,12 @@ def _checked_query(client: Client, sql: str, parameters: dict[str, Any]) -> Quer
     )
 
 
-def _bounded_result(client: Client, sql: str, parameters: dict[str, Any]) -> QueryResult:
+_CANCELLED = "the query was cancelled (QUERY_WAS_CANCELLED)"
+
+
+def _bounded_result(
+    client: Client, sql: str, parameters: dict[str, Any], cancelled: Callable[[], bool]
+) -> QueryResult:
     """The rows, read block by block and stopped at QUERY_RESULT_BYTES. ClickHouse's own
     max_result_bytes counts a constant column (``repeat('x', 1000)``) as one value, so a result
     of 100 MB passed it and took 450 MiB of the process to convert."""
@@ -426,6 +442,8 @@ def _bounded_result(client: Client, sql: str, parameters: dict[str, Any]) -> Que
         columns = tuple(stream.source.column_names)
         types = tuple(t.name for t in stream.source.column_types)
         for block in stream:
+            if cancelled():
+                raise StoreError(_CANCELLED)
             size += sum(_value_bytes(value) for row in block for value in row)
             if size > QUERY_RESULT_BYTES:
                 raise StoreError(

@@ -428,3 +428,11 @@ def test_an_unreachable_server_is_a_store_error_naming_the_cause() -> None:
 
     with pytest.raises(StoreError, match="Connection refused"):
         open_store(f"http://default:pw@127.0.0.1:{free_port()}/default")
+
+
+def test_a_cancelled_query_stops_even_before_it_reaches_the_engine(store: Store) -> None:
+    store.cancel("cci-query-early")  # asked to stop while it is still being checked
+
+    with pytest.raises(StoreError, match="QUERY_WAS_CANCELLED"):
+        store.query("SELECT 1", tag="cci-query-early")
+    assert store.query("SELECT 1", tag="cci-query-early").rows == [(1,)]  # the tag is free again
