@@ -25,7 +25,7 @@ import orjson
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
-from streams import collector, domain, metrics, query
+from streams import collector, domain, metrics, query, web_guard
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.alert_publisher import AlertPublisher
 from streams.alerts import Figure
@@ -333,16 +333,17 @@ def create_app(settings: Settings) -> faust.App:
             generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
 
+    web_hosts = web_guard.allowed_hosts(
+        settings.web_host, settings.web_port, settings.web_allowed_hosts
+    )
+
     @app.page(query.QUERY_PATH)
     class QueryPage(faust.web.View):  # type: ignore[misc]
         """Read-only SQL on the worker's store: the embedded engine is this process's alone."""
 
         async def post(self, request: Any) -> Any:
-            answer = await query.answer_query(
-                sink.store,
-                await request.read(),
-                settings.clickhouse_url,
-                getattr(request, "remote", None),
+            answer = await query.answer_request(
+                request, sink.store, settings.clickhouse_url, web_hosts
             )
             return self.bytes(answer.body, content_type="application/json", status=answer.status)
 
@@ -361,21 +362,27 @@ def create_app(settings: Settings) -> faust.App:
     async def dashboard_static(web: Any, request: Any, name: str) -> Any:
         return dashboard_web.static_file(name)
 
+    # The data routes answer only the worker's own Host and Origin (streams/web_guard.py): a page
+    # of another site, or one whose name was rebound to this address, cannot read them.
+    def refused(request: Any) -> Any:
+        reason = web_guard.refusal(request.headers, web_hosts)
+        return None if reason is None else dashboard_web.json_response({"error": reason}, 403)
+
     @app.page(dashboard_web.API_CCI_PATH)
     async def api_cci(web: Any, request: Any) -> Any:
-        return dashboard_web.api_answer(request, dashboard.view.api_cci)
+        return refused(request) or dashboard_web.api_answer(request, dashboard.view.api_cci)
 
     @app.page(dashboard_web.API_HISTORY_PATH)
     async def api_cci_history(web: Any, request: Any) -> Any:
-        return dashboard_web.api_answer(request, dashboard.view.api_history)
+        return refused(request) or dashboard_web.api_answer(request, dashboard.view.api_history)
 
     @app.page(dashboard_web.API_ALERTS_PATH)
     async def api_alerts(web: Any, request: Any) -> Any:
-        return dashboard_web.api_answer(request, dashboard.view.api_alerts)
+        return refused(request) or dashboard_web.api_answer(request, dashboard.view.api_alerts)
 
     @app.page(dashboard_web.API_STREAM_PATH)
     async def api_stream(web: Any, request: Any) -> Any:
-        return await dashboard_web.live_stream(request, dashboard)
+        return refused(request) or await dashboard_web.live_stream(request, dashboard)
 
     @app.page(dashboard_web.API_FORECAST_PATH)
     async def api_forecast(web: Any, request: Any) -> Any:

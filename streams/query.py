@@ -5,19 +5,23 @@
 A chDB engine belongs to one process. While a worker runs, it owns the embedded store, so the CLI
 sends the SQL to the worker's web server, which runs it on its own engine; when no worker answers,
 the CLI opens the store itself. A server store (``http(s)://``) is always queried directly.
-Either way the SQL runs with ``readonly = 1`` (see ``streams/store.py``), and a bad query comes
-back as ClickHouse's own error.
+Either way the SQL runs as an analyst query (``Store.query``: one read-only statement, checked,
+bounded, isolated; see ``streams/store.py``), and a bad query comes back as ClickHouse's own error
+or the reason it was refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
+import logging
 import math
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -30,9 +34,11 @@ from uuid import UUID
 
 import orjson
 
-from streams import domain, forecast
+from streams import domain, forecast, web_guard
 from streams.settings import Settings
-from streams.store import QueryResult, Store, StoreError, embedded_path, open_store
+from streams.store import QueryResult, Store, StoreBusy, StoreError, embedded_path, open_store
+
+log = logging.getLogger("streams.query")
 
 FORMATS = ("table", "jsonl", "csv")
 QUERY_PATH = "/api/query"
@@ -101,15 +107,34 @@ def _error(status: int, message: str) -> Answer:
     return Answer(status, orjson.dumps({"error": message}))
 
 
+DISCONNECT_POLL = 0.2  # seconds between checks that the asker of a running query is still there
+
+
 async def answer_query(
-    store: Store | None, body: bytes, own_url: str, remote: str | None
+    store: Store | None,
+    body: bytes,
+    own_url: str,
+    remote: str | None,
+    *,
+    headers: Mapping[str, str],
+    allowed_hosts: frozenset[str],
+    gone: Callable[[], bool] = lambda: False,
 ) -> Answer:
     """The worker's answer to ``POST /api/query`` with ``{"sql", "parameters"?, "store"?}``:
-    200 with columns, types and rows; 400 with ClickHouse's error; 409 when the caller meant
-    another store; 503 while the store is not open; 403 for a caller not on this machine
-    (the web server may listen on every address, the query API only serves local analysts)."""
+    200 with columns, types and rows; 400 with ClickHouse's error or why the statement may not
+    run; 403 for a caller not on this machine (the web server may listen on every address, the
+    query API only serves local analysts) or a request from another site (web_guard); 409 when
+    the caller meant another store; 415 for a body that is not declared JSON; 429 when
+    QUERY_SLOTS queries run already; 503 while the store is not open. A query whose asker went
+    away (``gone``) is cancelled."""
     if remote is not None and remote not in LOOPBACK:
         return _error(403, "the query API answers only on loopback")
+    refused = web_guard.refusal(headers, allowed_hosts)
+    if refused is not None:
+        return _error(403, refused)
+    content_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if content_type != "application/json":
+        return _error(415, "the query API takes Content-Type: application/json")
     try:
         request = orjson.loads(body)
         sql = request["sql"]
@@ -124,13 +149,57 @@ async def answer_query(
     if store is None:
         return _error(503, "the worker's store is not open (starting or stopping)")
 
-    def run() -> bytes:  # in a thread: a large result must not stall the worker's event loop
-        return orjson.dumps(result_payload(store.query(sql, parameters)))
+    tag = f"cci-query-{uuid.uuid4()}"
 
+    def run() -> bytes:  # in a thread: a large result must not stall the worker's event loop
+        return orjson.dumps(result_payload(store.query(sql, parameters, tag=tag)))
+
+    running = asyncio.ensure_future(asyncio.to_thread(run))
     try:
-        return Answer(200, await asyncio.to_thread(run))
+        while not running.done():
+            await asyncio.wait({running}, timeout=DISCONNECT_POLL)
+            if not running.done() and gone():
+                log.info("the asker of query %s went away: cancelling it", tag)
+                await _stop(store, tag, running)
+                return _error(499, "the asker went away")  # nobody reads it
+        return Answer(200, running.result())
+    except StoreBusy as exc:
+        return _error(429, str(exc))
     except StoreError as exc:
         return _error(400, str(exc))
+    except asyncio.CancelledError:  # the worker stops, or the web server dropped the request
+        await asyncio.shield(_stop(store, tag, running))
+        raise
+
+
+async def answer_request(
+    request: Any, store: Store | None, own_url: str, allowed_hosts: frozenset[str]
+) -> Answer:
+    """``answer_query`` for an aiohttp request (the worker's route)."""
+
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    return await answer_query(
+        store,
+        await request.read(),
+        own_url,
+        request.remote,
+        headers=request.headers,
+        allowed_hosts=allowed_hosts,
+        gone=gone,
+    )
+
+
+async def _stop(store: Store, tag: str, running: asyncio.Future[bytes]) -> None:
+    """Kill the query tagged ``tag`` and wait until its thread is done (its slot is free)."""
+    try:
+        await asyncio.to_thread(store.cancel, tag)
+    except StoreError:
+        log.warning("could not cancel query %s", tag, exc_info=True)
+    with contextlib.suppress(StoreError):
+        await running
 
 
 def same_store(a: str, b: str) -> bool:

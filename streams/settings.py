@@ -102,6 +102,17 @@ def _parse_name_list(value: str) -> tuple[str, ...]:
     return names
 
 
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):\d{1,5}$")
+
+
+def _parse_host_list(value: str) -> tuple[str, ...]:
+    hosts = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    for host in hosts:
+        if not _HOST_PORT.match(host):
+            raise ValueError(f"{host!r} is not host:port (e.g. cci.example.com:6066)")
+    return hosts
+
+
 def _parse_clickhouse_url(value: str) -> str:
     if not re.match(r"^(chdb://|https?://)", value):
         raise ValueError(f"expected chdb://PATH or http(s)://user:pass@host:port/db, got {value!r}")
@@ -190,6 +201,12 @@ class Settings:
         "CCI_WEB_HOST", "127.0.0.1", _parse_str, "address the worker's web server binds"
     )
     web_port: int = _setting("CCI_WEB_PORT", 6066, _parse_port, "port of the worker's web server")
+    web_allowed_hosts: tuple[str, ...] = _setting(
+        "CCI_WEB_ALLOWED_HOSTS",
+        (),
+        _parse_host_list,
+        "comma list of further host:port names the query API answers to (besides loopback)",
+    )
     data_dir: Path = _setting(  # noqa: RUF009 - Path is immutable, safe as a shared default
         "CCI_DATA_DIR", Path(".cci/data"), _parse_path, "worker state directory"
     )

@@ -6,10 +6,18 @@ Everything that touches ClickHouse goes through ``Store``: the versioned DDL in
 read-only queries. A chDB engine belongs to one process, so while a worker runs, other processes
 reach its store through the worker's web server (see ``streams/query.py``).
 
-Read-only is enforced by the engine, not by inspecting SQL: queries go through a second client
-whose session carries ``readonly = 1``. On chDB that is a ``SET`` on the client's own connection
-handle; on a server it is sent with every request. Either way ClickHouse refuses writes, DDL,
-table functions and changing the setting back (tests/integration/test_clickhouse_store.py).
+Analysts' queries (``Store.query``) are read-only by the engine, bounded, and isolated from each
+other (docs/security.md, "Query API"):
+
+- each runs on a client of its own, opened for it and closed after: no session state (``SET``,
+  ``USE``, a half-read result) passes from one query to the next, and no lock makes one wait for
+  another; at most ``QUERY_SLOTS`` run at once in a process, a further one is refused (busy);
+- the client's session carries ``ANALYST_LIMITS`` and then ``readonly = 1``: ClickHouse refuses
+  writes, DDL, ``SET``, external table functions and any change of those limits;
+- before it runs, the statement is parsed by ClickHouse (``formatQuerySingleLine``: exactly one
+  statement) and its ``EXPLAIN AST`` judged by ``streams/query_policy.py``; the canonical text
+  that was judged is what runs;
+- ``cancel`` kills it by its tag (``log_comment``), e.g. when the asker went away.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import hashlib
 import logging
 import re
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,15 +35,35 @@ from typing import Any
 from urllib.parse import urlparse
 
 import clickhouse_connect
+from clickhouse_connect.driver.binding import bind_query
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.insert import InsertContext
+
+from streams import query_policy
 
 log = logging.getLogger("streams.store")
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "clickhouse"
 MIGRATIONS_TABLE = "schema_migrations"
 QUERY_SECONDS = 300  # longest a read-only query may run
+QUERY_MEMORY_BYTES = 256 * 1024 * 1024  # most memory one analyst query may take in the engine
+QUERY_RESULT_ROWS = 100_000  # most rows a query may return (more is an error: add a LIMIT)
+QUERY_RESULT_BYTES = 32 * 1024 * 1024  # most bytes a query may return, uncompressed
+QUERY_THREADS = 2  # threads one analyst query may use
+QUERY_BLOCK_ROWS = 8192  # rows per result block: the result is counted block by block
+QUERY_SLOTS = 2  # analyst queries running at once in one process; QUERY_SLOTS x memory is the cap
+# Applied in this order, then log_comment (the query's tag) and readonly = 1 last: once readonly
+# is set, no setting can change, so a query's own SETTINGS clause cannot lift these.
+ANALYST_LIMITS: dict[str, Any] = {
+    "max_memory_usage": QUERY_MEMORY_BYTES,
+    "max_result_rows": QUERY_RESULT_ROWS,
+    "max_result_bytes": QUERY_RESULT_BYTES,
+    "result_overflow_mode": "throw",
+    "max_execution_time": QUERY_SECONDS,
+    "max_threads": QUERY_THREADS,
+    "max_block_size": QUERY_BLOCK_ROWS,
+}
 _MIGRATION_FILE = re.compile(r"^(\d+)_[\w-]+\.sql$")
 
 ClientFactory = Callable[..., Client]
@@ -42,6 +71,14 @@ ClientFactory = Callable[..., Client]
 
 class StoreError(Exception):
     """ClickHouse refused or could not run something; the message is ClickHouse's own."""
+
+
+class QueryRefused(StoreError):
+    """The statement may not run (not one read-only statement, or against the query policy)."""
+
+
+class StoreBusy(StoreError):
+    """QUERY_SLOTS analyst queries are already running."""
 
 
 @dataclass(frozen=True)
@@ -245,12 +282,14 @@ class Store:
         self.cluster = check_cluster_name(cluster) if cluster else ""
         self._database = database
         self._factory = client_factory
-        # One client per role, each used by one thread at a time: a chDB handle serialises calls
-        # anyway, and a server refuses two concurrent queries in one HTTP session.
+        # The writer is used by one thread at a time: a chDB handle serialises calls anyway, and
+        # a server refuses two concurrent queries in one HTTP session. Analysts' queries each get
+        # a client of their own (see the module docstring).
         self._writer: Client | None = None
-        self._reader: Client | None = None
         self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
+        self._query_slots = threading.BoundedSemaphore(QUERY_SLOTS)
+        self._cancelled: set[str] = set()  # tags of running queries cancel() was asked to stop
+        self._closed = False
         # (table, columns) → the writer's insert context, reused until an error or a schema
         # change. A new one per insert asked ClickHouse for the column types first, and it refers
         # to itself (a bound method), so it lived with its rows until a cyclic collection: those
@@ -262,19 +301,24 @@ class Store:
     def embedded(self) -> bool:
         return self.path is not None
 
-    def _client(self, readonly: bool) -> Client:
+    def _client(self, analyst_tag: str | None = None) -> Client:
+        """The writer's client, or with ``analyst_tag`` a read-only, bounded one for one query."""
         kwargs: dict[str, Any] = {}
         if self._database:
             kwargs["database"] = self._database
-        if self.cluster and not readonly:
+        if self.cluster and analyst_tag is None:
             # An insert into a Distributed table returns once every shard has written its rows
             # (not when they are queued on the node the worker reached), and a retried batch
             # reaches each shard as the same block, which the replicated table drops.
             kwargs["settings"] = {"insert_distributed_sync": 1}
-        if readonly:
-            # In this order: once readonly is set, no setting can change. The time limit keeps
-            # an analyst's runaway query from occupying a worker's engine for long.
-            kwargs["settings"] = {"max_execution_time": QUERY_SECONDS, "readonly": 1}
+        if analyst_tag is not None:
+            session = {**ANALYST_LIMITS, "log_comment": analyst_tag}
+            if self.path is None:
+                kwargs["autogenerate_session_id"] = False  # no server session: no shared state
+            else:
+                # As on a server: "SELEC x" is a syntax error, not an implicit "SELECT SELEC AS x".
+                session["implicit_select"] = 0
+            kwargs["settings"] = {**session, "readonly": 1}
         try:
             if self.path is not None:
                 return self._factory(dsn=f"chdb://{self.path}", **kwargs)
@@ -284,13 +328,8 @@ class Store:
 
     def _writer_client(self) -> Client:
         if self._writer is None:
-            self._writer = self._client(readonly=False)
+            self._writer = self._client()
         return self._writer
-
-    def _reader_client(self) -> Client:
-        if self._reader is None:
-            self._reader = self._client(readonly=True)
-        return self._reader
 
     # --- schema --------------------------------------------------------------------------------
 
@@ -367,35 +406,56 @@ class Store:
                 raise StoreError(str(exc)) from exc
 
     def query(
-        self, sql: str, parameters: Mapping[str, Any] | None = None, *, readonly: bool = True
+        self, sql: str, parameters: Mapping[str, Any] | None = None, *, tag: str | None = None
     ) -> QueryResult:
-        """Run one SELECT-like statement; ``{name:Type}`` placeholders take ``parameters``."""
-        sql = sql.strip().rstrip(";").strip()
-        if not sql:
-            raise StoreError("empty query")
-        lock = self._read_lock if readonly else self._write_lock
-        with lock:
-            client = self._reader_client() if readonly else self._writer_client()
+        """Run one analyst statement (see the module docstring); ``{name:Type}`` placeholders take
+        ``parameters``. ``tag`` names it for ``cancel``. QueryRefused before it runs when it may
+        not; StoreBusy when QUERY_SLOTS queries run already; StoreError with ClickHouse's
+        message when ClickHouse refuses it or it breaks a limit."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        if not self._query_slots.acquire(blocking=False):
+            raise StoreBusy(
+                f"{QUERY_SLOTS} queries are running already; try again when one has finished"
+            )
+        tag = tag or f"cci-query-{uuid.uuid4()}"
+        try:
+            client = self._client(analyst_tag=tag)
             try:
-                result = client.query(sql, parameters=dict(parameters or {}))
-            except ClickHouseError as exc:
-                raise StoreError(str(exc)) from exc
-        return QueryResult(
-            columns=tuple(result.column_names),
-            types=tuple(t.name for t in result.column_types),
-            rows=[tuple(row) for row in result.result_rows],
-        )
+                return _checked_query(
+                    client, sql, dict(parameters or {}), lambda: tag in self._cancelled
+                )
+            finally:
+                client.close()
+        finally:
+            self._cancelled.discard(tag)
+            self._query_slots.release()
+
+    def cancel(self, tag: str) -> None:
+        """Stop the analyst query tagged ``tag`` (if it still runs); it fails as cancelled. Also
+        when it has not reached the engine yet: it is stopped before it runs."""
+        self._cancelled.add(tag)
+        client = self._client(analyst_tag=f"cci-cancel-{uuid.uuid4()}")
+        try:
+            client.command(
+                "KILL QUERY WHERE Settings['log_comment'] = {tag:String} ASYNC",
+                parameters={"tag": tag},
+            )
+        except ClickHouseError as exc:
+            raise StoreError(str(exc)) from exc
+        finally:
+            client.close()
 
     def close(self) -> None:
-        # Under both locks: a query or insert running in another thread finishes first.
-        with self._read_lock, self._write_lock:
-            for client in (self._reader, self._writer):
-                if client is not None:
-                    try:
-                        client.close()
-                    except Exception:  # closing is best effort: the process may be going away
-                        log.debug("error closing a ClickHouse client", exc_info=True)
-            self._reader = self._writer = None
+        # Under the lock: an insert running in another thread finishes first.
+        with self._write_lock:
+            self._closed = True
+            if self._writer is not None:
+                try:
+                    self._writer.close()
+                except Exception:  # closing is best effort: the process may be going away
+                    log.debug("error closing a ClickHouse client", exc_info=True)
+            self._writer = None
             self._insert_contexts.clear()
 
     def __enter__(self) -> Store:
@@ -421,7 +481,7 @@ def open_store(
     try:
         # Connect now, so a store that cannot be opened fails here with a clear message.
         if read_only:
-            store._reader_client()
+            store._client(analyst_tag="cci-connect").close()
         else:
             store._writer_client()
     except StoreError as exc:
@@ -432,6 +492,108 @@ def open_store(
             ) from exc
         raise
     return store
+
+
+_PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
+
+
+def _checked_query(
+    client: Client, sql: str, parameters: dict[str, Any], cancelled: Callable[[], bool]
+) -> QueryResult:
+    """Parse ``sql`` with ClickHouse, judge it (streams/query_policy.py), then run the text that
+    was judged, with values bound by the engine (never pasted into the text)."""
+    if not sql.strip():
+        raise QueryRefused("empty query")
+    try:
+        # One statement or a syntax error (ClickHouse refuses "multi-statements" here). The text
+        # travels as a value, so nothing in it runs.
+        canonical = client.query(
+            "SELECT formatQuerySingleLine({statement:String})", parameters={"statement": sql}
+        ).result_rows[0][0]
+    except ClickHouseError as exc:
+        raise QueryRefused(str(exc)) from exc
+    if parameters:
+        # clickhouse-connect pastes values into a text without {name:Type} placeholders (client-
+        # side binding): refuse that, so what runs is exactly the text that was judged.
+        try:
+            bound = bool(_PLACEHOLDER.search(canonical)) and (
+                bind_query(canonical, parameters)[0] == canonical
+            )
+        except (ClickHouseError, TypeError, ValueError) as exc:  # a value it cannot bind
+            raise QueryRefused(f"parameters: {exc}") from exc
+        if not bound:
+            raise QueryRefused("parameters need {name:Type} placeholders in the query")
+    try:
+        explained = client.query(f"EXPLAIN AST {canonical}", parameters=parameters or None)
+    except ClickHouseError as exc:
+        raise QueryRefused(str(exc)) from exc
+    ast = _without_transport_format([row[0] for row in explained.result_rows])
+    reason = query_policy.refusal(ast)
+    if reason is not None:
+        raise QueryRefused(f"refused: {reason}")
+    if cancelled():
+        raise StoreError(_CANCELLED)
+    try:
+        if ast.startswith("SelectWithUnionQuery"):
+            return _bounded_result(client, canonical, parameters, cancelled)
+        # SHOW TABLES, DESCRIBE, EXISTS: small answers, and chDB streams only SELECTs.
+        result = client.query(canonical, parameters=parameters or None)
+    except ClickHouseError as exc:
+        raise StoreError(str(exc)) from exc
+    return QueryResult(
+        tuple(result.column_names),
+        tuple(t.name for t in result.column_types),
+        [tuple(row) for row in result.result_rows],
+    )
+
+
+_CANCELLED = "the query was cancelled (QUERY_WAS_CANCELLED)"
+
+
+def _bounded_result(
+    client: Client, sql: str, parameters: dict[str, Any], cancelled: Callable[[], bool]
+) -> QueryResult:
+    """The rows, read block by block and stopped at QUERY_RESULT_BYTES. ClickHouse's own
+    max_result_bytes counts a constant column (``repeat('x', 1000)``) as one value, so a result
+    of 100 MB passed it and took 450 MiB of the process to convert."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    with client.query_row_block_stream(sql, parameters=parameters or None) as stream:
+        columns = tuple(stream.source.column_names)
+        types = tuple(t.name for t in stream.source.column_types)
+        for block in stream:
+            if cancelled():
+                raise StoreError(_CANCELLED)
+            size += sum(_value_bytes(value) for row in block for value in row)
+            if size > QUERY_RESULT_BYTES:
+                raise StoreError(
+                    f"Limit for result exceeded, max bytes: {QUERY_RESULT_BYTES / 2**20:.2f} MiB "
+                    "(TOO_MANY_ROWS_OR_BYTES): add a LIMIT or aggregate"
+                )
+            rows.extend(tuple(row) for row in block)
+    return QueryResult(columns, types, rows)
+
+
+def _value_bytes(value: Any) -> int:
+    """About the bytes ClickHouse counts for a value (uncompressed)."""
+    if isinstance(value, str | bytes):
+        return len(value) + 1
+    if isinstance(value, list | tuple):
+        return 8 + sum(_value_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return 8 + sum(_value_bytes(k) + _value_bytes(v) for k, v in value.items())
+    return 8
+
+
+def _without_transport_format(lines: list[str]) -> str:
+    """The AST of the statement alone. clickhouse-connect appends ``FORMAT Native`` to what it
+    sends, so the EXPLAIN sees it as the statement's last clause (a FORMAT of the analyst's own
+    would have been a syntax error next to it)."""
+    children = re.match(r"^(\w+) \(children (\d+)\)$", lines[0]) if lines else None
+    if children is None or lines[-1] != " Identifier Native":
+        return "\n".join(lines)
+    count = int(children.group(2)) - 1
+    return "\n".join([f"{children.group(1)} (children {count})", *lines[1:-1]])
 
 
 def redact(url: str) -> str:

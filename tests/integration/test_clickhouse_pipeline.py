@@ -68,9 +68,26 @@ def query_rows(sql: str, env: dict[str, str], cwd: Path) -> list[dict[str, Any]]
     return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
-def post_query(port: int, sql: str) -> tuple[int, dict[str, Any]]:
+def post_query(port: int, sql: str, **headers: str) -> tuple[int, dict[str, Any]]:
+    return http_json(
+        port,
+        "/api/query",
+        orjson.dumps({"sql": sql}),
+        {
+            "Content-Type": "application/json",
+            **{k.replace("_", "-"): v for k, v in headers.items()},
+        },
+    )
+
+
+def http_json(
+    port: int, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/query", data=orjson.dumps({"sql": sql}), method="POST"
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        headers=headers or {},
+        method="POST" if data is not None else "GET",
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -162,7 +179,7 @@ def check_store(
     assert bad.returncode == 1
     assert "UNKNOWN_TABLE" in bad.stderr and "cci_no_such_table" in bad.stderr
     write = cci("query", "DROP TABLE cci_tickets", env=env, cwd=cwd)
-    assert write.returncode == 1 and "READONLY" in write.stderr
+    assert write.returncode == 1 and "only SELECT" in write.stderr
 
 
 def test_store_agrees_with_cci_updates_with_and_without_a_worker(pipeline, tmp_path: Path) -> None:
@@ -198,6 +215,18 @@ def test_store_agrees_with_cci_updates_with_and_without_a_worker(pipeline, tmp_p
     assert (status, body["columns"], body["rows"]) == (200, ["n"], [[len(want)]])
     status, body = post_query(worker.port, "SELECT * FROM cci_no_such_table")
     assert status == 400 and "UNKNOWN_TABLE" in body["error"]
+    # The running worker's routes refuse other sites, rebound names and host files.
+    sql = "SELECT count() FROM cci_tickets"
+    assert post_query(worker.port, sql, Content_Type="text/plain")[0] == 415
+    assert post_query(worker.port, sql, Origin="http://evil.example")[0] == 403
+    assert post_query(worker.port, sql, Host=f"evil.example:{worker.port}")[0] == 403
+    status, body = post_query(worker.port, "SELECT file('/etc/hostname')")
+    assert status == 400 and "refused" in body["error"]
+    assert http_json(worker.port, "/api/cci")[0] == 200
+    assert http_json(worker.port, "/api/cci", headers={"Host": "evil.example"})[0] == 403
+    assert (
+        http_json(worker.port, "/api/alerts", headers={"Origin": "http://evil.example"})[0] == 403
+    )
     assert 'cci_sink_rows_written_total{table="cci_tickets"}' in worker.get("/metrics")
     # The documented examples run as printed; the last one, the audit, finds no difference.
     examples = documented_queries()

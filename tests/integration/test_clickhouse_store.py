@@ -24,7 +24,16 @@ from streams.sink import (
     FactRows,
     segment_row,
 )
-from streams.store import QUERY_SECONDS, SCHEMA_DIR, Store, StoreError, open_store
+from streams.store import (
+    QUERY_MEMORY_BYTES,
+    QUERY_RESULT_ROWS,
+    QUERY_SECONDS,
+    SCHEMA_DIR,
+    QueryRefused,
+    Store,
+    StoreError,
+    open_store,
+)
 
 DIMENSIONS = domain.user_dimensions(("company_size",))
 
@@ -124,18 +133,134 @@ def test_the_band_migration_upgrades_a_store_with_figures(tmp_path: Path) -> Non
     ],
 )
 def test_queries_are_read_only(store: Store, sql: str) -> None:
-    with pytest.raises(StoreError, match="READONLY"):
+    with pytest.raises(StoreError, match=r"READONLY|refused"):
         store.query(sql)
     assert _count(store, "SELECT count() FROM system.tables WHERE name = 'sneaky'") == 0
     assert _count(store, "SELECT count() FROM system.tables WHERE name = 'cci_tickets'") == 1
 
 
-def test_queries_have_a_time_limit_they_cannot_lift(store: Store) -> None:
-    limit = store.query("SELECT getSetting('max_execution_time')").rows[0][0]
+def test_queries_have_limits_they_cannot_lift(store: Store) -> None:
+    limits = store.query(
+        "SELECT getSetting('max_execution_time'), getSetting('max_memory_usage'), "
+        "getSetting('max_result_rows')"
+    ).rows[0]
 
-    assert float(limit) == QUERY_SECONDS
-    with pytest.raises(StoreError, match="READONLY"):
-        store.query("SELECT 1 SETTINGS max_execution_time = 0")
+    assert [float(limit) for limit in limits] == [
+        QUERY_SECONDS,
+        QUERY_MEMORY_BYTES,
+        QUERY_RESULT_ROWS,
+    ]
+    for lift in ("max_execution_time = 0", "max_memory_usage = 0", "max_result_rows = 0"):
+        with pytest.raises(StoreError, match=r"READONLY|refused"):
+            store.query(f"SELECT 1 SETTINGS {lift}")
+        with pytest.raises(StoreError, match=r"READONLY|refused"):
+            store.query(f"SELECT * FROM (SELECT 1 SETTINGS {lift})")
+
+
+def test_heavy_queries_hit_the_limits_instead_of_the_processs_memory(store: Store) -> None:
+    with pytest.raises(StoreError, match="TOO_MANY_ROWS_OR_BYTES"):
+        store.query("SELECT number FROM numbers(20000000)")
+    with pytest.raises(StoreError, match="MEMORY_LIMIT_EXCEEDED"):
+        store.query("SELECT groupArray(number) FROM numbers(200000000)")
+    # 100 MB in fewer rows than the row limit, as a computed and as a constant column (which
+    # ClickHouse's max_result_bytes counts as one value).
+    for column in ("repeat('x', 1000 + number % 2)", "repeat('x', 1000)"):
+        with pytest.raises(StoreError, match="TOO_MANY_ROWS_OR_BYTES"):
+            store.query(f"SELECT {column} AS x FROM numbers(99999)")
+    assert store.query("SELECT 2").rows == [(2,)]
+    assert len(store.query("SELECT repeat('x', 100) FROM numbers(99999)").rows) == 99999
+
+
+# An attacker's reach: host files, URLs, other servers, programs, secrets in system tables.
+HOSTILE = [
+    "SELECT file('/etc/hostname')",
+    "select FiLe('/etc/hostname')",
+    "SELECT `file`('/proc/self/environ')",
+    "SELECT /* hi */ file -- there\n('/etc/hostname')",
+    "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+    "SELECT * FROM (SELECT 1 AS a) AS t JOIN file('/etc/hostname', 'LineAsString') AS f ON 1",
+    "SELECT 1 WHERE 1 IN (SELECT length(file('/etc/hostname')))",
+    "WITH (SELECT file('/etc/hostname')) AS f SELECT f",
+    "WITH x AS (SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')) SELECT * FROM x",
+    "SELECT * FROM view(SELECT file('/etc/hostname'))",
+    "SELECT * FROM remote('127.0.0.1', system.one)",
+    "SELECT * FROM s3('http://127.0.0.1:9/b/k', 'CSV', 'a String')",
+    "SELECT * FROM executable('id', 'TSV', 'a String')",
+    "SELECT * FROM merge('system', '^processes$')",
+    "SELECT dictGet('secrets', 'value', 1)",
+    "SELECT query FROM system.processes",
+    "SELECT * FROM `system`.`processes`",
+    "SELECT 1 WHERE 'x' IN system.processes",
+    "SELECT name FROM system.users",
+    "SELECT * FROM system.named_collections",
+    "SELECT * FROM system.server_settings",
+    "SELECT 1 FORMAT JSON",
+    "SELECT 1 SETTINGS max_threads = 1",
+]
+
+
+@pytest.mark.parametrize("sql", HOSTILE)
+def test_no_file_url_program_or_secret_is_reachable(store: Store, sql: str) -> None:
+    with pytest.raises(QueryRefused):
+        store.query(sql)
+
+
+@pytest.mark.parametrize("into", ["", " TRUNCATE", " APPEND", " AND STDOUT"])
+def test_into_outfile_writes_nothing(store: Store, tmp_path: Path, into: str) -> None:
+    target = tmp_path / "out.txt"
+    with pytest.raises(QueryRefused):
+        store.query(f"SELECT 'x' INTO OUTFILE '{target}'{into}")
+    with pytest.raises(QueryRefused):
+        store.query(f"SELECT * FROM (SELECT 'x') INTO OUTFILE '{target}' FORMAT CSV")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 'leak' AS x; DROP TABLE cci_tickets",
+        "SELECT 'leak' AS x; SELECT 2",
+        "SELECT 'leak' /* ; */ AS x; -- ;\nSELECT 2",
+        "KILL QUERY WHERE 1",
+        "SYSTEM DROP DNS CACHE",
+        "SET max_memory_usage = 0",
+        "USE system",
+        "SHOW PROCESSLIST",
+        "SHOW CREATE TABLE cci_tickets",
+        "EXPLAIN SYNTAX SELECT 1",
+        "OPTIMIZE TABLE cci_tickets FINAL",
+        "TRUNCATE TABLE cci_tickets",
+    ],
+)
+def test_only_one_read_statement_runs_and_nothing_carries_over(store: Store, sql: str) -> None:
+    before = _count(store, "SELECT count() FROM system.tables WHERE name = 'cci_tickets'")
+
+    with pytest.raises(QueryRefused):
+        store.query(sql)
+
+    assert store.query("SELECT 2 AS y").rows == [(2,)]  # not [('leak',)]
+    assert before == _count(store, "SELECT count() FROM system.tables WHERE name = 'cci_tickets'")
+
+
+def test_parameters_are_bound_by_the_engine_never_pasted_into_the_text(store: Store) -> None:
+    assert store.query("SELECT {v:String} AS v", {"v": "a'); SELECT file('/x"}).rows == [
+        ("a'); SELECT file('/x",)
+    ]
+    with pytest.raises(QueryRefused, match="placeholders"):
+        store.query("SELECT '%(v)s' AS v", {"v": "') , file('/etc/hostname"})
+    with pytest.raises(QueryRefused, match="placeholders"):
+        store.query("SELECT 'a%' LIKE 'a%%' AS v", {"v": 1})
+    # An identifier parameter is judged as the table it names.
+    with pytest.raises(QueryRefused, match=r"system\.processes"):
+        store.query("SELECT * FROM {t:Identifier}", {"t": "system.processes"})
+    assert store.query("SELECT count() FROM {t:Identifier}", {"t": "cci_tickets"}).rows == [(0,)]
+
+
+@pytest.mark.parametrize("name", ["f\u0456le", "\uff46\uff49\uff4c\uff45", "file\u200b"])
+def test_look_alike_names_are_refused(store: Store, name: str) -> None:
+    # A syntax error for ClickHouse, or (zero-width space) the file function itself.
+    with pytest.raises(QueryRefused):
+        store.query(f"SELECT {name}('/etc/hostname')")
 
 
 def test_values_travel_as_data_not_sql(store: Store) -> None:
@@ -347,3 +472,11 @@ def test_an_unreachable_server_is_a_store_error_naming_the_cause() -> None:
 
     with pytest.raises(StoreError, match="Connection refused"):
         open_store(f"http://default:pw@127.0.0.1:{free_port()}/default")
+
+
+def test_a_cancelled_query_stops_even_before_it_reaches_the_engine(store: Store) -> None:
+    store.cancel("cci-query-early")  # asked to stop while it is still being checked
+
+    with pytest.raises(StoreError, match="QUERY_WAS_CANCELLED"):
+        store.query("SELECT 1", tag="cci-query-early")
+    assert store.query("SELECT 1", tag="cci-query-early").rows == [(1,)]  # the tag is free again

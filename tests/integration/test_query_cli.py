@@ -98,7 +98,7 @@ def test_failures_exit_non_zero_with_the_reason(env: dict[str, str], tmp_path: P
     no_store = cci("query", "SELECT 1", env={**env, "CCI_CLICKHOUSE_URL": f"chdb://{tmp_path}/no"})
 
     assert bad_sql.returncode == 1 and "SYNTAX_ERROR" in bad_sql.stderr
-    assert writes.returncode == 1 and "READONLY" in writes.stderr
+    assert writes.returncode == 1 and "only SELECT" in writes.stderr
     assert bad_month.returncode == 2 and "--month" in bad_month.stderr
     assert no_store.returncode == 1 and "no embedded store" in no_store.stderr
     assert not (tmp_path / "no").exists()

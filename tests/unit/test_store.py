@@ -19,6 +19,7 @@ from streams.sink import (
     segment_row,
 )
 from streams.store import (
+    ANALYST_LIMITS,
     QUERY_SECONDS,
     SCHEMA_DIR,
     StoreError,
@@ -196,8 +197,10 @@ def test_a_server_url_reaches_clickhouse_connect_as_is_with_readonly_for_queries
     with open_store(url, client_factory=factory):
         pass
 
-    assert calls == [
-        {"dsn": url, "settings": {"max_execution_time": QUERY_SECONDS, "readonly": 1}},
-        {"dsn": url},
-    ]
-    assert list(calls[0]["settings"]) == ["max_execution_time", "readonly"]
+    analyst, writer = calls
+    assert writer == {"dsn": url}
+    assert analyst["dsn"] == url and analyst["autogenerate_session_id"] is False
+    # The limits first, readonly last: once it is set, no setting can change.
+    assert list(analyst["settings"]) == [*ANALYST_LIMITS, "log_comment", "readonly"]
+    assert analyst["settings"]["max_execution_time"] == QUERY_SECONDS
+    assert analyst["settings"]["readonly"] == 1

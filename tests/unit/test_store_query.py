@@ -23,6 +23,7 @@ from streams.query import (
     same_store,
 )
 from streams.store import QueryResult, StoreError
+from streams.web_guard import allowed_hosts, refusal
 
 RESULT = QueryResult(
     columns=("month", "segment", "tickets", "cci", "extra"),
@@ -140,7 +141,7 @@ class AnsweringStore:
         self.error = error
         self.calls: list[tuple[str, Mapping[str, Any]]] = []
 
-    def query(self, sql: str, parameters: Mapping[str, Any]) -> QueryResult:
+    def query(self, sql: str, parameters: Mapping[str, Any], tag: str = "") -> QueryResult:
         self.calls.append((sql, parameters))
         if self.error:
             raise StoreError(self.error)
@@ -150,9 +151,15 @@ class AnsweringStore:
 URL = "chdb:///var/lib/cci/clickhouse"
 
 
-async def _answer(store: Any, body: Any, remote: str | None = "127.0.0.1") -> tuple[int, Any]:
+HOSTS = allowed_hosts("127.0.0.1", 6066)
+JSON = {"Host": "127.0.0.1:6066", "Content-Type": "application/json"}
+
+
+async def _answer(
+    store: Any, body: Any, remote: str | None = "127.0.0.1", headers: dict[str, str] = JSON
+) -> tuple[int, Any]:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    answer = await answer_query(store, raw, URL, remote)
+    answer = await answer_query(store, raw, URL, remote, headers=headers, allowed_hosts=HOSTS)
     return answer.status, orjson.loads(answer.body)
 
 
@@ -178,3 +185,31 @@ async def test_the_worker_refuses_what_it_should_not_answer() -> None:
     assert (await _answer(AnsweringStore(), {"sql": "SELECT 1"}, remote="10.1.2.3"))[0] == 403
     status, body = await _answer(AnsweringStore(), {"sql": "SELECT 1", "store": "chdb:///other"})
     assert status == 409 and "/other" in body["error"]
+    assert (
+        await _answer(
+            AnsweringStore(), {"sql": "SELECT 1"}, headers={**JSON, "Content-Type": "text/plain"}
+        )
+    )[0] == 415
+    assert (
+        await _answer(
+            AnsweringStore(), {"sql": "SELECT 1"}, headers={**JSON, "Origin": "http://a.example"}
+        )
+    )[0] == 403
+
+
+def test_only_the_workers_own_host_and_origin_are_answered() -> None:
+    hosts = allowed_hosts("0.0.0.0", 6066, ("cci.example.com:6066",))
+
+    assert hosts == {"127.0.0.1:6066", "localhost:6066", "[::1]:6066", "cci.example.com:6066"}
+    assert allowed_hosts("::1", 7000) >= {"[::1]:7000"}
+    assert refusal({"Host": "LOCALHOST:6066"}, hosts) is None
+    assert (
+        refusal({"Host": "cci.example.com:6066", "Origin": "https://cci.example.com:6066"}, hosts)
+        is None
+    )
+    assert refusal({"Host": "rebound.example:6066"}, hosts) is not None
+    assert refusal({}, hosts) is not None
+    assert refusal({"Host": "127.0.0.1:6067"}, hosts) is not None
+    assert refusal({"Host": "127.0.0.1:6066", "Origin": "http://evil.example"}, hosts) is not None
+    assert refusal({"Host": "127.0.0.1:6066", "Origin": "null"}, hosts) is not None
+    assert refusal({"Host": "127.0.0.1:6066", "Origin": "file://127.0.0.1:6066"}, hosts) is not None

@@ -1,0 +1,48 @@
+"""The query policy on ClickHouse's EXPLAIN AST text (as chDB 26.9 prints it); the engine's side
+is in tests/integration/test_clickhouse_store.py."""
+
+from __future__ import annotations
+
+from streams.query_policy import refusal
+
+SELECT_FROM = """SelectWithUnionQuery (children 1)
+ ExpressionList (children 1)
+  SelectQuery (children 2)
+   ExpressionList (children 1)
+    Asterisk
+   TablesInSelectQuery (children 1)
+    TablesInSelectQueryElement (children 1)
+     TableExpression (children 1)
+      {table}
+"""
+
+
+def test_plain_selects_of_the_store_pass() -> None:
+    assert refusal(SELECT_FROM.format(table="TableIdentifier cci_segment_monthly")) is None
+    assert refusal(SELECT_FROM.format(table="TableIdentifier system.tables (alias t)")) is None
+    assert refusal(SELECT_FROM.format(table="Function numbers (children 1)")) is None
+    assert refusal("ShowTables") is None
+
+
+def test_table_functions_and_secret_tables_are_refused_whatever_their_casing() -> None:
+    assert "table function" in str(refusal(SELECT_FROM.format(table="Function URL (children 1)")))
+    assert "table function" in str(refusal(SELECT_FROM.format(table="Function view (children 1)")))
+    assert "not open" in str(refusal(SELECT_FROM.format(table="TableIdentifier system.processes")))
+    assert "not open" in str(refusal(SELECT_FROM.format(table="TableIdentifier SYSTEM.Users")))
+
+
+def test_other_statements_and_output_clauses_are_refused() -> None:
+    assert "KillQueryQuery" in str(refusal("KillQueryQuery Literal_UInt64_1 ASYNC (children 1)"))
+    assert "SYSTEM" in str(refusal("SYSTEM query"))
+    assert refusal("Set") is not None
+    assert refusal("") == "empty statement"
+    # INTO OUTFILE / FORMAT / SETTINGS hang off the root as further children.
+    assert "INTO OUTFILE" in str(refusal("SelectWithUnionQuery (children 2)\n ExpressionList"))
+
+
+def test_refused_functions_anywhere_in_the_tree() -> None:
+    nested = SELECT_FROM.format(table="TableIdentifier t") + "   Function in (children 1)\n"
+    for name in ("file", "FILE", "dictGetString", "url", "remoteSecure", "joinGet"):
+        assert refusal(nested + f"    Function {name} (children 1)\n") is not None, name
+    assert refusal(nested + "    Function toStartOfMonth (children 1)\n") is None
+    assert refusal(nested + "    Identifier system.processes\n") is not None  # IN system.x
