@@ -201,9 +201,9 @@ def test_on_a_cluster_the_writer_waits_for_every_shard_and_the_reader_does_not()
         return object()
 
     store = Store("https://cci:secret@ch:8443/default", cluster=CLUSTER, client_factory=factory)
-    store._client(readonly=False)
-    store._client(readonly=True)
+    store._client()
+    store._client(analyst_tag="cci-test")
     assert seen[0]["settings"] == {"insert_distributed_sync": 1}
     assert "insert_distributed_sync" not in seen[1]["settings"]
-    Store("https://cci:secret@ch:8443/default", client_factory=factory)._client(readonly=False)
+    Store("https://cci:secret@ch:8443/default", client_factory=factory)._client()
     assert "settings" not in seen[2]
