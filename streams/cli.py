@@ -20,6 +20,7 @@ from typing import TypeVar
 import click
 
 from streams import forecast
+from streams.redaction import shown_setting
 from streams.settings import Settings, SettingsError, describe_settings, load_settings
 
 T = TypeVar("T")
@@ -47,10 +48,7 @@ def settings_command(ctx: click.Context) -> None:
     settings = _settings(ctx)
     click.echo(f"{'variable':<28} {'value':<24} {'default':<24} meaning")
     for (env, default, doc), spec in zip(describe_settings(), fields(Settings), strict=True):
-        value = getattr(settings, spec.name)
-        shown = ",".join(value) if isinstance(value, tuple) else str(value)
-        if "PASSWORD" in env and shown:
-            shown = "***"
+        shown = shown_setting(settings, spec.name)
         click.echo(f"{env:<28} {shown:<24} {default!s:<24} {doc}")
 
 
@@ -401,7 +399,7 @@ def _measured_cci(
     the store cannot answer or has no figure."""
     from streams.domain import ALL
     from streams.query import QueryError, measured_cci
-    from streams.store import redact
+    from streams.redaction import redact_url
 
     if (dimension is None) != (segment is None):
         missing = "--segment" if segment is None else "--dimension"
@@ -419,8 +417,8 @@ def _measured_cci(
         when = f"in {month}" if month else "in any month before this one"
         click.echo(
             f"no CCI for {dimension}|{segment} {when} in the store at "
-            f"{redact(settings.clickhouse_url)} (a month needs active users); check the segment "
-            "with `cci report`, or give --cci",
+            f"{redact_url(settings.clickhouse_url)} (a month needs active users); check the "
+            "segment with `cci report`, or give --cci",
             err=True,
         )
         sys.exit(1)

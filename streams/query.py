@@ -30,6 +30,7 @@ from uuid import UUID
 import orjson
 
 from streams import domain
+from streams.redaction import redact_text, redact_url, secret_values, url_secrets
 from streams.settings import Settings
 from streams.store import QueryResult, Store, StoreError, embedded_path, open_store
 
@@ -119,7 +120,10 @@ async def answer_query(
         return _error(400, 'expected a JSON body {"sql": "...", "parameters": {...}}')
     wanted = request.get("store")
     if isinstance(wanted, str) and not same_store(wanted, own_url):
-        return _error(409, f"this worker's store is {own_url}, not {wanted}")
+        # Neither URL's password is shown: not the worker's, nor the caller's.
+        return _error(
+            409, f"this worker's store is {redact_url(own_url)}, not {redact_url(wanted)}"
+        )
     if store is None:
         return _error(503, "the worker's store is not open (starting or stopping)")
 
@@ -129,7 +133,7 @@ async def answer_query(
     try:
         return Answer(200, await asyncio.to_thread(run))
     except StoreError as exc:
-        return _error(400, str(exc))
+        return _error(400, redact_text(str(exc), url_secrets(own_url)))
 
 
 def same_store(a: str, b: str) -> bool:
@@ -159,7 +163,7 @@ def run_query(
         with open_store(settings.clickhouse_url, read_only=True) as store:
             return portable(store.query(sql, parameters))
     except StoreError as exc:
-        raise QueryError(str(exc)) from None
+        raise QueryError(redact_text(str(exc), secret_values(settings))) from None
 
 
 def _worker_url(settings: Settings) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.alerts import AlertRules, RulesError, check_dimensions, load_rules
+from streams.redaction import redact_text
 
 # The embedded broker answers a fetch only when the consumer's fetch_max_wait_ms runs out, even
 # when records arrive meanwhile (Kafka answers as soon as it has them). Faust's worker consumer
@@ -108,6 +109,20 @@ def _parse_clickhouse_url(value: str) -> str:
     return value
 
 
+WEB_TOKEN_MIN_LENGTH = 16
+
+
+def _parse_web_token(value: str) -> str:
+    # Empty is unset (no token asked). A short token is guessable: refuse it rather than offer
+    # protection that is not there.
+    token = value.strip()
+    if token and len(token) < WEB_TOKEN_MIN_LENGTH:
+        raise ValueError(f"must be at least {WEB_TOKEN_MIN_LENGTH} characters (got {len(token)})")
+    if any(not 0x21 <= ord(c) <= 0x7E for c in token):
+        raise ValueError("must be printable ASCII without spaces")
+    return token
+
+
 def _parse_security_protocol(value: str) -> str:
     allowed = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
     if value.upper() not in allowed:
@@ -134,8 +149,13 @@ def _parse_alert_rules(value: str) -> AlertRules:
     return load_rules(Path(value.strip())) if value.strip() else AlertRules()
 
 
-def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+def _setting(
+    env: str, default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False
+) -> Any:
+    """A setting; a ``secret`` one is shown as *** wherever settings are shown
+    (streams/redaction.py)."""
+    metadata = {"env": env, "parse": parse, "doc": doc, "secret": secret}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -176,6 +196,13 @@ class Settings:
         "CCI_WEB_HOST", "127.0.0.1", _parse_str, "address the worker's web server binds"
     )
     web_port: int = _setting("CCI_WEB_PORT", 6066, _parse_port, "port of the worker's web server")
+    web_token: str = _setting(
+        "CCI_WEB_TOKEN",
+        "",
+        _parse_web_token,
+        "when set, every web page but /health and /metrics needs it (bearer header or /login)",
+        secret=True,
+    )
     data_dir: Path = _setting(  # noqa: RUF009 - Path is immutable, safe as a shared default
         "CCI_DATA_DIR", Path(".cci/data"), _parse_path, "worker state directory"
     )
@@ -248,7 +275,9 @@ class Settings:
         "CCI_KAFKA_SASL_MECHANISM", "", str, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with SASL_*"
     )
     kafka_sasl_username: str = _setting("CCI_KAFKA_SASL_USERNAME", "", str, "SASL user name")
-    kafka_sasl_password: str = _setting("CCI_KAFKA_SASL_PASSWORD", "", str, "SASL password")
+    kafka_sasl_password: str = _setting(
+        "CCI_KAFKA_SASL_PASSWORD", "", str, "SASL password", secret=True
+    )
     kafka_ssl_cafile: str = _setting(
         "CCI_KAFKA_SSL_CAFILE", "", str, "CA bundle that signs the brokers' certificates"
     )
@@ -294,7 +323,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[spec.name] = spec.metadata["parse"](raw)
         except ValueError as exc:
-            raise SettingsError(f"{env}: {exc}") from None
+            # The message may quote the value: never a secret one, nor a URL's password.
+            secrets = [raw.strip()] if spec.metadata["secret"] and raw.strip() else []
+            raise SettingsError(f"{env}: {redact_text(str(exc), secrets)}") from None
     settings = Settings(**values)
     try:
         check_dimensions(settings.alert_rules, settings.extra_dimensions)

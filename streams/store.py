@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.insert import InsertContext
+
+from streams.redaction import redact_url
 
 log = logging.getLogger("streams.store")
 
@@ -210,7 +211,7 @@ class Store:
                         column_names=["version", "name", "checksum", "applied_at"],
                     )
                     applied.append(migration.version)
-                    log.info("applied schema %s to %s", migration.name, redact(self.url))
+                    log.info("applied schema %s to %s", migration.name, redact_url(self.url))
             except ClickHouseError as exc:
                 raise StoreError(str(exc)) from exc
         return applied
@@ -312,14 +313,3 @@ def open_store(
             ) from exc
         raise
     return store
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parsed = urlparse(url)
-    if parsed.password:
-        netloc = f"{parsed.username}:***@{parsed.hostname}"
-        if parsed.port:
-            netloc += f":{parsed.port}"
-        return parsed._replace(netloc=netloc).geturl()
-    return url
