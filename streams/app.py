@@ -25,7 +25,7 @@ import orjson
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
-from streams import collector, domain, metrics, query
+from streams import collector, domain, metrics, query, web_auth
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.alert_publisher import AlertPublisher
 from streams.alerts import Figure
@@ -117,6 +117,13 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir),
         autodiscover=False,
         web_enabled=True,
+        # Faust's own pages expose the cluster (/router/), table contents (/table/), sensors and
+        # the service graph; the worker serves only its own (docs/security.md).
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_application_options=_web_application_options(settings),
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,
@@ -316,6 +323,16 @@ def create_app(settings: Settings) -> faust.App:
         }
         return web.json(body, status=200 if healthy else 503)
 
+    @app.page(web_auth.LOGIN_PATH)
+    class LoginPage(faust.web.View):  # type: ignore[misc]
+        """The browser's way to give CCI_WEB_TOKEN (streams/web_auth.py)."""
+
+        async def get(self, request: Any) -> Any:
+            return await web_auth.answer_login(request, settings.web_token)
+
+        async def post(self, request: Any) -> Any:
+            return await web_auth.answer_login(request, settings.web_token)
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -438,6 +455,13 @@ def _expire_months(month_table: Any, partition: int, runtime: Runtime) -> None:
     for label in [k for k in month_table if domain.month_from_label(k) < oldest]:
         if partition_for(label, partitions) == partition:
             del month_table[label]
+
+
+def _web_application_options(settings: Settings) -> dict[str, Any]:
+    """aiohttp's options: the token check in front of every page when CCI_WEB_TOKEN is set."""
+    if not settings.web_token:
+        return {}
+    return {"middlewares": [web_auth.token_middleware(settings.web_token)]}
 
 
 def _broker_credentials(settings: Settings) -> Any:

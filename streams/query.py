@@ -183,7 +183,7 @@ def _ask_worker(settings: Settings, sql: str, parameters: dict[str, Any]) -> Que
         request = urllib.request.Request(
             _worker_url(settings),
             data=body,
-            headers={"Content-Type": "application/json"},
+            headers=_worker_headers(settings),
             method="POST",
         )
         try:
@@ -205,6 +205,13 @@ def _ask_worker(settings: Settings, sql: str, parameters: dict[str, Any]) -> Que
         if status == 404:
             message = "the process on CCI_WEB_PORT has no query API (is it a cci worker?)"
         raise QueryError(message)
+
+
+def _worker_headers(settings: Settings) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if settings.web_token:  # the worker asks for it (streams/web_auth.py)
+        headers["Authorization"] = f"Bearer {settings.web_token}"
+    return headers
 
 
 def _error_message(body: bytes) -> str:

@@ -89,3 +89,60 @@ def test_a_bad_secret_setting_is_named_without_its_value(tmp_path: Path) -> None
     assert refused.returncode == 2
     assert "CCI_CLICKHOUSE_URL" in refused.stderr
     assert STORE_SECRET not in refused.stdout + refused.stderr
+
+
+def test_faust_internal_pages_are_not_served(pipeline) -> None:
+    """Faust's /router/ and /table/ pages expose the cluster and table contents (and one
+    answered 500): the worker serves none of them."""
+    worker = pipeline.worker()
+    for path in ("/router/", "/router/cci-dedup/", "/table/", "/table/cci-dedup/", "/graph/"):
+        status, _, body = request(worker.port, path)
+        assert status == 404, (path, status, body[:200])
+    status, _, _ = request(worker.port, "/api/cci")
+    assert status == 200
+
+
+def test_web_token_guards_every_page_but_health_and_metrics(pipeline) -> None:
+    worker = pipeline.worker(CCI_WEB_TOKEN=TOKEN)
+    for path in ("/health", "/metrics"):
+        assert request(worker.port, path)[0] == 200, path
+
+    # Programs: 401 without the token or with a wrong one, the page with it.
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    for path in ("/api/cci", "/api/alerts", "/dashboard", "/dashboard/static/dashboard.js"):
+        status, headers, _ = request(worker.port, path)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer"), path
+        assert request(worker.port, path, headers={"Authorization": "Bearer nope"})[0] == 401
+        assert request(worker.port, path, headers=bearer)[0] == 200, path
+    query = orjson.dumps({"sql": "SELECT 1"})
+    json_type = {"Content-Type": "application/json", "Host": f"127.0.0.1:{worker.port}"}
+    assert request(worker.port, "/api/query", query, json_type)[0] == 401
+    assert request(worker.port, "/api/query", query, {**json_type, **bearer})[0] == 200
+
+    # Browsers: to the login page, which sets an HttpOnly, SameSite=Strict cookie.
+    status, headers, _ = request(worker.port, "/dashboard?month=", headers={"Accept": "text/html"})
+    assert status == 303 and headers["Location"].startswith("/login?next=/dashboard")
+    status, _, page = request(worker.port, "/login?next=/dashboard")
+    assert status == 200 and b'name="token"' in page
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    wrong = request(worker.port, "/login", b"token=wrong-token-0123456789&next=/dashboard", form)
+    assert wrong[0] == 401 and "Set-Cookie" not in wrong[1]
+    body = f"token={TOKEN}&next=//evil.example/".encode()
+    status, headers, _ = request(worker.port, "/login", body, form)
+    assert status == 303 and headers["Location"] == "/dashboard"  # never off this server
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+    session = {"Cookie": cookie.split(";", 1)[0]}
+    assert request(worker.port, "/api/cci", headers=session)[0] == 200
+    assert request(worker.port, "/api/cci", headers={"Cookie": "cci_session=forged"})[0] == 401
+
+    # cci query (through the worker: it owns the embedded store) sends the token itself.
+    env = worker_env(
+        pipeline.bootstrap,
+        pipeline.tmp_path / "worker",
+        CCI_WEB_TOKEN=TOKEN,
+        CCI_WEB_PORT=str(worker.port),
+    )
+    answered = run_cci("query", "SELECT 41 + 1 AS answer", env=env, cwd=pipeline.tmp_path)
+    assert answered.returncode == 0, answered.stderr
+    assert "42" in answered.stdout
