@@ -203,6 +203,12 @@ class Settings:
         "when set, every web page but /health and /metrics needs it (bearer header or /login)",
         secret=True,
     )
+    live_streams: int = _setting(
+        "CCI_LIVE_STREAMS",
+        100,
+        _parse_positive_int,
+        "dashboard live streams (/api/stream) one worker serves at once; more are answered 503",
+    )
     data_dir: Path = _setting(  # noqa: RUF009 - Path is immutable, safe as a shared default
         "CCI_DATA_DIR", Path(".cci/data"), _parse_path, "worker state directory"
     )

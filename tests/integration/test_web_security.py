@@ -3,19 +3,28 @@ a real broker and worker, real HTTP (docs/security.md)."""
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
+from streams.batch import recount
 from streams.dev.broker import free_port
-from tests.integration.harness import run_cci, worker_env
+from streams.generate import generate
+from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
+from tests.integration.harness import Figures, produce, run_cci, wait_until, worker_env
+from tests.integration.test_dashboard import more_tickets
+from tests.live_changes import apply_changes
 
 STORE_SECRET = "store-Secret-4711"
 SASL_SECRET = "sasl-Secret-0815"
 TOKEN = "web-Token-0123456789abcdef"
+WAIT = 60.0
 
 
 def request(
@@ -146,3 +155,90 @@ def test_web_token_guards_every_page_but_health_and_metrics(pipeline) -> None:
     answered = run_cci("query", "SELECT 41 + 1 AS answer", env=env, cwd=pipeline.tmp_path)
     assert answered.returncode == 0, answered.stderr
     assert "42" in answered.stdout
+
+
+class LiveStream:
+    """One ``GET /api/stream`` read event by event, as EventSource reads it."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+        self.connection.request("GET", "/api/stream")
+        self.response = self.connection.getresponse()
+
+    def next_event(self) -> tuple[str, Any]:
+        name, data = "message", b""
+        while True:
+            line = self.response.readline()
+            assert line, "the stream ended"
+            line = line.rstrip(b"\n")
+            if not line:
+                if data:
+                    return name, orjson.loads(data)
+                continue
+            if line.startswith(b"event: "):
+                name = line.removeprefix(b"event: ").decode()
+            elif line.startswith(b"data: "):
+                data = line.removeprefix(b"data: ")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def test_live_streams_are_capped_and_push_only_changes(pipeline) -> None:
+    now = datetime.now(UTC)
+    settings = load_settings({})
+    data = generate(users=60, months=2, seed=5, now=now, zone=settings.zone)
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    worker = pipeline.worker(CCI_LIVE_STREAMS="2")
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets)
+    expected = recount(data.activity, data.tickets, data.profiles, now, settings).figures
+    newest = max(month for month, _, _ in expected)
+
+    def shown() -> Figures:
+        figures: Figures = {}
+        history = orjson.loads(request(worker.port, "/api/cci/history")[2])
+        for dimension, segments in history["dimensions"].items():
+            for segment, points in segments.items():
+                for point in points:
+                    counts = (point["tickets"], point["active_users"])
+                    figures[(point["month"], dimension, segment)] = counts
+        return {key: counts for key, counts in figures.items() if any(counts)}
+
+    def arrived(figures: Figures) -> None:
+        wanted = {key: counts for key, counts in figures.items() if any(counts)}
+        wait_until(lambda: shown() == wanted, WAIT, "the figures did not arrive")
+
+    # Every figure first: a stream opened before would see whole dimensions appear.
+    arrived(expected)
+    first, second = LiveStream(worker.port), LiveStream(worker.port)
+    name, whole = first.next_event()
+    assert name == "cci" and whole["cci"]["month"] == newest
+    assert second.next_event()[0] == "cci"
+    # The cap: a third stream is refused, clearly, until one of the two ends.
+    status, headers, body = request(worker.port, "/api/stream")
+    assert status == 503 and headers["Retry-After"]
+    assert "CCI_LIVE_STREAMS" in orjson.loads(body)["error"]
+    second.close()
+    wait_until(
+        lambda: (third := LiveStream(worker.port)).response.status == 200 and not third.close(),
+        WAIT,
+        "a closed stream still counts against the cap",
+    )
+
+    # More tickets: the open stream gets only what changed, which makes the figures current.
+    extra = more_tickets(data.activity, newest, 1)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, extra)
+    arrived(recount(data.activity, data.tickets + extra, data.profiles, now, settings).figures)
+    latest = LiveStream(worker.port)
+    name, current = latest.next_event()
+    latest.close()
+    assert name == "cci"
+    full_size = len(orjson.dumps(current))
+    page = whole
+    while page != current:
+        name, changes = first.next_event()
+        assert name == "cci-changes", name
+        assert len(orjson.dumps(changes)) < full_size / 2, changes
+        page = apply_changes(page, changes)
+    first.close()
