@@ -12,7 +12,6 @@ The rules live in the stage modules; this file only moves records between them a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -275,8 +274,8 @@ def create_app(settings: Settings) -> faust.App:
                 figure = Figure(label, dimension, segment, tickets, active_users, value["cci"])
                 await alerts.publish(figure, now)
                 ratio = value["cci"]
-                metrics.current_cci.labels(label, dimension, segment).set(
-                    float("nan") if ratio is None else ratio
+                metrics.set_current_cci(
+                    label, dimension, segment, float("nan") if ratio is None else ratio
                 )
 
     # --- recovery ------------------------------------------------------------------------------
@@ -442,8 +441,7 @@ def _forget_expired_months(runtime: Runtime, alerts: AlertPublisher) -> None:
     oldest_label = domain.month_label(oldest)
     for key in runtime.versions.forget(lambda key: key.split("|", 1)[0] < oldest_label):
         month, dimension, segment = key.split("|", 2)
-        with contextlib.suppress(KeyError):  # every emitted key has one; never stop emitting
-            metrics.current_cci.remove(month, dimension, segment)
+        metrics.forget_current_cci(month, dimension, segment)
     alerts.forget_months_before(oldest_label)
     runtime.forgotten_before = oldest
 

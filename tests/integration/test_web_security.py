@@ -14,10 +14,19 @@ import orjson
 import pytest
 
 from streams.batch import recount
+from streams.bench.measure import metric_values
 from streams.dev.broker import free_port
 from streams.generate import generate
+from streams.metrics import SEGMENT_SERIES_LIMIT
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
-from tests.integration.harness import Figures, produce, run_cci, wait_until, worker_env
+from tests.integration.harness import (
+    Figures,
+    latest_updates,
+    produce,
+    run_cci,
+    wait_until,
+    worker_env,
+)
 from tests.integration.test_dashboard import more_tickets
 from tests.live_changes import apply_changes
 
@@ -242,3 +251,33 @@ def test_live_streams_are_capped_and_push_only_changes(pipeline) -> None:
         assert len(orjson.dumps(changes)) < full_size / 2, changes
         page = apply_changes(page, changes)
     first.close()
+
+
+def test_segment_metric_series_are_bounded_per_dimension(pipeline) -> None:
+    """More distinct regions than SEGMENT_SERIES_LIMIT: /metrics keeps to the limit, counts what
+    it left out and says so in the log; every figure still reaches cci-updates."""
+    regions = SEGMENT_SERIES_LIMIT + 5
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    activity = [
+        orjson.dumps(
+            {"user_id": f"u{i}", "occurred_at": stamp, "segments": {"region": f"r-{i:04d}"}}
+        )
+        for i in range(regions)
+    ]
+    worker = pipeline.worker()
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, activity)
+
+    def region_updates() -> int:
+        updates = latest_updates(pipeline.bootstrap).values()
+        return sum(1 for u in updates if u["dimension"] == "region" and u["active_users"])
+
+    wait_until(lambda: region_updates() == regions, WAIT, "not every region's figure arrived")
+    page = request(worker.port, "/metrics")[2].decode()
+    series = [line for line in page.splitlines() if line.startswith("cci_current{")]
+    in_region = [line for line in series if 'dimension="region"' in line]
+    assert len(in_region) == SEGMENT_SERIES_LIMIT
+    assert any('dimension="all"' in line for line in series)  # other dimensions unaffected
+    dropped = metric_values(page, ["cci_current_dropped_total"])["cci_current_dropped_total"]
+    assert dropped >= regions - SEGMENT_SERIES_LIMIT
+    log = worker.log_path.read_text()
+    assert f"region has more than {SEGMENT_SERIES_LIMIT} segments" in log
