@@ -84,6 +84,12 @@
       if (source.readyState === EventSource.CLOSED) {
         setStatus("reconnecting", "live stream refused (worker busy?) · retrying in " +
           BUSY_RETRY_S + " s");
+        // Logged out (CCI_WEB_TOKEN changed, or the session ended): to the login page.
+        fetch("/api/alerts").then(function (answer) {
+          if (answer.status === 401) {
+            location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+          }
+        }, function () {});
         clearTimeout(state.retry);
         state.retry = setTimeout(function () { if (state.source === source) connect(); },
           BUSY_RETRY_S * 1000);
