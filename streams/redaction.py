@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from streams.settings import Settings
 
 MASK = "***"
+MIN_SECRET_LENGTH = 4
 
 # Query parameters that carry a secret (compared in lower case).
 _SECRET_PARAMETERS = frozenset(
@@ -59,8 +60,11 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
         if spec.metadata.get("secret"):
             values.add(value)
         values.update(url_secrets(value))
-    # Longest first, so a secret that contains another is replaced whole.
-    return tuple(sorted((v for v in values if v), key=len, reverse=True))
+    # Longest first, so a secret that contains another is replaced whole. A value shorter than
+    # MIN_SECRET_LENGTH is not replaced in free text (every "a" in every log line would go); in
+    # URLs and as a setting it is hidden like any other.
+    found = (v for v in values if len(v) >= MIN_SECRET_LENGTH)
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def url_secrets(value: str) -> list[str]:

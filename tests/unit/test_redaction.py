@@ -51,3 +51,11 @@ def test_log_records_lose_their_secrets() -> None:
     text = logging.Formatter().format(record)
     assert "pw1" not in text and "pw2" not in record.url
     assert "login *** at h" in text and "RuntimeError: bad ***" in text
+
+
+def test_a_very_short_secret_is_hidden_in_urls_but_not_replaced_in_free_text() -> None:
+    settings = load_settings({"CCI_CLICKHOUSE_URL": "http://u:abc@ch:8123/db"})
+    assert secret_values(settings) == ()
+    assert redact_text("a cab at http://u:abc@ch:8123/db", secret_values(settings)) == (
+        "a cab at http://u:***@ch:8123/db"
+    )
