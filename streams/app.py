@@ -12,7 +12,6 @@ The rules live in the stage modules; this file only moves records between them a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ import orjson
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
-from streams import collector, domain, metrics, query, web_guard
+from streams import collector, domain, metrics, query, web_auth, web_guard
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.alert_publisher import AlertPublisher
 from streams.alerts import Figure
@@ -117,6 +116,13 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir),
         autodiscover=False,
         web_enabled=True,
+        # Faust's own pages expose the cluster (/router/), table contents (/table/), sensors and
+        # the service graph; the worker serves only its own (docs/security.md).
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_application_options=_web_application_options(settings),
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,
@@ -277,8 +283,8 @@ def create_app(settings: Settings) -> faust.App:
                 figure = Figure(label, dimension, segment, tickets, active_users, value["cci"])
                 await alerts.publish(figure, now)
                 ratio = value["cci"]
-                metrics.current_cci.labels(label, dimension, segment).set(
-                    float("nan") if ratio is None else ratio
+                metrics.set_current_cci(
+                    label, dimension, segment, float("nan") if ratio is None else ratio
                 )
 
     # --- recovery ------------------------------------------------------------------------------
@@ -324,6 +330,16 @@ def create_app(settings: Settings) -> faust.App:
             "partitions": len(app.consumer.assignment()),
         }
         return web.json(body, status=200 if healthy else 503)
+
+    @app.page(web_auth.LOGIN_PATH)
+    class LoginPage(faust.web.View):  # type: ignore[misc]
+        """The browser's way to give CCI_WEB_TOKEN (streams/web_auth.py)."""
+
+        async def get(self, request: Any) -> Any:
+            return await web_auth.answer_login(request, settings.web_token)
+
+        async def post(self, request: Any) -> Any:
+            return await web_auth.answer_login(request, settings.web_token)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -386,7 +402,9 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page(dashboard_web.API_FORECAST_PATH)
     async def api_forecast(web: Any, request: Any) -> Any:
-        return await dashboard_web.forecast_answer(request, settings, sink.store)
+        return refused(request) or await dashboard_web.forecast_answer(
+            request, settings, sink.store
+        )
 
     return app
 
@@ -445,8 +463,7 @@ def _forget_expired_months(runtime: Runtime, alerts: AlertPublisher) -> None:
     oldest_label = domain.month_label(oldest)
     for key in runtime.versions.forget(lambda key: key.split("|", 1)[0] < oldest_label):
         month, dimension, segment = key.split("|", 2)
-        with contextlib.suppress(KeyError):  # every emitted key has one; never stop emitting
-            metrics.current_cci.remove(month, dimension, segment)
+        metrics.forget_current_cci(month, dimension, segment)
     alerts.forget_months_before(oldest_label)
     runtime.forgotten_before = oldest
 
@@ -458,6 +475,13 @@ def _expire_months(month_table: Any, partition: int, runtime: Runtime) -> None:
     for label in [k for k in month_table if domain.month_from_label(k) < oldest]:
         if partition_for(label, partitions) == partition:
             del month_table[label]
+
+
+def _web_application_options(settings: Settings) -> dict[str, Any]:
+    """aiohttp's options: the token check in front of every page when CCI_WEB_TOKEN is set."""
+    if not settings.web_token:
+        return {}
+    return {"middlewares": [web_auth.token_middleware(settings.web_token)]}
 
 
 def _broker_credentials(settings: Settings) -> Any:

@@ -18,6 +18,7 @@ from typing import TypeVar
 import click
 
 from streams import forecast
+from streams.redaction import shown_setting
 from streams.settings import Settings, SettingsError, describe_settings, load_settings
 
 T = TypeVar("T")
@@ -45,10 +46,7 @@ def settings_command(ctx: click.Context) -> None:
     settings = _settings(ctx)
     click.echo(f"{'variable':<28} {'value':<24} {'default':<24} meaning")
     for (env, default, doc), spec in zip(describe_settings(), fields(Settings), strict=True):
-        value = getattr(settings, spec.name)
-        shown = ",".join(value) if isinstance(value, tuple) else str(value)
-        if "PASSWORD" in env and shown:
-            shown = "***"
+        shown = shown_setting(settings, spec.name)
         click.echo(f"{env:<28} {shown:<24} {default!s:<24} {doc}")
 
 
@@ -417,7 +415,7 @@ def _forecast_plan(
     """The plan and where its CCI comes from; exits 1 when the store cannot answer or has no
     figure."""
     from streams.query import NoFigure, QueryError, forecast_plan
-    from streams.store import redact
+    from streams.redaction import redact_url
 
     settings = _settings(ctx) if request.cci is None else Settings()
     try:
@@ -425,7 +423,7 @@ def _forecast_plan(
     except QueryError as exc:
         click.echo(str(exc), err=True)
     except NoFigure as exc:
-        click.echo(f"{exc} (store: {redact(settings.clickhouse_url)})", err=True)
+        click.echo(f"{exc} (store: {redact_url(settings.clickhouse_url)})", err=True)
     sys.exit(1)
 
 

@@ -42,6 +42,7 @@ from streams.enrich import Enricher
 from streams.ingest import IngestRunner
 from streams.logs import logging_config
 from streams.profiles import ProfileBook
+from streams.redaction import install_log_redaction
 from streams.settings import TOPIC_PROFILES, Settings
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ async def _serve(sock: socket.socket) -> None:
         loglevel=settings.log_level,
         logging_config=logging_config(settings.log_format, settings.log_level),
     )
+    install_log_redaction(settings)
     collector.configure()
     profiles = ProfileBook(
         settings.kafka_bootstrap,

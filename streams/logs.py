@@ -26,7 +26,9 @@ class JsonFormatter(logging.Formatter):
         for name, value in vars(record).items():
             if name not in _STANDARD and not name.startswith("_"):
                 entry[name] = value
-        if record.exc_info:
+        if record.exc_text:  # already formatted (and redacted: streams/redaction.py)
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
         return orjson.dumps(entry, default=str).decode()
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+log = logging.getLogger("streams")
 
 registry = CollectorRegistry()
 
@@ -50,10 +55,79 @@ dedup_state_bytes = Gauge(
 )
 current_cci = Gauge(
     "cci_current",
-    "Latest CCI per month, dimension and segment",
+    "Latest CCI per month, dimension and segment (at most SEGMENT_SERIES_LIMIT segments per "
+    "month and dimension)",
     ["month", "dimension", "segment"],
     registry=registry,
 )
+current_cci_dropped = Counter(
+    "cci_current_dropped_total",
+    "Figure updates not exported as cci_current: their dimension already had "
+    "SEGMENT_SERIES_LIMIT segment series that month (the figures themselves are not affected)",
+    ["dimension"],
+    registry=registry,
+)
+
+# Segment values are data: 20,000 regions would be 20,000 series per month in every scrape.
+# The first SEGMENT_SERIES_LIMIT segments of a dimension in a month get a series; the others are
+# counted in cci_current_dropped_total and logged once per month and dimension. The figures of
+# every segment are in cci-updates, ClickHouse and the dashboard whatever this limit says.
+SEGMENT_SERIES_LIMIT = 100
+
+
+class SeriesGuard:
+    """Which (month, dimension, segment) series may exist: at most ``limit`` segments per month
+    and dimension, first come first served."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._segments: dict[tuple[str, str], set[str]] = {}
+
+    def admit(self, month: str, dimension: str, segment: str) -> bool:
+        held = self._segments.setdefault((month, dimension), set())
+        if segment in held:
+            return True
+        if len(held) >= self.limit:
+            return False
+        held.add(segment)
+        return True
+
+    def forget(self, month: str, dimension: str, segment: str) -> None:
+        held = self._segments.get((month, dimension))
+        if held is not None:
+            held.discard(segment)
+            if not held:
+                del self._segments[(month, dimension)]
+
+
+_current_guard = SeriesGuard(SEGMENT_SERIES_LIMIT)
+_guard_warned: set[tuple[str, str]] = set()
+
+
+def set_current_cci(month: str, dimension: str, segment: str, value: float) -> None:
+    """``cci_current`` of a figure, within the segment series limit."""
+    if _current_guard.admit(month, dimension, segment):
+        current_cci.labels(month, dimension, segment).set(value)
+        return
+    current_cci_dropped.labels(dimension).inc()
+    if (month, dimension) not in _guard_warned:
+        _guard_warned.add((month, dimension))
+        log.warning(
+            "cci_current: %s has more than %d segments in %s; further segments are not exported "
+            "as metrics (counted in cci_current_dropped_total; the figures are unaffected)",
+            dimension,
+            SEGMENT_SERIES_LIMIT,
+            month,
+        )
+
+
+def forget_current_cci(month: str, dimension: str, segment: str) -> None:
+    """Drop a figure's ``cci_current`` series (its month left retention)."""
+    _current_guard.forget(month, dimension, segment)
+    _guard_warned.discard((month, dimension))
+    with contextlib.suppress(KeyError):  # a dropped segment never had one
+        current_cci.remove(month, dimension, segment)
+
 
 # --- ClickHouse sink (streams/sink.py) ------------------------------------------------------------
 sink_rows_written = Counter(

@@ -35,6 +35,7 @@ from uuid import UUID
 import orjson
 
 from streams import domain, forecast, web_guard
+from streams.redaction import redact_text, redact_url, secret_values, url_secrets
 from streams.settings import Settings
 from streams.store import QueryResult, Store, StoreBusy, StoreError, embedded_path, open_store
 
@@ -145,7 +146,10 @@ async def answer_query(
         return _error(400, 'expected a JSON body {"sql": "...", "parameters": {...}}')
     wanted = request.get("store")
     if isinstance(wanted, str) and not same_store(wanted, own_url):
-        return _error(409, f"this worker's store is {own_url}, not {wanted}")
+        # Neither URL's password is shown: not the worker's, nor the caller's.
+        return _error(
+            409, f"this worker's store is {redact_url(own_url)}, not {redact_url(wanted)}"
+        )
     if store is None:
         return _error(503, "the worker's store is not open (starting or stopping)")
 
@@ -166,7 +170,7 @@ async def answer_query(
     except StoreBusy as exc:
         return _error(429, str(exc))
     except StoreError as exc:
-        return _error(400, str(exc))
+        return _error(400, redact_text(str(exc), url_secrets(own_url)))
     except asyncio.CancelledError:  # the worker stops, or the web server dropped the request
         await asyncio.shield(_stop(store, tag, running))
         raise
@@ -229,7 +233,7 @@ def run_query(
         with open_store(settings.clickhouse_url, read_only=True) as store:
             return portable(store.query(sql, parameters))
     except StoreError as exc:
-        raise QueryError(str(exc)) from None
+        raise QueryError(redact_text(str(exc), secret_values(settings))) from None
 
 
 def _worker_url(settings: Settings) -> str:
@@ -249,7 +253,7 @@ def _ask_worker(settings: Settings, sql: str, parameters: dict[str, Any]) -> Que
         request = urllib.request.Request(
             _worker_url(settings),
             data=body,
-            headers={"Content-Type": "application/json"},
+            headers=_worker_headers(settings),
             method="POST",
         )
         try:
@@ -271,6 +275,13 @@ def _ask_worker(settings: Settings, sql: str, parameters: dict[str, Any]) -> Que
         if status == 404:
             message = "the process on CCI_WEB_PORT has no query API (is it a cci worker?)"
         raise QueryError(message)
+
+
+def _worker_headers(settings: Settings) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if settings.web_token:  # the worker asks for it (streams/web_auth.py)
+        headers["Authorization"] = f"Bearer {settings.web_token}"
+    return headers
 
 
 def _error_message(body: bytes) -> str:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.alerts import AlertRules, RulesError, check_dimensions, load_rules
 from streams.domain import DEFAULT_TARGET_RANGE, TargetRange, parse_target_range
+from streams.redaction import redact_text
 
 # The embedded broker answers a fetch only when the consumer's fetch_max_wait_ms runs out, even
 # when records arrive meanwhile (Kafka answers as soon as it has them), so the pipeline's own
@@ -127,6 +128,20 @@ def _parse_cluster_name(value: str) -> str:
     return name
 
 
+WEB_TOKEN_MIN_LENGTH = 16
+
+
+def _parse_web_token(value: str) -> str:
+    # Empty is unset (no token asked). A short token is guessable: refuse it rather than offer
+    # protection that is not there.
+    token = value.strip()
+    if token and len(token) < WEB_TOKEN_MIN_LENGTH:
+        raise ValueError(f"must be at least {WEB_TOKEN_MIN_LENGTH} characters (got {len(token)})")
+    if any(not 0x21 <= ord(c) <= 0x7E for c in token):
+        raise ValueError("must be printable ASCII without spaces")
+    return token
+
+
 def _parse_security_protocol(value: str) -> str:
     allowed = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
     if value.upper() not in allowed:
@@ -153,8 +168,13 @@ def _parse_alert_rules(value: str) -> AlertRules:
     return load_rules(Path(value.strip())) if value.strip() else AlertRules()
 
 
-def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+def _setting(
+    env: str, default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False
+) -> Any:
+    """A setting; a ``secret`` one is shown as *** wherever settings are shown
+    (streams/redaction.py)."""
+    metadata = {"env": env, "parse": parse, "doc": doc, "secret": secret}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -206,6 +226,19 @@ class Settings:
         (),
         _parse_host_list,
         "comma list of further host:port names the query API answers to (besides loopback)",
+    )
+    web_token: str = _setting(
+        "CCI_WEB_TOKEN",
+        "",
+        _parse_web_token,
+        "when set, every web page but /health and /metrics needs it (bearer header or /login)",
+        secret=True,
+    )
+    live_streams: int = _setting(
+        "CCI_LIVE_STREAMS",
+        100,
+        _parse_positive_int,
+        "dashboard live streams (/api/stream) one worker serves at once; more are answered 503",
     )
     data_dir: Path = _setting(  # noqa: RUF009 - Path is immutable, safe as a shared default
         "CCI_DATA_DIR", Path(".cci/data"), _parse_path, "worker state directory"
@@ -286,7 +319,9 @@ class Settings:
         "CCI_KAFKA_SASL_MECHANISM", "", str, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with SASL_*"
     )
     kafka_sasl_username: str = _setting("CCI_KAFKA_SASL_USERNAME", "", str, "SASL user name")
-    kafka_sasl_password: str = _setting("CCI_KAFKA_SASL_PASSWORD", "", str, "SASL password")
+    kafka_sasl_password: str = _setting(
+        "CCI_KAFKA_SASL_PASSWORD", "", str, "SASL password", secret=True
+    )
     kafka_ssl_cafile: str = _setting(
         "CCI_KAFKA_SSL_CAFILE", "", str, "CA bundle that signs the brokers' certificates"
     )
@@ -332,7 +367,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[spec.name] = spec.metadata["parse"](raw)
         except ValueError as exc:
-            raise SettingsError(f"{env}: {exc}") from None
+            # The message may quote the value: never a secret one, nor a URL's password.
+            secrets = [raw.strip()] if spec.metadata["secret"] and raw.strip() else []
+            raise SettingsError(f"{env}: {redact_text(str(exc), secrets)}") from None
     settings = Settings(**values)
     try:
         check_dimensions(settings.alert_rules, settings.extra_dimensions)

@@ -43,8 +43,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import domain, metrics
+from streams.redaction import redact_url
 from streams.settings import TOPIC_UPDATES, Settings
-from streams.store import Store, StoreError, embedded_path, open_store, redact
+from streams.store import Store, StoreError, embedded_path, open_store
 
 log = logging.getLogger("streams.sink")
 
@@ -434,7 +435,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             "sink: %s and %s → %s (group %s)",
             self.sink.updates_topic,
             self.sink.changelog_topic,
-            redact(self.settings.clickhouse_url),
+            redact_url(self.settings.clickhouse_url),
             self._group_id,
         )
         await self._consume()

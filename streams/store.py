@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.binding import bind_query
@@ -41,6 +40,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.insert import InsertContext
 
 from streams import query_policy
+from streams.redaction import redact_url
 
 log = logging.getLogger("streams.store")
 
@@ -368,7 +368,7 @@ class Store:
                         column_names=["version", "name", "checksum", "applied_at"],
                     )
                     applied.append(migration.version)
-                    log.info("applied schema %s to %s", migration.name, redact(self.url))
+                    log.info("applied schema %s to %s", migration.name, redact_url(self.url))
             except ClickHouseError as exc:
                 raise StoreError(str(exc)) from exc
         return applied
@@ -595,13 +595,3 @@ def _without_transport_format(lines: list[str]) -> str:
     count = int(children.group(2)) - 1
     return "\n".join([f"{children.group(1)} (children {count})", *lines[1:-1]])
 
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parsed = urlparse(url)
-    if parsed.password:
-        netloc = f"{parsed.username}:***@{parsed.hostname}"
-        if parsed.port:
-            netloc += f":{parsed.port}"
-        return parsed._replace(netloc=netloc).geturl()
-    return url

@@ -7,6 +7,7 @@ import logging
 from streams import collector
 from streams.app import create_app
 from streams.logs import logging_config
+from streams.redaction import install_log_redaction, redact_url
 from streams.settings import Settings
 
 log = logging.getLogger("streams")
@@ -14,6 +15,7 @@ log = logging.getLogger("streams")
 
 def run_worker(settings: Settings) -> None:
     collector.configure()
+    install_log_redaction(settings)
     app = create_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker = app.Worker(
@@ -28,7 +30,7 @@ def run_worker(settings: Settings) -> None:
             "broker": settings.kafka_bootstrap,
             "app_id": settings.app_id,
             "timezone": settings.timezone,
-            "store": _redact(settings.clickhouse_url),
+            "store": redact_url(settings.clickhouse_url),
             "retain_months": settings.retain_months,
             "partitions": settings.partitions,
             "web": f"http://{settings.web_host}:{settings.web_port}",
@@ -38,13 +40,3 @@ def run_worker(settings: Settings) -> None:
         log.info("cci worker starting: %s", described, extra=fields)
 
     worker.execute_from_commandline()
-
-
-def _redact(url: str) -> str:
-    """Hide a password in user:pass@host URLs before logging."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url

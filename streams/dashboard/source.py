@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from streams.dashboard.view import DashboardView, sse_event
+from streams.dashboard.view import DashboardView, Record, live_changes, sse_event
 from streams.follow import TopicFollower
 from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, Settings
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a live stream was last sent: its month key, the generation and the payload."""
+
+    key: tuple[str | None, int]
+    generation: int
+    payload: Record
 
 
 class DashboardSource:
@@ -37,10 +47,13 @@ class DashboardSource:
         self._unpublished = False
         self.closed = asyncio.Event()
         self._changed = asyncio.Event()
-        # Live events of the current generation by (month, oldest retained month): every client
-        # watching the same month shares one rendering.
-        self._events: dict[tuple[str | None, int], bytes] = {}
+        # Live payloads and events of the current generation, by (month, oldest retained month)
+        # and the generation a stream was last sent: streams at the same point share them.
+        self._payloads: dict[tuple[str | None, int], Record] = {}
+        self._events: dict[tuple[object, ...], bytes | None] = {}
         self._events_generation = -1
+        self.max_live_streams = settings.live_streams
+        self.live_streams = 0  # open now
 
     def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         self._unpublished |= self.view.apply(topic, key, value)
@@ -55,16 +68,31 @@ class DashboardSource:
             self._changed.set()
             self._changed = asyncio.Event()
 
-    def live_event(self, month: str | None) -> bytes:
-        """The ``cci`` server-sent event of ``month`` (None: the newest) as of now."""
+    def live_update(self, month: str | None, sent: Sent | None) -> tuple[bytes | None, Sent]:
+        """The event for a live stream of ``month`` (None: the newest) that was last sent
+        ``sent``: the whole ``cci`` payload first (or when the month's shape changed with
+        retention), then ``cci-changes`` events with only what changed (None: nothing did).
+        Streams at the same point share one rendering of each."""
         now = datetime.now(UTC)
         if self._events_generation != self.generation:
+            self._payloads.clear()
             self._events.clear()
             self._events_generation = self.generation
         key = (month, self.view.oldest_month(now))
-        if key not in self._events:
-            self._events[key] = sse_event("cci", self.view.live(month, now))
-        return self._events[key]
+        payload = self._payloads.get(key)
+        if payload is None:
+            payload = self._payloads[key] = self.view.live(month, now)
+        now_sent = Sent(key, self.generation, payload)
+        if sent is None or sent.key != key:
+            event_key: tuple[object, ...] = (key, None)
+            if event_key not in self._events:
+                self._events[event_key] = sse_event("cci", payload)
+            return self._events[event_key], now_sent
+        event_key = (key, sent.generation)
+        if event_key not in self._events:
+            changes = live_changes(sent.payload, payload)
+            self._events[event_key] = sse_event("cci-changes", changes) if changes else None
+        return self._events[event_key], now_sent
 
     async def start(self) -> None:
         for follower in self.followers:

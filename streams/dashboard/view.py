@@ -370,6 +370,35 @@ class DashboardView:
         return self.parse_month(params["month"], now) if "month" in params else None
 
 
+Change = list[Any]  # [path (keys and list indexes from the top), new value]
+
+
+def live_changes(old: Any, new: Any, path: tuple[str | int, ...] = ()) -> list[Change]:
+    """What turns ``old`` into ``new``, as ``[path, value]`` pairs the page applies in order.
+
+    Objects that hold objects or lists, with the same keys in the same order, are compared key by
+    key, lists of the same length item by item; anything else that differs (a segment's row, a
+    list that grew, an object whose keys changed) is sent whole at its path, so the page's order
+    stays the server's. A new ticket changes one row per dimension: those rows are what is
+    sent."""
+    if old == new:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict) and list(old) == list(new) and _nested(new):
+        pairs: Iterable[tuple[str | int, Any, Any]] = ((k, old[k], v) for k, v in new.items())
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        pairs = ((i, a, b) for i, (a, b) in enumerate(zip(old, new, strict=True)))
+    else:
+        return [[list(path), new]]
+    changes: list[Change] = []
+    for key, before, after in pairs:
+        changes += live_changes(before, after, (*path, key))
+    return changes
+
+
+def _nested(value: dict[str, Any]) -> bool:
+    return any(isinstance(item, dict | list) for item in value.values())
+
+
 def sse_event(event: str, payload: Any) -> bytes:
     """One server-sent event (orjson writes no newlines, so one ``data:`` line holds it)."""
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from streams import forecast, query
-from streams.dashboard.source import DashboardSource
+from streams.dashboard.source import DashboardSource, Sent
 from streams.dashboard.view import BadParameter, Query, Record, read_params
 from streams.settings import Settings
 from streams.store import Store, StoreError
@@ -39,6 +39,7 @@ FORECAST_SOURCE_HEADER = "X-CCI-Forecast-Source"
 PUSH_INTERVAL = 0.5  # least seconds between two pushes to one client: bursts coalesce
 KEEPALIVE_SECONDS = 15.0  # a comment line this often finds closed connections (and proxies)
 RECONNECT_MS = 2000  # EventSource's retry delay after the stream ends
+BUSY_RETRY_SECONDS = 10  # Retry-After of a live stream refused for the CCI_LIVE_STREAMS cap
 CONTENT_TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",
@@ -95,11 +96,33 @@ def api_answer(request: web.Request, answer: Callable[[Query, datetime], Record]
 
 
 async def live_stream(request: web.Request, source: DashboardSource) -> web.StreamResponse:
-    """``GET /api/stream[?month=]``: a ``cci`` event now and after every change (see view.live)."""
+    """``GET /api/stream[?month=]``: a ``cci`` event with the whole month now, then a
+    ``cci-changes`` event with what changed after every change (see view.live_changes); 503
+    beyond ``CCI_LIVE_STREAMS`` open streams."""
     try:
         month = source.view.stream_month(query_of(request), datetime.now(UTC))
     except BadParameter as exc:
         return json_response(exc.body(), status=400)
+    if source.live_streams >= source.max_live_streams:
+        response = json_response(
+            {
+                "error": f"this worker serves at most {source.max_live_streams} live streams "
+                "(CCI_LIVE_STREAMS); try again later"
+            },
+            status=503,
+        )
+        response.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
+        return response
+    source.live_streams += 1
+    try:
+        return await _stream(request, source, month)
+    finally:
+        source.live_streams -= 1
+
+
+async def _stream(
+    request: web.Request, source: DashboardSource, month: str | None
+) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -109,13 +132,16 @@ async def live_stream(request: web.Request, source: DashboardSource) -> web.Stre
     )
     await response.prepare(request)
     seen = -1
+    sent: Sent | None = None
     with contextlib.suppress(ConnectionResetError):
         await response.write(f"retry: {RECONNECT_MS}\n\n".encode())
         while not source.closed.is_set():
             if source.generation != seen:
                 seen = source.generation
-                await response.write(source.live_event(month))
-                await source.pause(PUSH_INTERVAL)
+                event, sent = source.live_update(month, sent)
+                if event is not None:
+                    await response.write(event)
+                    await source.pause(PUSH_INTERVAL)
             elif await source.wait_for_change(seen, KEEPALIVE_SECONDS) == seen:
                 await response.write(b": keepalive\n\n")
     return response

@@ -89,7 +89,11 @@ class WorkerProcess:
 
     def get(self, path: str) -> str:
         url = f"http://{LOOPBACK}:{self.port}{path}"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        token = self.env.get("CCI_WEB_TOKEN", "").strip()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=5
+        ) as response:
             return str(response.read().decode())
 
     def kill(self) -> None:

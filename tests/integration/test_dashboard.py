@@ -34,6 +34,7 @@ from tests.integration.harness import Figures, describe_difference, produce, wai
 
 DOCS_SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard.png"
 WAIT = 60.0
+TOKEN = "dashboard-Token-0123456789"  # CCI_WEB_TOKEN: the browser logs in first
 
 # Every figure row on the page: dimension, segment, tickets, active users, CCI text, alert badges.
 READ_ROWS = """
@@ -120,9 +121,28 @@ def more_tickets(activity: list[bytes], month: str, count: int) -> list[bytes]:
     return tickets
 
 
+def log_in(browser: Browser, token: str) -> None:
+    """Type ``token`` into the login page (once it shows) and submit it."""
+    wait_until(
+        lambda: (
+            browser.evaluate("location.pathname") == "/login"
+            and browser.evaluate("document.getElementById('token') !== null")
+        ),
+        WAIT,
+        "the dashboard did not send the browser to the login page",
+    )
+    browser.evaluate(
+        f"document.getElementById('token').value = {orjson.dumps(token).decode()};"
+        "document.getElementById('login').click()"
+    )
+
+
 def get_json(port: int, path: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, orjson.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, orjson.loads(error.read())
@@ -138,12 +158,30 @@ def test_dashboard_shows_live_figures_and_alerts_in_a_browser(pipeline, tmp_path
     newest, older = months[-1], months[-2]
 
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
-    worker = pipeline.worker()
+    worker = pipeline.worker(CCI_WEB_TOKEN=TOKEN)
     produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
     produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets)
 
     with Browser(chromium) as browser:
+        # 0. Without the session cookie the dashboard is refused: the login page instead. A
+        # wrong token stays there; the right one leads on to the dashboard.
         browser.navigate(f"http://127.0.0.1:{worker.port}/dashboard")
+        log_in(browser, "wrong-token-0123456789")
+        wait_until(
+            lambda: browser.evaluate("document.querySelector('[role=alert]') !== null"),
+            WAIT,
+            "a wrong token was not refused",
+        )
+        assert browser.evaluate("location.pathname") == "/login"
+        assert browser.evaluate("document.cookie") == ""
+        log_in(browser, TOKEN)
+        wait_until(
+            lambda: browser.evaluate("location.pathname") == "/dashboard",
+            WAIT,
+            "the login did not lead to the dashboard",
+        )
+        # HttpOnly: the page's scripts cannot read the session cookie.
+        assert browser.evaluate("document.cookie") == ""
         # 1. The newest month's figures appear, equal to the recount of the events.
         wait_for_page(browser, of_month(expected, newest))
         month_shown = "document.getElementById('month').selectedOptions[0].text"

@@ -46,6 +46,9 @@ BROKER_LINE = re.compile(r"^broker: 127\.0\.0\.1:(\d+) \(pid (\d+)\)$", re.MULTI
 WORKER_LINE = re.compile(r"^worker: pid (\d+), web http://127\.0\.0\.1:(\d+)/", re.MULTILINE)
 
 
+SECRETS = ("store-Secret-4711", "sasl-Secret-0815", "web-Token-0123456789abcdef")
+
+
 def _demo_command(run_for: float | None) -> list[str]:
     command = [sys.executable, "-m", "streams", "demo", "--users", str(USERS), "--rate", str(RATE)]
     return command if run_for is None else [*command, "--run-for", str(run_for)]
@@ -55,6 +58,10 @@ def _demo_env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CCI_")}
     # A port of its own, so a developer's worker on 6066 or a parallel test does not interfere.
     env["CCI_WEB_PORT"] = str(free_port())
+    # Secrets a user's environment may hold: none may show in the demo's output or logs.
+    env["CCI_CLICKHOUSE_URL"] = f"http://cci:{SECRETS[0]}@clickhouse.example:8123/cci"
+    env["CCI_KAFKA_SASL_PASSWORD"] = SECRETS[1]
+    env["CCI_WEB_TOKEN"] = SECRETS[2]
     return env
 
 
@@ -177,7 +184,10 @@ def test_demo_shows_the_figures_and_stops_by_itself(tmp_path: Path) -> None:
     assert "+ live" in run.output and "events/s" in run.output
     assert "query it meanwhile: CCI_CLICKHOUSE_URL=chdb://.cci/demo/clickhouse" in run.output
     assert run.lines[-1] == "stopped: nothing the demo started is left running", run.output
-    assert (tmp_path / ".cci" / "demo" / "worker.log").stat().st_size > 0
+    worker_log = (tmp_path / ".cci" / "demo" / "worker.log").read_text()
+    assert worker_log
+    for secret in SECRETS:
+        assert secret not in run.output and secret not in worker_log, secret
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -57,3 +57,15 @@ def test_counters_move_by_the_difference_and_carry_on_across_a_new_process() -> 
     metrics.apply_snapshot(served, {}, metrics.snapshot(replacement))
     assert value(served[0], "a") == 10
     assert value(served[1]) == 1
+
+
+def test_series_guard_admits_a_bounded_number_of_segments_per_month_and_dimension() -> None:
+    from streams.metrics import SeriesGuard
+
+    guard = SeriesGuard(2)
+    assert guard.admit("2026-01", "region", "a") and guard.admit("2026-01", "region", "b")
+    assert not guard.admit("2026-01", "region", "c")
+    assert guard.admit("2026-01", "region", "a")  # a held segment keeps its series
+    assert guard.admit("2026-01", "plan", "c") and guard.admit("2026-02", "region", "c")
+    guard.forget("2026-01", "region", "a")
+    assert guard.admit("2026-01", "region", "c")

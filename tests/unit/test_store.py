@@ -26,7 +26,6 @@ from streams.store import (
     embedded_path,
     load_migrations,
     open_store,
-    redact,
     split_statements,
 )
 
@@ -81,12 +80,6 @@ def test_embedded_path_of_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert embedded_path("http://u:p@ch:8123/db") is None
     with pytest.raises(StoreError, match="needs a directory"):
         embedded_path("chdb://memory")
-
-
-def test_redact_hides_only_the_password() -> None:
-    assert redact("http://default:s3cret@ch:8123/cci") == "http://default:***@ch:8123/cci"
-    assert redact("https://ch.example:8443/db") == "https://ch.example:8443/db"
-    assert redact("chdb:///var/lib/cci") == "chdb:///var/lib/cci"
 
 
 def test_a_cci_update_becomes_one_segment_row() -> None:

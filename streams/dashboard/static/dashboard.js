@@ -16,6 +16,7 @@
   var TENURE_NAMES = { "new": "new", "1-2m": "1–2 months", "3-11m": "3–11 months",
     "12m+": "12+ months" };
   var SVG = "http://www.w3.org/2000/svg";
+  var BUSY_RETRY_S = 10;  // after a refused live stream (streams/dashboard/web.py BUSY_RETRY_SECONDS)
 
   var state = {
     month: "",        // "" follows the newest month in the data
@@ -24,7 +25,8 @@
     previous: {},     // "dimension|segment|field" → text shown before, to flash changes
     shownMonth: null, // the month those texts belong to
     pushes: 0,
-    source: null
+    source: null,
+    retry: null       // timer of the next try after a refused stream
   };
   window.cciDashboard = state;  // for the browser test and the curious
 
@@ -98,18 +100,56 @@
     if (state.source) state.source.close();
     var url = "/api/stream" + (state.month ? "?month=" + encodeURIComponent(state.month) : "");
     var source = new EventSource(url);
+    // The whole month first (and after every reconnect), then only what changed.
     source.addEventListener("cci", function (event) {
-      state.data = JSON.parse(event.data);
-      state.pushes += 1;
-      setStatus("live", "live · updated " + new Date().toLocaleTimeString("en-GB"));
-      render();
-      planSegments();
-      schedulePlan(PLAN_AFTER_PUSH_MS);
+      pushed(JSON.parse(event.data));
+    });
+    source.addEventListener("cci-changes", function (event) {
+      if (state.data) pushed(applyChanges(state.data, JSON.parse(event.data)));
     });
     source.onopen = function () { setStatus("live", "live"); };
     // EventSource reconnects by itself (the server asks for a 2 s retry), e.g. after a restart.
-    source.onerror = function () { setStatus("reconnecting", "reconnecting…"); };
+    // A refused stream (503: the worker's CCI_LIVE_STREAMS are taken; 401: logged out) ends it:
+    // say so, and try again later.
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) {
+        setStatus("reconnecting", "live stream refused (worker busy?) · retrying in " +
+          BUSY_RETRY_S + " s");
+        // Logged out (CCI_WEB_TOKEN changed, or the session ended): to the login page.
+        fetch("/api/alerts").then(function (answer) {
+          if (answer.status === 401) {
+            location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+          }
+        }, function () {});
+        clearTimeout(state.retry);
+        state.retry = setTimeout(function () { if (state.source === source) connect(); },
+          BUSY_RETRY_S * 1000);
+      } else {
+        setStatus("reconnecting", "reconnecting…");
+      }
+    };
     state.source = source;
+  }
+
+  function pushed(data) {
+    state.data = data;
+    state.pushes += 1;
+    setStatus("live", "live · updated " + new Date().toLocaleTimeString("en-GB"));
+    render();
+    planSegments();
+    schedulePlan(PLAN_AFTER_PUSH_MS);
+  }
+
+  // [path, value] pairs (streams/dashboard/view.py live_changes): set value at path, in order.
+  function applyChanges(data, changes) {
+    changes.forEach(function (change) {
+      var path = change[0], value = change[1];
+      if (path.length === 0) { data = value; return; }
+      var parent = data;
+      for (var i = 0; i < path.length - 1; i++) parent = parent[path[i]];
+      parent[path[path.length - 1]] = value;
+    });
+    return data;
   }
 
   function setStatus(kind, text) {
