@@ -594,4 +594,3 @@ def _without_transport_format(lines: list[str]) -> str:
         return "\n".join(lines)
     count = int(children.group(2)) - 1
     return "\n".join([f"{children.group(1)} (children {count})", *lines[1:-1]])
-
