@@ -78,7 +78,12 @@ def parse_timestamp(value: Any, field: str) -> datetime:
         raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is not RFC 3339 with offset: {value!r}")
     text = value.upper()  # fromisoformat takes neither "t" nor "z"
     fraction = match.group(1)
-    if fraction is not None and len(fraction) > 7:
+    if text[17:19] == "60":
+        # A leap second (RFC 3339 allows second 60; which minutes had one is not checked):
+        # fromisoformat has no second 60, so it becomes the minute's last microsecond, which
+        # keeps it in its minute, day and month.
+        text = text[:17] + "59.999999" + text[19 + len(fraction or "") :]
+    elif fraction is not None and len(fraction) > 7:
         # fromisoformat takes at most 6 fractional digits; RFC 3339 allows more. The fraction
         # always starts at index 19.
         text = text[:26] + text[19 + len(fraction) :]

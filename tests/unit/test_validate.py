@@ -175,6 +175,7 @@ def test_wrong_segments(
         "2026-03-04T25:00:00Z",  # hour 25
         "2026-03-04T24:00:00Z",
         "2026-03-04T10:60:00Z",
+        "2016-12-31T23:59:61Z",
         "2026-13-01T10:00:00Z",
         "2026-03-04T10:11:12",  # no offset
         "2026-03-04T10:11:12.123",
@@ -213,6 +214,10 @@ def test_invalid_timestamp(parse: Parser, document: dict[str, Any], field: str, 
         ("2026-03-04T10:11:12.999999999Z", datetime(2026, 3, 4, 10, 11, 12, 999999, tzinfo=UTC)),
         ("2028-02-29T00:00:00Z", datetime(2028, 2, 29, tzinfo=UTC)),  # a leap day
         ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=UTC)),
+        # A leap second (RFC 3339 allows second 60) is the minute's last microsecond.
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2016-12-31T23:59:60.5Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2017-01-01T00:59:60+01:00", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
     ],
 )
 def test_valid_timestamps(value: str, expected: datetime) -> None:
