@@ -310,10 +310,13 @@ def create_app(settings: Settings) -> faust.App:
             and ingest.healthy
             and alerts.ready
         )
-        body = {
-            "status": "ok" if healthy else "starting",
+        problems = [problem for problem in (ingest.problem,) if problem]
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "failing" if problems else "starting",
             "partitions": len(app.consumer.assignment()),
         }
+        if problems:
+            body["problems"] = problems
         return web.json(body, status=200 if healthy else 503)
 
     @app.page("/metrics")

@@ -51,7 +51,7 @@ def load_profiles(
     profiles: dict[str, Profile] = {}
     for raw in records:
         try:
-            event = parse_profile(raw, settings.max_event_bytes)
+            event = parse_profile(raw, settings.max_event_bytes, settings.max_segment_chars)
         except InvalidEvent as error:
             if invalid is not None:
                 invalid[error.reason] += 1
@@ -81,7 +81,8 @@ def recount(
     active_winners: dict[tuple[str, int], tuple[int, Attributes]] = {}
     for raw in activity:
         try:
-            active = enricher.active_fact(parse_activity(raw, settings.max_event_bytes), now)
+            event = parse_activity(raw, settings.max_event_bytes, settings.max_segment_chars)
+            active = enricher.active_fact(event, now)
         except InvalidEvent as error:
             dead_letters[error.reason] += 1
             continue
@@ -99,7 +100,8 @@ def recount(
     ticket_winners: dict[str, tuple[int, Attributes, int]] = {}
     for raw in tickets:
         try:
-            ticket = enricher.ticket_fact(parse_ticket(raw, settings.max_event_bytes), now)
+            parsed = parse_ticket(raw, settings.max_event_bytes, settings.max_segment_chars)
+            ticket = enricher.ticket_fact(parsed, now)
         except InvalidEvent as error:
             dead_letters[error.reason] += 1
             continue

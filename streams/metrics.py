@@ -95,6 +95,18 @@ consumer_lag = Gauge(
     registry=registry,
 )
 
+ingest_restarts = Counter(
+    "cci_ingest_restarts_total",
+    "Times ingest failed and restarted from its committed offsets (in the ingest process)",
+    registry=registry,
+)
+ingest_stalled = Gauge(
+    "cci_ingest_stalled",
+    "1 while ingest cannot make progress (failing without committing, or its process is down);"
+    " /health then answers 503 with the reason",
+    registry=registry,
+)
+
 # --- alerts (streams/alert_publisher.py) ----------------------------------------------------------
 alerts_emitted = Counter(
     "cci_alerts_emitted_total",
@@ -111,6 +123,7 @@ INGEST_METRICS: tuple[Counter | Gauge, ...] = (
     inactive_activities,
     invalid_profiles,
     consumer_lag,
+    ingest_restarts,
 )
 
 # (index in INGEST_METRICS, label values) → value

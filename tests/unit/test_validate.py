@@ -152,7 +152,6 @@ def test_mistyped_field(parse: Parser, document: dict[str, Any], field: str, val
         {"plan": None},
         {"plan": ["free"]},
         {"plan": {"name": "free"}},
-        {"plan": "x" * (validate.MAX_ID_LENGTH + 1)},
         {f"key{i}": "v" for i in range(validate.MAX_SEGMENTS + 1)},
     ],
 )
@@ -305,6 +304,27 @@ def test_invalid_event_carries_reason_and_detail() -> None:
     assert str(caught.value).startswith("missing_field: ")
 
 
+@pytest.mark.parametrize(("parse", "document", "_ts"), KINDS, ids=KIND_IDS)
+def test_a_segment_value_longer_than_the_limit_is_its_own_reason(
+    parse: Parser, document: dict[str, Any], _ts: str
+) -> None:
+    longest = "x" * validate.MAX_SEGMENT_CHARS
+    assert parse(encode(with_field(document, "segments", {"plan": longest})), MAX_BYTES)
+    raw = encode(with_field(document, "segments", {"plan": longest + "x"}))
+    assert reason_of(parse, raw) == validate.SEGMENT_TOO_LONG
+    raw = encode(with_field(document, "segments", {"plan": "xyz"}))
+    with pytest.raises(InvalidEvent) as caught:
+        parse(raw, MAX_BYTES, 2)
+    assert caught.value.reason == validate.SEGMENT_TOO_LONG
+
+
+def test_a_channel_longer_than_the_limit_is_a_dead_letter() -> None:
+    long_channel = "c" * (60 * 1024)
+    raw = encode(with_field(TICKET, "channel", long_channel))
+    assert reason_of(parse_ticket, raw, 128 * 1024) == validate.SEGMENT_TOO_LONG
+    assert parse_ticket(encode(with_field(TICKET, "channel", "c" * 128)), MAX_BYTES)
+
+
 def test_dead_letter_schema_lists_every_reason() -> None:
     schema = json.loads((SCHEMAS / "cci-dead-letters.schema.json").read_text())
     reasons = {
@@ -317,5 +337,6 @@ def test_dead_letter_schema_lists_every_reason() -> None:
         validate.OVERSIZED,
         validate.TOO_LATE,
         validate.FUTURE_TIMESTAMP,
+        validate.SEGMENT_TOO_LONG,
     }
     assert set(schema["properties"]["reason"]["enum"]) == reasons
