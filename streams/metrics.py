@@ -95,6 +95,13 @@ consumer_lag = Gauge(
     registry=registry,
 )
 
+segment_guard_acted = Counter(
+    "cci_segment_guard_acted_total",
+    "Times the cardinality guard started folding a dimension's values of a month and facts"
+    " partition into segment `other` (CCI_MAX_SEGMENT_VALUES)",
+    ["dimension"],
+    registry=registry,
+)
 ingest_restarts = Counter(
     "cci_ingest_restarts_total",
     "Times ingest failed and restarted from its committed offsets (in the ingest process)",

@@ -8,8 +8,8 @@ under ``MAX_RECORD_BYTES``, so the defaults of a standard Kafka need no change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 
@@ -27,18 +27,32 @@ class RecordTooLarge(ValueError):
     """One item alone does not fit a record: its producer must bound it."""
 
 
-def json_chunks(items: Sequence[Any], limit: int = MAX_RECORD_BYTES) -> list[bytes]:
-    """``items`` as JSON arrays of consecutive items, each at most ``limit`` bytes.
+Item = TypeVar("Item")
+
+
+def split_to_fit(
+    items: Sequence[Item],
+    encode: Callable[[Sequence[Item]], bytes],
+    limit: int = MAX_RECORD_BYTES,
+) -> list[bytes]:
+    """``encode`` of consecutive runs of ``items``, each at most ``limit`` bytes.
 
     One encoding when it fits (the usual case); otherwise halves, recursively.
     """
-    encoded = orjson.dumps(items)
+    encoded = encode(items)
     if len(encoded) <= limit:
         return [encoded]
     if len(items) <= 1:
         raise RecordTooLarge(f"one item of {len(encoded)} bytes exceeds {limit}")
     middle = len(items) // 2
-    return json_chunks(items[:middle], limit) + json_chunks(items[middle:], limit)
+    return split_to_fit(items[:middle], encode, limit) + split_to_fit(
+        items[middle:], encode, limit
+    )
+
+
+def json_chunks(items: Sequence[Any], limit: int = MAX_RECORD_BYTES) -> list[bytes]:
+    """``items`` as JSON arrays of consecutive items, each at most ``limit`` bytes."""
+    return split_to_fit(items, orjson.dumps, limit)
 
 
 def dict_chunks(
