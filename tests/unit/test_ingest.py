@@ -19,6 +19,7 @@ from streams.ingest import (
     ingest_records,
     partition_for,
 )
+from streams.ingest_process import IngestProcess, Report
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
 from streams.validate import TOO_LATE, InvalidEvent
 
@@ -166,3 +167,12 @@ def test_ingest_that_cannot_start_says_it_is_stalled_and_why() -> None:
     stalled = asyncio.run(attempt())
     assert stalled.startswith("failed ") and "without progress" in stalled, stalled
     assert "KafkaConnectionError" in stalled
+
+
+def test_a_stalled_ingest_makes_the_worker_unhealthy_with_the_reason() -> None:
+    process = IngestProcess(load_settings({}), "cci-facts")
+    process.report = Report(running=True, profiles_loaded=True)
+    assert process.healthy and process.problem == ""
+    process.report = Report(True, True, {}, "failed 2 time(s) without progress; last: X: y")
+    assert not process.healthy
+    assert process.problem == "ingest failed 2 time(s) without progress; last: X: y"
