@@ -23,21 +23,37 @@ CHANNEL_PREFIX = f"{domain.CHANNEL}|"
 
 
 def merge_partial(
-    state: MonthPartials | None, partition: int, seq: int, counts: Mapping[str, list[int]]
+    state: MonthPartials | None,
+    partition: int,
+    seq: int,
+    counts: Mapping[str, list[int]],
+    *,
+    reset: bool = False,
 ) -> tuple[MonthPartials, set[str]] | None:
     """The month's state with one partition's partial applied, and the segment keys it touched.
 
-    None when the partial is older than what the month already holds for that partition.
+    A ``reset`` partial replaces what the month holds for the partition (the keys it drops are
+    touched: their totals change). None when the partial is older than what the month already
+    holds for that partition.
     """
     merged: MonthPartials = dict(state or {})
     slot = str(partition)
     held = merged.get(slot)
     if held is not None and seq < held["seq"]:
         return None
-    updated_counts = dict(held["counts"]) if held else {}
-    updated_counts.update(counts)
-    merged[slot] = {"seq": seq, "counts": updated_counts}
     touched = set(counts)
+    if reset:
+        touched.update(held["counts"] if held else ())
+        updated_counts: dict[str, Any] = dict(counts)
+    else:
+        updated_counts = dict(held["counts"]) if held else {}
+        updated_counts.update(counts)
+    # A segment at zero is published once (it is touched) and then forgotten, so that what a
+    # partition holds stays as small as what it counts (the cardinality guard's bound).
+    for key, figure in counts.items():
+        if not any(figure):
+            del updated_counts[key]
+    merged[slot] = {"seq": seq, "counts": updated_counts}
     if GLOBAL_KEY in counts:
         # The global active-user count is every channel segment's denominator.
         touched.update(

@@ -35,6 +35,7 @@ from streams.emit import Versions, update_key, update_value
 from streams.enrich import ActiveFact, decode_facts
 from streams.ingest import partition_for
 from streams.ingest_process import IngestProcess
+from streams.records import dict_chunks
 from streams.settings import (
     EMBEDDED_FETCH_MAX_WAIT_MS,
     TOPIC_ALERTS,
@@ -85,7 +86,9 @@ class DedupTable(faust.Table):
             partition = event.message.partition
             state = self.runtime.states.get(partition)
             if state is None:
-                state = self.runtime.states[partition] = PartitionState(dimensions)
+                state = self.runtime.states[partition] = PartitionState(
+                    dimensions, self.runtime.settings.max_segment_values
+                )
             value = None if event.value is None else orjson.loads(event.value)
             state.apply_chunk(event.key.decode("utf-8"), value, oldest)
 
@@ -170,8 +173,18 @@ def create_app(settings: Settings) -> faust.App:
     month_table = app.Table(
         "month-partials",
         partitions=partitions,
-        help="Latest partial counts of every facts partition, per month",
+        help="Latest partial counts of every facts partition, per month (key month#partition)",
     )
+
+    def month_state(label: str) -> MonthPartials:
+        """The month's partials of every facts partition (one table record each, so that a
+        record stays as small as one partition's counts)."""
+        state: MonthPartials = {}
+        for part in range(partitions):
+            held = month_table.get(month_slot(label, part))
+            if held:
+                state[str(part)] = held
+        return state
 
     dimensions = domain.user_dimensions(settings.extra_dimensions)
 
@@ -198,15 +211,17 @@ def create_app(settings: Settings) -> faust.App:
             partition, seq = event.message.partition, event.message.offset
             state = runtime.states.get(partition)
             if state is None:
-                state = runtime.states[partition] = PartitionState(dimensions)
+                state = runtime.states[partition] = PartitionState(
+                    dimensions, settings.max_segment_values
+                )
             for key in state.expire(runtime.oldest_month()):
                 dedup_table.send_changelog(partition, key.encode(), None)
             facts = decode_facts(orjson.loads(event.value))
             changed = state.apply(facts, seq)
             _count_repeats(facts, changed)
             for month, winners in changed.items():
-                key, value = state.encode_chunk(month, seq, winners)
-                dedup_table.send_changelog(partition, key.encode(), orjson.dumps(value))
+                for key, value in state.encode_chunks(month, seq, winners):
+                    dedup_table.send_changelog(partition, key.encode(), value)
 
     @app.timer(PARTIALS_INTERVAL)
     async def publish_partials() -> None:
@@ -214,16 +229,24 @@ def create_app(settings: Settings) -> faust.App:
             return
         published = False
         for partition, state in list(runtime.states.items()):
-            for month, counts in state.drain_dirty():
-                label = domain.month_label(month)
-                body = {"p": partition, "seq": state.applied_seq, "counts": counts}
-                await partials_topic.send(
-                    key=label.encode(),
-                    value=orjson.dumps(body),
-                    partition=partition_for(label, partitions),
-                )
-                metrics.partials_published.inc()
+            for partial in state.drain_dirty():
+                label = domain.month_label(partial.month)
+                # Split to fit a record; only the first of a reset replaces what is held.
+                for number, counts in enumerate(dict_chunks(partial.counts, overhead=200)):
+                    body = {
+                        "p": partition,
+                        "seq": state.applied_seq,
+                        "counts": counts,
+                        "reset": partial.reset and number == 0,
+                    }
+                    await partials_topic.send(
+                        key=label.encode(),
+                        value=orjson.dumps(body),
+                        partition=partition_for(label, partitions),
+                    )
+                    metrics.partials_published.inc()
                 published = True
+            _report_guard(state, partition, settings.max_segment_values)
         if published:
             # Cheap (sampled) and only when the state changed, so the gauges are never stale.
             states = list(runtime.states.values())
@@ -240,12 +263,18 @@ def create_app(settings: Settings) -> faust.App:
             if domain.month_from_label(label) < runtime.oldest_month():
                 continue
             body = orjson.loads(event.value)
-            merged = merge_partial(month_table.get(label), body["p"], body["seq"], body["counts"])
+            merged = merge_partial(
+                month_state(label),
+                body["p"],
+                body["seq"],
+                body["counts"],
+                reset=body.get("reset", False),
+            )
             if merged is None:
                 metrics.stale_partials.inc()
                 continue
             state, touched = merged
-            month_table[label] = state
+            month_table[month_slot(label, body["p"])] = state[str(body["p"])]
             runtime.pending_updates[label].update(touched)
 
     @app.timer(settings.emit_interval)
@@ -260,7 +289,7 @@ def create_app(settings: Settings) -> faust.App:
             if partition_for(label, partitions) not in owned:
                 # The month moved to another worker in a rebalance: it publishes it now.
                 continue
-            state: MonthPartials | None = month_table.get(label)
+            state = month_state(label)
             if not state:
                 continue
             month = domain.month_from_label(label)
@@ -294,9 +323,10 @@ def create_app(settings: Settings) -> faust.App:
         # and republishing absolute figures is harmless.
         owned = _owned_partitions(app, names["partials"])
         runtime.pending_updates.clear()
-        for label in list(month_table.keys()):
+        labels = {key.partition("#")[0] for key in month_table if "#" in key}
+        for label in labels:
             if partition_for(label, partitions) in owned:
-                state = month_table.get(label)
+                state = month_state(label)
                 if state:
                     runtime.pending_updates[label].update(all_segment_keys(state))
         for state in runtime.states.values():
@@ -325,10 +355,13 @@ def create_app(settings: Settings) -> faust.App:
             and ingest.healthy
             and alerts.ready
         )
-        body = {
-            "status": "ok" if healthy else "starting",
+        problems = [problem for problem in (ingest.problem,) if problem]
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "failing" if problems else "starting",
             "partitions": len(app.consumer.assignment()),
         }
+        if problems:
+            body["problems"] = problems
         return web.json(body, status=200 if healthy else 503)
 
     @app.page(web_auth.LOGIN_PATH)
@@ -446,6 +479,28 @@ def _owned_partitions(app: faust.App, topic: str) -> set[int]:
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
 
 
+def month_slot(label: str, facts_partition: int) -> str:
+    """Key of one facts partition's partials of a month in the month table."""
+    return f"{label}#{facts_partition}"
+
+
+def _report_guard(state: PartitionState, partition: int, max_values: int) -> None:
+    """A metric and a log line each time the cardinality guard starts folding a dimension."""
+    for month, dimension, values in state.guard_started:
+        metrics.segment_guard_acted.labels(dimension).inc()
+        log.warning(
+            "cardinality guard: %s of %s has %d distinct values in facts partition %d; beyond "
+            "the %d smallest they count as segment %r (CCI_MAX_SEGMENT_VALUES, docs/limits.md)",
+            dimension,
+            domain.month_label(month),
+            values,
+            partition,
+            max_values,
+            domain.OTHER,
+        )
+    state.guard_started.clear()
+
+
 def _count_repeats(facts: list[Any], changed: dict[int, list[Any]]) -> None:
     """Facts that changed nothing are repeats: resends, duplicates, further activity."""
     won = Counter(isinstance(f, ActiveFact) for winners in changed.values() for f in winners)
@@ -472,9 +527,10 @@ def _expire_months(month_table: Any, partition: int, runtime: Runtime) -> None:
     """Delete expired months of this partition (inside stream iteration, as Faust requires)."""
     oldest = runtime.oldest_month()
     partitions = runtime.settings.partitions
-    for label in [k for k in month_table if domain.month_from_label(k) < oldest]:
-        if partition_for(label, partitions) == partition:
-            del month_table[label]
+    # Keys are month#partition (and plain months, written before the month was split).
+    for key in [k for k in month_table if domain.month_from_label(k.partition("#")[0]) < oldest]:
+        if partition_for(key.partition("#")[0], partitions) == partition:
+            del month_table[key]
 
 
 def _web_application_options(settings: Settings) -> dict[str, Any]:

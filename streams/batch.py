@@ -21,9 +21,11 @@ from typing import Any
 from streams import domain
 from streams.emit import figure_fields
 from streams.enrich import Attributes, Enricher, Profile, newer_profile, profile_from_event
+from streams.ingest import partition_for
 from streams.settings import Settings
 from streams.validate import InvalidEvent, parse_activity, parse_profile, parse_ticket
 
+SegmentKey = tuple[str, str]  # (dimension, segment)
 FigureKey = tuple[str, str, str]  # (month label, dimension, segment)
 Figure = tuple[int, int]  # (tickets, active_users)
 
@@ -51,7 +53,7 @@ def load_profiles(
     profiles: dict[str, Profile] = {}
     for raw in records:
         try:
-            event = parse_profile(raw, settings.max_event_bytes)
+            event = parse_profile(raw, settings.max_event_bytes, settings.max_segment_chars)
         except InvalidEvent as error:
             if invalid is not None:
                 invalid[error.reason] += 1
@@ -81,7 +83,8 @@ def recount(
     active_winners: dict[tuple[str, int], tuple[int, Attributes]] = {}
     for raw in activity:
         try:
-            active = enricher.active_fact(parse_activity(raw, settings.max_event_bytes), now)
+            event = parse_activity(raw, settings.max_event_bytes, settings.max_segment_chars)
+            active = enricher.active_fact(event, now)
         except InvalidEvent as error:
             dead_letters[error.reason] += 1
             continue
@@ -99,7 +102,8 @@ def recount(
     ticket_winners: dict[str, tuple[int, Attributes, int]] = {}
     for raw in tickets:
         try:
-            ticket = enricher.ticket_fact(parse_ticket(raw, settings.max_event_bytes), now)
+            parsed = parse_ticket(raw, settings.max_event_bytes, settings.max_segment_chars)
+            ticket = enricher.ticket_fact(parsed, now)
         except InvalidEvent as error:
             dead_letters[error.reason] += 1
             continue
@@ -108,13 +112,25 @@ def recount(
         if held_ticket is None or version[:2] < held_ticket[:2]:
             ticket_winners[ticket.ticket_id] = version
 
-    active_counts: dict[int, Counter[tuple[str, str]]] = defaultdict(Counter)
-    for (_user_id, month), (_ts, attributes) in active_winners.items():
-        active_counts[month].update(domain.segment_keys(dimensions, attributes))
+    # Counted per facts partition (the partition a fact is published to), where the
+    # cardinality guard applies, then summed: the stream's rule, computed independently.
+    by_partition: dict[tuple[int, int], tuple[Counter[SegmentKey], Counter[SegmentKey]]] = (
+        defaultdict(lambda: (Counter(), Counter()))
+    )
+    partitions = settings.partitions
+    for (user_id, month), (_ts, attributes) in active_winners.items():
+        counts = by_partition[(partition_for(user_id, partitions), month)][0]
+        counts.update(domain.segment_keys(dimensions, attributes))
     ticket_dimensions = (*dimensions, domain.CHANNEL)
-    ticket_counts: dict[int, Counter[tuple[str, str]]] = defaultdict(Counter)
-    for _ts, attributes, month in ticket_winners.values():
-        ticket_counts[month].update(domain.segment_keys(ticket_dimensions, attributes))
+    for ticket_id, (_ts, attributes, month) in ticket_winners.items():
+        counts = by_partition[(partition_for(ticket_id, partitions), month)][1]
+        counts.update(domain.segment_keys(ticket_dimensions, attributes))
+    active_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
+    ticket_counts: dict[int, Counter[SegmentKey]] = defaultdict(Counter)
+    for (_partition, month), (actives, tickets) in by_partition.items():
+        folded = guarded(actives, tickets, settings.max_segment_values)
+        active_counts[month].update(fold(actives, folded))
+        ticket_counts[month].update(fold(tickets, folded))
 
     return Recount(
         figures=_figures(active_counts, ticket_counts),
@@ -124,6 +140,32 @@ def recount(
         active_user_months=len(active_winners),
         distinct_tickets=len(ticket_winners),
     )
+
+
+def guarded(
+    actives: Counter[SegmentKey], tickets: Counter[SegmentKey], max_values: int
+) -> dict[str, frozenset[str]]:
+    """dimension → the values named by the cardinality guard, for the dimensions it folds."""
+    values: dict[str, set[str]] = defaultdict(set)
+    for dimension, segment in (*actives, *tickets):
+        values[dimension].add(segment)
+    folded = {}
+    for dimension, segments in values.items():
+        named = domain.named_values(segments, max_values)
+        if named is not None and dimension != domain.ALL:
+            folded[dimension] = named
+    return folded
+
+
+def fold(counts: Counter[SegmentKey], folded: Mapping[str, frozenset[str]]) -> Counter[SegmentKey]:
+    """``counts`` with the values the guard does not name counted as ``other``."""
+    result: Counter[SegmentKey] = Counter()
+    for (dimension, segment), count in counts.items():
+        named = folded.get(dimension)
+        if named is not None and segment not in named:
+            segment = domain.OTHER
+        result[(dimension, segment)] += count
+    return result
 
 
 def _figures(

@@ -18,10 +18,13 @@ import itertools
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from streams import domain
 from streams.enrich import ActiveFact, Attributes, TicketFact
+from streams.records import MAX_RECORD_BYTES, split_to_fit
 
 SegmentKey = tuple[str, str]  # (dimension, segment)
 Fact = ActiveFact | TicketFact
@@ -50,11 +53,32 @@ def ticket_user(held: int) -> str:
     return user_number.to_bytes((user_number.bit_length() + 7) // 8, "big")[1:].decode()
 
 
-class PartitionState:
-    """Dedup state and partial counts of one facts partition. Pure: no Kafka, no Faust."""
+class Partial(NamedTuple):
+    """Partial counts of one month to publish: ``{"dimension|segment": [tickets, actives]}``."""
 
-    def __init__(self, dimensions: Sequence[str]) -> None:
+    month: int
+    counts: dict[str, list[int]]
+    # The counts are all this partition has for the month: the aggregate replaces what it holds
+    # for the partition instead of merging (after recovery: what it holds may be stale).
+    reset: bool = False
+
+
+class PartitionState:
+    """Dedup state and partial counts of one facts partition. Pure: no Kafka, no Faust.
+
+    ``max_segment_values`` is the cardinality guard (``domain.named_values``; 0: none): the
+    counts held are exact per value, the published ones fold a dimension's values beyond it into
+    ``other``.
+    """
+
+    def __init__(self, dimensions: Sequence[str], max_segment_values: int = 0) -> None:
         self.dimensions = tuple(dimensions)
+        self.max_segment_values = max_segment_values
+        # month → dimension → values published by name while the guard folds that dimension.
+        self._guarded: dict[int, dict[str, frozenset[str]]] = defaultdict(dict)
+        # (month, dimension, distinct values) the guard started folding since last taken.
+        self.guard_started: list[tuple[int, str, int]] = []
+        self._resets: set[int] = set()  # months whose next partial replaces the aggregate's
         self.ticket_dimensions = (*self.dimensions, domain.CHANNEL)
         # month → user_id → packed (ts, attributes id): one int per user-month keeps the state
         # near 100 bytes per user-month (see ``pack``).
@@ -198,6 +222,23 @@ class PartitionState:
                 tickets.append((f.ticket_id, f.ts, f.attributes, f.user_id))
         return key, {"seq": seq, "a": actives, "t": tickets}
 
+    def encode_chunks(
+        self, month: int, seq: int, facts: Sequence[Fact], limit: int = MAX_RECORD_BYTES
+    ) -> list[tuple[str, bytes]]:
+        """``encode_chunk`` as JSON records of at most ``limit`` bytes: the winners split over
+        keys ``{month}@{seq}``, ``{month}@{seq}+1``, … (recovery needs only the month of a key)."""
+        key, value = self.encode_chunk(month, seq, facts)
+        encoded = orjson.dumps(value)
+        if len(encoded) <= limit:
+            return [(key, encoded)]
+        self.chunk_keys[month].discard(key)
+        bodies = split_to_fit(
+            list(facts), lambda part: orjson.dumps(self.encode_chunk(month, seq, part)[1]), limit
+        )
+        keys = [key, *(f"{key}+{number}" for number in range(1, len(bodies)))]
+        self.chunk_keys[month].update(keys)
+        return list(zip(keys, bodies, strict=True))
+
     def apply_chunk(self, key: str, value: dict[str, Any] | None, oldest_month: int) -> None:
         """Recovery: fold one changelog record (tombstones and expired months are skipped)."""
         label, _, _ = key.partition("@")
@@ -229,8 +270,10 @@ class PartitionState:
                 self._active_counts,
                 self._ticket_counts,
                 self._dirty,
+                self._guarded,
             ):
                 by_month.pop(month, None)
+            self._resets.discard(month)
         self.tickets = {
             ticket_id: held
             for ticket_id, held in self.tickets.items()
@@ -241,14 +284,17 @@ class PartitionState:
     # --- publishing partial counts -------------------------------------------------------------
 
     def mark_all_dirty(self) -> None:
-        """After recovery: republish every figure (a lost publish must not stay lost)."""
+        """After recovery: republish every figure (a lost publish must not stay lost), each
+        month whole, replacing what the aggregate holds of this partition."""
         self._settle()
         for month in set(self._active_counts) | set(self._ticket_counts):
             self._dirty[month].update(self._active_counts[month])
             self._dirty[month].update(self._ticket_counts[month])
+            self._resets.add(month)
+        self._guarded.clear()
 
-    def drain_dirty(self) -> Iterator[tuple[int, dict[str, list[int]]]]:
-        """(month, {"dimension|segment": [tickets, active_users]}) of what changed; clears it.
+    def drain_dirty(self) -> Iterator[Partial]:
+        """Partial counts of what changed, per month; clears it.
 
         Channel segments carry 0 active users: their denominator is the month's global active
         users, which the aggregate takes from ``all|all``.
@@ -260,22 +306,70 @@ class PartitionState:
                 continue
             tickets = self._ticket_counts[month]
             actives = self._active_counts[month]
-            yield (
-                month,
-                {
-                    f"{dimension}|{segment}": [
-                        tickets[(dimension, segment)],
-                        actives[(dimension, segment)],
-                    ]
-                    for dimension, segment in keys
-                },
-            )
+            counts = {
+                f"{dimension}|{segment}": [
+                    tickets[(dimension, segment)],
+                    actives[(dimension, segment)],
+                ]
+                for dimension, segment in keys
+            }
+            if self.max_segment_values and (
+                len(tickets) + len(actives) > self.max_segment_values or self._guarded.get(month)
+            ):
+                self._fold(month, {dimension for dimension, _ in keys}, counts)
+            yield Partial(month, counts, month in self._resets)
+            self._resets.discard(month)
             # Drop zero counts so segments that emptied do not linger in memory.
             for key in keys:
                 if tickets.get(key) == 0:
                     del tickets[key]
                 if actives.get(key) == 0:
                     del actives[key]
+
+    def _fold(self, month: int, dimensions: set[str], counts: dict[str, list[int]]) -> None:
+        """Apply the cardinality guard to the changed ``dimensions`` of ``counts``: a folded
+        dimension is published whole (named values, ``other``, and zeros for values named
+        before but no more)."""
+        tickets = self._ticket_counts[month]
+        actives = self._active_counts[month]
+        guarded = self._guarded[month]
+        for dimension in dimensions - {domain.ALL}:
+            values = {s for (d, s), n in tickets.items() if d == dimension and n}
+            values |= {s for (d, s), n in actives.items() if d == dimension and n}
+            named = domain.named_values(values, self.max_segment_values)
+            before = guarded.get(dimension)
+            if named is None and before is None:
+                continue  # not folded, then or now: the changed keys are right as they are
+            changed = [key for key in counts if key.partition("|")[0] == dimension]
+            for key in changed:
+                del counts[key]
+            shown = values if named is None else named
+            for value in shown:
+                key = (dimension, value)
+                counts[f"{dimension}|{value}"] = [tickets[key], actives[key]]
+            if named is not None:
+                rest = values - named
+                counts[f"{dimension}|{domain.OTHER}"] = [
+                    sum(tickets[(dimension, v)] for v in rest),
+                    sum(actives[(dimension, v)] for v in rest),
+                ]
+                if before is None:
+                    self.guard_started.append((month, dimension, len(values)))
+                guarded[dimension] = named | {domain.OTHER}
+            else:
+                del guarded[dimension]
+            # Zero what was published by name and is not now (setdefault: the bucket and the
+            # shown values keep their counts). Before the guard started, that is every value and
+            # every changed key (one that dropped to zero is no value any more); while it folds,
+            # the values it named.
+            if before is None:
+                for value in values - shown:
+                    counts.setdefault(f"{dimension}|{value}", [0, 0])
+                for key in changed:
+                    counts.setdefault(key, [0, 0])
+            else:
+                for value in before - shown:
+                    counts.setdefault(f"{dimension}|{value}", [0, 0])
 
     def winning_versions(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
@@ -148,6 +148,24 @@ def user_attributes(
                 or UNKNOWN
             )
     return tuple(values)
+
+
+OTHER = "other"  # the bucket of the values the cardinality guard does not name
+
+
+def named_values(values: Iterable[str], max_values: int) -> frozenset[str] | None:
+    """The cardinality guard, for one dimension's values in one month and facts partition: None
+    while there are at most ``max_values`` (each keeps its name); beyond, the ``max_values``
+    smallest (by code point), ``other`` aside, keep theirs and the rest count as ``other``.
+
+    Smallest rather than first seen: arrival order differs between replays and workers, and the
+    rule must give the same figures as the recount whatever the order.
+    """
+    distinct = set(values)
+    if len(distinct) <= max_values:
+        return None
+    distinct.discard(OTHER)
+    return frozenset(sorted(distinct)[:max_values])
 
 
 def segment_keys(dimensions: Sequence[str], attributes: Sequence[str]) -> Iterator[tuple[str, str]]:

@@ -29,13 +29,19 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from streams import metrics
 from streams.dev.produce import ONE_RECORD_BATCH_BYTES
 from streams.enrich import Enricher, encode_fact
+from streams.records import (
+    DEAD_LETTER_ERROR_CHARS,
+    DEAD_LETTER_KEY_BYTES,
+    DEAD_LETTER_RAW_BYTES,
+    json_chunks,
+)
 from streams.settings import (
     TOPIC_ACTIVITY,
     TOPIC_DEAD_LETTERS,
     TOPIC_TICKETS,
     Settings,
 )
-from streams.validate import InvalidEvent, parse_activity, parse_ticket
+from streams.validate import MAX_SEGMENT_CHARS, InvalidEvent, parse_activity, parse_ticket
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +68,26 @@ def ingest_group(app_id: str) -> str:
 def dead_letter_value(
     topic: str, partition: int, offset: int, raw: bytes | None, error: InvalidEvent
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "error": str(error),
-            "reason": error.reason,
-            "raw": base64.b64encode(raw or b"").decode("ascii"),
-        }
-    )
+    """The dead letter of a record; always fits a record (``records.MAX_RECORD_BYTES``): a raw
+    value longer than ``DEAD_LETTER_RAW_BYTES`` is cut, and the letter says so."""
+    raw = raw or b""
+    letter: dict[str, Any] = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "error": str(error)[:DEAD_LETTER_ERROR_CHARS],
+        "reason": error.reason,
+        "raw": base64.b64encode(raw[:DEAD_LETTER_RAW_BYTES]).decode("ascii"),
+    }
+    if len(raw) > DEAD_LETTER_RAW_BYTES:
+        letter["raw_truncated"] = True
+        letter["raw_bytes"] = len(raw)
+    return orjson.dumps(letter)
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The original key, cut to ``DEAD_LETTER_KEY_BYTES`` (a key may be as large as a value)."""
+    return None if key is None else key[:DEAD_LETTER_KEY_BYTES]
 
 
 @dataclass
@@ -100,6 +116,7 @@ def ingest_records(
     max_event_bytes: int,
     facts_partitions: int,
     now: datetime,
+    max_segment_chars: int = MAX_SEGMENT_CHARS,
 ) -> IngestedBatch:
     """Validate and enrich a batch: facts grouped by facts partition, and dead letters."""
     batch = IngestedBatch()
@@ -108,15 +125,18 @@ def ingest_records(
         raw = record.value or b""
         try:
             if record.topic == TOPIC_ACTIVITY:
-                fact = enricher.active_fact(parse_activity(raw, max_event_bytes), now)
+                event = parse_activity(raw, max_event_bytes, max_segment_chars)
+                fact = enricher.active_fact(event, now)
                 if fact is None:
                     batch.inactive += 1
                     continue
             else:
-                fact = enricher.ticket_fact(parse_ticket(raw, max_event_bytes), now)
+                fact = enricher.ticket_fact(
+                    parse_ticket(raw, max_event_bytes, max_segment_chars), now
+                )
         except InvalidEvent as error:
             value = dead_letter_value(record.topic, record.partition, record.offset, raw, error)
-            batch.dead_letters.append((record.key, value, error.reason))
+            batch.dead_letters.append((dead_letter_key(record.key), value, error.reason))
             continue
         batch.facts[partition_for(fact[0], facts_partitions)].append(encode_fact(fact))
     return batch
@@ -142,6 +162,10 @@ class IngestRunner:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.running = asyncio.Event()  # consumer and producer started
+        # Failures since ingest last made progress (committed a batch, or had nothing to read),
+        # and the last one's text: a record that fails every attempt shows here, not only in logs.
+        self.failures = 0
+        self.last_error = ""
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -171,8 +195,15 @@ class IngestRunner:
                 self.running.set()
                 await self._consume(consumer, producer)
                 return
-            except Exception:
-                log.exception("ingest failed; restarting it in %.1fs", delay)
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                metrics.ingest_restarts.inc()
+                log.exception(
+                    "ingest failed (%d time(s) without progress); restarting it in %.1fs",
+                    self.failures,
+                    delay,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 delay = min(delay * 2, self.backoff_max)
@@ -183,6 +214,17 @@ class IngestRunner:
                         await client.stop()
                     except Exception:  # the broker may be gone; nothing is left to save
                         log.debug("error stopping an ingest client", exc_info=True)
+
+    @property
+    def stalled(self) -> str:
+        """Why ingest is not making progress, or "" while it is."""
+        if not self.failures:
+            return ""
+        return f"failed {self.failures} time(s) without progress; last: {self.last_error}"
+
+    def _progressed(self) -> None:
+        self.failures = 0
+        self.last_error = ""
 
     def _consumer(self) -> AIOKafkaConsumer:
         settings = self.settings
@@ -211,8 +253,7 @@ class IngestRunner:
             bootstrap_servers=settings.kafka_bootstrap,
             client_id=f"{settings.app_id}-ingest",
             acks="all",
-            # A facts record holds up to INGEST_BATCH facts; leave room above the 1 MB default.
-            max_request_size=8 * 1024 * 1024,
+            # Facts batches are split to fit the default 1 MB request (streams/records.py).
             **batching,
             **settings.kafka_client_kwargs(),
         )
@@ -229,17 +270,21 @@ class IngestRunner:
                     settings.max_event_bytes,
                     settings.partitions,
                     datetime.now(UTC),
+                    settings.max_segment_chars,
                 )
                 await self._publish(producer, batch)
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
                 await self._commit(consumer, offsets)
                 _count(batch)
-            await self._update_lag(consumer)
+                self._progressed()
+            if await self._update_lag(consumer) == 0:
+                self._progressed()  # caught up: nothing is stuck
 
     async def _publish(self, producer: AIOKafkaProducer, batch: IngestedBatch) -> None:
         sends = [
-            await producer.send(self.facts_topic, value=orjson.dumps(rows), partition=partition)
+            await producer.send(self.facts_topic, value=value, partition=partition)
             for partition, rows in batch.facts.items()
+            for value in json_chunks(rows)
         ]
         sends += [
             await producer.send(TOPIC_DEAD_LETTERS, key=key, value=value)
@@ -257,16 +302,21 @@ class IngestRunner:
             log.warning("ingest commit failed (facts are sent, will be resent): %s", exc)
 
     @staticmethod
-    async def _update_lag(consumer: AIOKafkaConsumer) -> None:
+    async def _update_lag(consumer: AIOKafkaConsumer) -> int | None:
         """Records of the input topics not yet read: the high watermark of the last fetch minus
-        the position, summed over this worker's partitions."""
+        the position, summed over this worker's partitions. Returns the total, None when the end
+        of some partition is not known yet."""
         lag: Counter[str] = Counter()  # only topics whose end is known: no made-up zeros
+        known = True
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
-            if end is not None:
+            if end is None:
+                known = False
+            else:
                 lag[tp.topic] += max(0, end - await consumer.position(tp))
         for topic, records in lag.items():
             metrics.consumer_lag.labels(topic).set(records)
+        return sum(lag.values()) if known and consumer.assignment() else None
 
 
 def _count(batch: IngestedBatch) -> None:

@@ -66,6 +66,7 @@ class Report:
     running: bool = False  # ingest's consumer and producer are started
     profiles_loaded: bool = False
     metrics: metrics.Snapshot = field(default_factory=dict)
+    stalled: str = ""  # why ingest makes no progress (IngestRunner.stalled), "" while it does
 
 
 async def read_message(reader: asyncio.StreamReader) -> Any:
@@ -97,10 +98,23 @@ class IngestProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._last_exit = ""  # how the last child ended, while its successor is not running yet
 
     @property
     def healthy(self) -> bool:
-        return self.report.running and self.report.profiles_loaded
+        return self.report.running and self.report.profiles_loaded and not self.problem
+
+    @property
+    def problem(self) -> str:
+        """Why ingest cannot make progress ("" when it can, or is still starting normally)."""
+        if self.report.stalled:
+            return f"ingest {self.report.stalled}"
+        if self._last_exit and not self.report.running:
+            return self._last_exit
+        return ""
+
+    def _show_problem(self) -> None:
+        metrics.ingest_stalled.set(1 if self.problem else 0)
 
     async def start(self) -> None:
         self._task = asyncio.ensure_future(self._supervise())
@@ -135,6 +149,8 @@ class IngestProcess:
                 return
             if time.monotonic() - started > STABLE_AFTER_S:
                 delay = BACKOFF_FIRST_S
+            self._last_exit = f"the ingest process exited (code {code}); restarting it"
+            self._show_problem()
             log.error("the ingest process exited (code %s); starting another in %.1fs", code, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -161,6 +177,9 @@ class IngestProcess:
                 metrics.apply_snapshot(metrics.INGEST_METRICS, previous, report.metrics)
                 previous = report.metrics
                 self.report = report
+                if report.running:
+                    self._last_exit = ""
+                self._show_problem()
         except BaseException:
             if process.returncode is None:
                 process.kill()  # we failed: this child must not outlive the attempt
@@ -210,6 +229,7 @@ async def _serve(sock: socket.socket) -> None:
         settings.max_event_bytes,
         settings.kafka_client_kwargs(),
         on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
+        max_segment_chars=settings.max_segment_chars,
     )
     runner = IngestRunner(
         settings, Enricher.from_settings(settings, profiles.get), facts_topic, profiles.wait_loaded
@@ -230,6 +250,7 @@ async def _serve(sock: socket.socket) -> None:
                 runner.running.is_set(),
                 profiles.loaded.is_set(),
                 metrics.snapshot(metrics.INGEST_METRICS),
+                runner.stalled,
             ),
         )
 

@@ -169,6 +169,25 @@ consumer_lag = Gauge(
     registry=registry,
 )
 
+segment_guard_acted = Counter(
+    "cci_segment_guard_acted_total",
+    "Times the cardinality guard started folding a dimension's values of a month and facts"
+    " partition into segment `other` (CCI_MAX_SEGMENT_VALUES)",
+    ["dimension"],
+    registry=registry,
+)
+ingest_restarts = Counter(
+    "cci_ingest_restarts_total",
+    "Times ingest failed and restarted from its committed offsets (in the ingest process)",
+    registry=registry,
+)
+ingest_stalled = Gauge(
+    "cci_ingest_stalled",
+    "1 while ingest cannot make progress (failing without committing, or its process is down);"
+    " /health then answers 503 with the reason",
+    registry=registry,
+)
+
 # --- alerts (streams/alert_publisher.py) ----------------------------------------------------------
 alerts_emitted = Counter(
     "cci_alerts_emitted_total",
@@ -185,6 +204,7 @@ INGEST_METRICS: tuple[Counter | Gauge, ...] = (
     inactive_activities,
     invalid_profiles,
     consumer_lag,
+    ingest_restarts,
 )
 
 # (index in INGEST_METRICS, label values) → value

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from streams.enrich import Profile, newer_profile, profile_from_event
 from streams.follow import TopicFollower
-from streams.validate import InvalidEvent, parse_profile
+from streams.validate import MAX_SEGMENT_CHARS, InvalidEvent, parse_profile
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,11 @@ class ProfileBook:
         max_event_bytes: int,
         client_kwargs: dict[str, Any] | None = None,
         on_invalid: Callable[[str], None] | None = None,
+        max_segment_chars: int = MAX_SEGMENT_CHARS,
     ) -> None:
         self.zone = zone
         self.max_event_bytes = max_event_bytes
+        self.max_segment_chars = max_segment_chars
         self.on_invalid = on_invalid
         self.profiles: dict[str, Profile] = {}
         self.follower = TopicFollower(bootstrap, topic, self.apply, client_kwargs)
@@ -49,7 +51,7 @@ class ProfileBook:
                 self.profiles.pop(key.decode("utf-8", "replace"), None)
             return
         try:
-            event = parse_profile(value, self.max_event_bytes)
+            event = parse_profile(value, self.max_event_bytes, self.max_segment_chars)
         except InvalidEvent as exc:
             log.warning("invalid profile ignored: %s", exc)
             if self.on_invalid:

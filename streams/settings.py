@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from streams.alerts import AlertRules, RulesError, check_dimensions, load_rules
 from streams.domain import DEFAULT_TARGET_RANGE, TargetRange, parse_target_range
 from streams.redaction import redact_text
+from streams.validate import MAX_ID_LENGTH, MAX_SEGMENT_CHARS
 
 # The embedded broker answers a fetch only when the consumer's fetch_max_wait_ms runs out, even
 # when records arrive meanwhile (Kafka answers as soon as it has them), so the pipeline's own
@@ -63,6 +64,20 @@ def _parse_port(value: str) -> int:
     if port > 65535:
         raise ValueError(f"must be a TCP port (1-65535), got {port}")
     return port
+
+
+def _parse_segment_chars(value: str) -> int:
+    chars = _parse_positive_int(value)
+    if chars > MAX_ID_LENGTH:
+        raise ValueError(f"must be at most {MAX_ID_LENGTH}, got {chars}")
+    return chars
+
+
+def _parse_segment_values(value: str) -> int:
+    values = _parse_positive_int(value)
+    if values > 10_000:
+        raise ValueError(f"must be at most 10000, got {values}")
+    return values
 
 
 def _parse_seconds(value: str) -> float:
@@ -290,6 +305,20 @@ class Settings:
     max_event_bytes: int = _setting(
         "CCI_MAX_EVENT_BYTES", 65536, _parse_positive_int, "larger input records are dead letters"
     )
+    max_segment_chars: int = _setting(
+        "CCI_MAX_SEGMENT_CHARS",
+        MAX_SEGMENT_CHARS,
+        _parse_segment_chars,
+        "longest segment value or channel counted (at most 256); a longer one is a dead letter"
+        " (segment_too_long)",
+    )
+    max_segment_values: int = _setting(
+        "CCI_MAX_SEGMENT_VALUES",
+        100,
+        _parse_segment_values,
+        "distinct values counted by name per dimension, month and facts partition; the rest are"
+        " counted as segment `other` (docs/limits.md)",
+    )
     max_future_seconds: float = _setting(
         "CCI_MAX_FUTURE_SECONDS",
         86400.0,
@@ -380,9 +409,40 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "CCI_CLICKHOUSE_CLUSTER: needs a ClickHouse server in CCI_CLICKHOUSE_URL "
             "(http(s)://); the embedded store is one node"
         )
+    try:
+        check_partial_size(settings)
+    except ValueError as exc:
+        raise SettingsError(f"CCI_MAX_SEGMENT_VALUES: {exc}") from None
     if settings.kafka_security_protocol.startswith("SASL") and not settings.kafka_sasl_username:
         raise SettingsError("CCI_KAFKA_SASL_USERNAME: required with a SASL security protocol")
     return settings
+
+
+# Bytes of one segment's entry in a partial-counts record, beyond its value: the dimension name,
+# quotes, separators and two counts. A value's character takes at most 6 bytes of JSON (\u0001).
+_PARTIAL_ENTRY_BYTES, _JSON_CHAR_BYTES = 48, 6
+
+
+def check_partial_size(settings: Settings) -> None:
+    """The partial counts of one facts partition and month (the aggregate keeps them as one
+    table record) must fit a Kafka record, whatever the input: ValueError if the segment limits
+    allow more. ``dimensions`` counts the channel and the global ``all``."""
+    from streams.domain import user_dimensions
+    from streams.records import MAX_RECORD_BYTES
+
+    dimensions = len(user_dimensions(settings.extra_dimensions)) + 2
+    worst = (
+        dimensions
+        * (settings.max_segment_values + 1)
+        * (settings.max_segment_chars * _JSON_CHAR_BYTES + _PARTIAL_ENTRY_BYTES)
+    )
+    if worst > MAX_RECORD_BYTES:
+        raise ValueError(
+            f"{dimensions} dimensions x {settings.max_segment_values + 1} values x "
+            f"{settings.max_segment_chars} characters could make a partial-counts record of "
+            f"{worst} bytes, more than {MAX_RECORD_BYTES}: lower CCI_MAX_SEGMENT_VALUES or "
+            "CCI_MAX_SEGMENT_CHARS, or use fewer CCI_EXTRA_DIMENSIONS"
+        )
 
 
 def describe_settings() -> list[tuple[str, str, str]]:

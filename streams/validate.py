@@ -31,7 +31,11 @@ INVALID_TIMESTAMP = "invalid_timestamp"
 OVERSIZED = "oversized"
 TOO_LATE = "too_late"
 FUTURE_TIMESTAMP = "future_timestamp"
+SEGMENT_TOO_LONG = "segment_too_long"
 MAX_ID_LENGTH = 256
+# Default of CCI_MAX_SEGMENT_CHARS: the longest segment value (or channel) counted; a longer one
+# makes its record a dead letter (segment_too_long) rather than a figure no one can read.
+MAX_SEGMENT_CHARS = 128
 MAX_SEGMENTS = 32
 
 
@@ -78,7 +82,12 @@ def parse_timestamp(value: Any, field: str) -> datetime:
         raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is not RFC 3339 with offset: {value!r}")
     text = value.upper()  # fromisoformat takes neither "t" nor "z"
     fraction = match.group(1)
-    if fraction is not None and len(fraction) > 7:
+    if text[17:19] == "60":
+        # A leap second (RFC 3339 allows second 60; which minutes had one is not checked):
+        # fromisoformat has no second 60, so it becomes the minute's last microsecond, which
+        # keeps it in its minute, day and month.
+        text = text[:17] + "59.999999" + text[19 + len(fraction or "") :]
+    elif fraction is not None and len(fraction) > 7:
         # fromisoformat takes at most 6 fractional digits; RFC 3339 allows more. The fraction
         # always starts at index 19.
         text = text[:26] + text[19 + len(fraction) :]
@@ -118,16 +127,22 @@ def _required_id(document: dict[str, Any], field: str) -> str:
     return value
 
 
-def _optional_label(document: dict[str, Any], field: str) -> str | None:
+def _optional_label(
+    document: dict[str, Any], field: str, max_chars: int | None = None
+) -> str | None:
     value = document.get(field)
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidEvent(WRONG_TYPE, f"{field} must be a string or null")
+    if max_chars is not None and len(value) > max_chars:
+        raise InvalidEvent(SEGMENT_TOO_LONG, f"{field} is longer than {max_chars} characters")
     return value or None
 
 
-def _segments(document: dict[str, Any], *, required: bool = False) -> dict[str, str] | None:
+def _segments(
+    document: dict[str, Any], max_chars: int, *, required: bool = False
+) -> dict[str, str] | None:
     value = document.get("segments")
     if value is None:
         if required:
@@ -140,8 +155,10 @@ def _segments(document: dict[str, Any], *, required: bool = False) -> dict[str, 
     for key, label in value.items():
         if not isinstance(label, str):
             raise InvalidEvent(WRONG_TYPE, f"segments.{key} must be a string")
-        if len(label) > MAX_ID_LENGTH:
-            raise InvalidEvent(WRONG_TYPE, f"segments.{key} is longer than {MAX_ID_LENGTH}")
+        if len(label) > max_chars:
+            raise InvalidEvent(
+                SEGMENT_TOO_LONG, f"segments.{key} is longer than {max_chars} characters"
+            )
     return value
 
 
@@ -151,32 +168,38 @@ def _required_timestamp(document: dict[str, Any], field: str) -> datetime:
     return parse_timestamp(document[field], field)
 
 
-def parse_activity(raw: bytes, max_bytes: int) -> ActivityEvent:
+def parse_activity(
+    raw: bytes, max_bytes: int, max_segment_chars: int = MAX_SEGMENT_CHARS
+) -> ActivityEvent:
     document = _load_object(raw, max_bytes)
     return ActivityEvent(
         user_id=_required_id(document, "user_id"),
         occurred_at=_required_timestamp(document, "occurred_at"),
         activity=_optional_label(document, "activity"),
-        segments=_segments(document),
+        segments=_segments(document, max_segment_chars),
     )
 
 
-def parse_ticket(raw: bytes, max_bytes: int) -> TicketEvent:
+def parse_ticket(
+    raw: bytes, max_bytes: int, max_segment_chars: int = MAX_SEGMENT_CHARS
+) -> TicketEvent:
     document = _load_object(raw, max_bytes)
     return TicketEvent(
         ticket_id=_required_id(document, "ticket_id"),
         user_id=_required_id(document, "user_id"),
         created_at=_required_timestamp(document, "created_at"),
-        channel=_optional_label(document, "channel"),
-        segments=_segments(document),
+        channel=_optional_label(document, "channel", max_segment_chars),
+        segments=_segments(document, max_segment_chars),
     )
 
 
-def parse_profile(raw: bytes, max_bytes: int) -> UserProfile:
+def parse_profile(
+    raw: bytes, max_bytes: int, max_segment_chars: int = MAX_SEGMENT_CHARS
+) -> UserProfile:
     document = _load_object(raw, max_bytes)
     return UserProfile(
         user_id=_required_id(document, "user_id"),
         signup_at=_required_timestamp(document, "signup_at"),
-        segments=_segments(document, required=True) or {},
+        segments=_segments(document, max_segment_chars, required=True) or {},
         updated_at=_required_timestamp(document, "updated_at"),
     )

@@ -117,6 +117,24 @@ def test_a_later_partial_with_some_keys_keeps_the_partitions_other_keys() -> Non
     assert state["0"]["seq"] == 2
 
 
+def test_a_reset_partial_replaces_the_partitions_keys_and_touches_the_dropped_ones() -> None:
+    # After a recovery the partition's owner republishes everything it has: keys it no longer
+    # has (a value the cardinality guard now counts as other) must not linger.
+    state = merged(None, 0, 1, {"all|all": [4, 10], "region|eu": [3, 7], "region|us": [1, 3]})
+    state = merged(state, 1, 1, {"all|all": [1, 1], "region|us": [1, 1]})
+
+    result = merge_partial(state, 0, 2, {"all|all": [4, 10], "region|other": [4, 10]}, reset=True)
+
+    assert result is not None
+    state, touched = result
+    assert {"region|eu", "region|us", "region|other"} <= touched
+    assert totals(state) == {
+        "all|all": (5, 11),
+        "region|other": (4, 10),
+        "region|us": (1, 1),
+    }
+
+
 def test_a_segment_no_partition_has_totals_zero() -> None:
     state = merged(None, 0, 1, {"all|all": [4, 10]})
 

@@ -339,3 +339,17 @@ def test_expected_updates_match_the_emitted_shape() -> None:
     emitted = emit.update_value(domain.month_from_label("2026-03"), "plan", "free", 3, 2, 1, NOW)
     assert {key: emitted[key] for key in row} == row
     assert set(emitted) - set(row) == {"band", "version", "emitted_at"}
+
+
+def test_a_leap_second_counts_in_the_month_it_ends() -> None:
+    # 2026-02-28T23:59:60Z is the last instant of February, not March and not a dead letter.
+    counted = batch.recount(
+        [act("u1", "2026-02-28T23:59:60Z")],
+        [tkt("t1", "u1", "2026-02-28T23:59:60.5Z")],
+        [],
+        NOW,
+        SETTINGS,
+    )
+    assert not counted.dead_letters
+    assert month_rows(counted.figures, "2026-02")["all|all"] == (1, 1)
+    assert not month_rows(counted.figures, "2026-03")

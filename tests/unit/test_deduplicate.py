@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from streams import domain
+from streams.batch import fold, guarded
 from streams.deduplicate import (
     TICKET_VERSION_MASK,
     Fact,
@@ -67,7 +68,7 @@ def winners(state: PartitionState) -> tuple[dict[int, dict[str, Any]], dict[str,
 
 
 def drain(state: PartitionState) -> dict[int, dict[str, list[int]]]:
-    return dict(state.drain_dirty())
+    return {partial.month: partial.counts for partial in state.drain_dirty()}
 
 
 def applied(facts: list[Fact], seq: int = 0) -> PartitionState:
@@ -464,9 +465,9 @@ def test_any_batching_and_order_gives_the_recount(seed: int) -> None:
     for seq, batch in enumerate(random_batches(rng, facts)):
         apply_logged(state, batch, seq, log)
         if rng.random() < 0.3:
-            for month, counts in state.drain_dirty():
+            for month, counts, _reset in state.drain_dirty():
                 published.setdefault(month, {}).update(counts)
-    for month, counts in state.drain_dirty():
+    for month, counts, _reset in state.drain_dirty():
         published.setdefault(month, {}).update(counts)
 
     expected_actives, expected_tickets = recount(facts)
@@ -510,3 +511,86 @@ def test_estimated_bytes_samples_close_to_a_full_walk_and_stays_small() -> None:
     # The packed layout: under 200 bytes per user-month, tickets included (a full walk counts a
     # user id shared by several months in each, so this errs high).
     assert every_entry / state.user_months() < 200, every_entry / state.user_months()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_cardinality_guard_publishes_what_the_recount_folds(seed: int) -> None:
+    """Many regions and channels, a guard of 3 values: whatever the batching and order, and
+    across a recovery (a reset republish), what the aggregate holds is the recount, folded."""
+    rng = random.Random(seed)
+    facts = [
+        fact._replace(
+            attributes=(
+                fact.attributes[0],
+                "boards",
+                f"r{rng.randrange(9)}",
+                *fact.attributes[3:-1],
+                *((f"c{rng.randrange(8)}",) if isinstance(fact, TicketFact) else (fact[3][-1],)),
+            )
+        )
+        for fact in random_facts(rng, 300)
+    ]
+    state = PartitionState(DIMENSIONS, max_segment_values=3)
+    log: list[tuple[str, Any]] = []
+    published: dict[int, dict[str, list[int]]] = {}
+
+    def drain(into: PartitionState) -> None:
+        for month, counts, reset in into.drain_dirty():
+            if reset:
+                published[month] = {}
+            published.setdefault(month, {}).update(counts)
+
+    for seq, facts_batch in enumerate(random_batches(rng, facts)):
+        apply_logged(state, facts_batch, seq, log)
+        if rng.random() < 0.3:
+            drain(state)
+    drain(state)
+
+    expected_actives, expected_tickets = recount(facts)
+    folded_actives: Snapshot = {}
+    folded_tickets: Snapshot = {}
+    folds: set[str] = set()
+    for month in set(expected_actives) | set(expected_tickets):
+        actives = Counter(expected_actives.get(month, {}))
+        tickets = Counter(expected_tickets.get(month, {}))
+        named = guarded(actives, tickets, 3)
+        assert "region" in named  # the guard acts
+        folds.update(named)
+        folded_actives[month] = dict(fold(actives, named))
+        folded_tickets[month] = dict(fold(tickets, named))
+    assert folds == {"region", "channel"}
+    expected = _as_published(folded_actives, folded_tickets)
+
+    def held() -> dict[int, dict[str, list[int]]]:
+        return {
+            month: {key: figure for key, figure in counts.items() if figure != [0, 0]}
+            for month, counts in published.items()
+        }
+
+    assert held() == expected
+    assert {dimension for _, dimension, _ in state.guard_started} == folds
+    # The exact counts are kept: the guard changes only what is published.
+    assert snapshot(state) == (expected_actives, expected_tickets)
+
+    recovered = recover(log, oldest_month=JANUARY, seed=seed)
+    recovered.max_segment_values = 3
+    recovered.mark_all_dirty()
+    drain(recovered)
+    assert held() == expected
+
+
+def test_a_chunk_too_large_for_a_record_is_split_and_recovers_whole() -> None:
+    facts: list[Fact] = [active(f"user-{n:04d}" + "x" * 200) for n in range(300)]
+    state = PartitionState(DIMENSIONS)
+    changed = state.apply(facts, 7)
+    records = state.encode_chunks(MARCH, 7, changed[MARCH], limit=20_000)
+    assert len(records) > 3 and all(len(value) <= 20_000 for _, value in records)
+    keys = [key for key, _ in records]
+    assert len(set(keys)) == len(keys) and state.chunk_keys[MARCH] == set(keys)
+
+    recovered = PartitionState(DIMENSIONS)
+    for key, value in reversed(records):
+        recovered.apply_chunk(key, orjson.loads(value), JANUARY)
+    assert snapshot(recovered) == snapshot(state)
+    assert winners(recovered) == winners(state)
+    assert recovered.chunk_keys[MARCH] == set(keys)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
 
-from streams import domain
+from streams import domain, records
+from streams.dev.broker import free_port
 from streams.enrich import Enricher, Profile, decode_facts
-from streams.ingest import dead_letter_value, ingest_records, partition_for
+from streams.ingest import (
+    IngestRunner,
+    dead_letter_key,
+    dead_letter_value,
+    ingest_records,
+    partition_for,
+)
+from streams.ingest_process import IngestProcess, Report
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
 from streams.validate import TOO_LATE, InvalidEvent
 
@@ -104,9 +113,66 @@ def test_dead_letter_value_names_reason_and_error() -> None:
     assert "user_id must be a string" in letter["error"]
 
 
+def test_a_small_dead_letter_keeps_raw_whole() -> None:
+    letter = orjson.loads(dead_letter_value("t", 1, 2, b"x" * 100, InvalidEvent("oversized", "")))
+    assert base64.b64decode(letter["raw"]) == b"x" * 100
+    assert "raw_truncated" not in letter and "raw_bytes" not in letter
+
+
+def test_a_huge_dead_letter_is_cut_to_fit_a_record_and_says_so() -> None:
+    raw = b"y" * (7 * 1024 * 1024)
+    error = InvalidEvent("invalid_json", "z" * 100_000)
+    value = dead_letter_value("t", 1, 2, raw, error)
+    assert len(value) < records.MAX_RECORD_BYTES
+    letter = orjson.loads(value)
+    assert letter["raw_truncated"] is True and letter["raw_bytes"] == len(raw)
+    assert base64.b64decode(letter["raw"]) == raw[: records.DEAD_LETTER_RAW_BYTES]
+    assert len(letter["error"]) == records.DEAD_LETTER_ERROR_CHARS
+
+
+def test_a_huge_key_is_cut_in_the_dead_letter() -> None:
+    assert dead_letter_key(b"k" * 5000) == b"k" * records.DEAD_LETTER_KEY_BYTES
+    assert dead_letter_key(b"u1") == b"u1" and dead_letter_key(None) is None
+
+
 def test_partition_for_is_stable_and_in_range() -> None:
     keys = [f"user-{n}" for n in range(1000)]
     spread = {partition_for(key, 4) for key in keys}
     assert spread == {0, 1, 2, 3}
     assert [partition_for(k, 4) for k in keys] == [partition_for(k, 4) for k in keys]
     assert partition_for("2026-03", 4) == 1  # pinned: changing it moves every internal key
+
+
+def test_ingest_that_cannot_start_says_it_is_stalled_and_why() -> None:
+    # Nothing listens on the port: every attempt fails, and none makes progress.
+    settings = load_settings({"CCI_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+
+    async def attempt() -> str:
+        async def ready() -> None:
+            return None
+
+        runner = IngestRunner(
+            settings, enricher(), "cci-facts", ready, backoff_initial=0.05, backoff_max=0.1
+        )
+        await runner.start()
+        try:
+            for _ in range(200):
+                if runner.failures >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            return runner.stalled
+        finally:
+            await runner.stop()
+
+    stalled = asyncio.run(attempt())
+    assert stalled.startswith("failed ") and "without progress" in stalled, stalled
+    assert "KafkaConnectionError" in stalled
+
+
+def test_a_stalled_ingest_makes_the_worker_unhealthy_with_the_reason() -> None:
+    process = IngestProcess(load_settings({}), "cci-facts")
+    process.report = Report(running=True, profiles_loaded=True)
+    assert process.healthy and process.problem == ""
+    process.report = Report(True, True, {}, "failed 2 time(s) without progress; last: X: y")
+    assert not process.healthy
+    assert process.problem == "ingest failed 2 time(s) without progress; last: X: y"

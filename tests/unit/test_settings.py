@@ -110,6 +110,8 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CCI_EMIT_INTERVAL", "2.5", "emit_interval", 2.5),
     ("CCI_EMIT_INTERVAL", "0.01", "emit_interval", 0.01),
     ("CCI_MAX_EVENT_BYTES", "1024", "max_event_bytes", 1024),
+    ("CCI_MAX_SEGMENT_CHARS", "64", "max_segment_chars", 64),
+    ("CCI_MAX_SEGMENT_VALUES", "150", "max_segment_values", 150),
     ("CCI_MAX_FUTURE_SECONDS", "3600", "max_future_seconds", 3600.0),
     ("CCI_EMBEDDED_BROKER", "true", "embedded_broker", True),
     ("CCI_EMBEDDED_BROKER", "YES", "embedded_broker", True),
@@ -180,6 +182,10 @@ INVALID: list[tuple[str, str]] = [
     ("CCI_EMIT_INTERVAL", "soon"),
     ("CCI_EMIT_INTERVAL", "nan"),
     ("CCI_MAX_EVENT_BYTES", "64k"),
+    ("CCI_MAX_SEGMENT_CHARS", "257"),
+    ("CCI_MAX_SEGMENT_CHARS", "0"),
+    ("CCI_MAX_SEGMENT_VALUES", "10001"),
+    ("CCI_MAX_SEGMENT_VALUES", "many"),
     ("CCI_MAX_FUTURE_SECONDS", "-5"),
     ("CCI_EMBEDDED_BROKER", "maybe"),
     ("CCI_SESSION_TIMEOUT", "inf"),
@@ -204,6 +210,13 @@ def test_an_invalid_value_names_its_variable(env: str, raw: str) -> None:
         load_settings({env: raw})
 
     assert isinstance(raised.value, ValueError)  # callers may catch the broader type
+
+
+def test_segment_limits_that_could_overflow_a_partial_record_are_refused() -> None:
+    # Each limit alone is in range; together they allow a partial-counts record over 1 MB.
+    with pytest.raises(SettingsError, match=r"CCI_MAX_SEGMENT_VALUES: .*lower"):
+        load_settings({"CCI_MAX_SEGMENT_VALUES": "1000", "CCI_MAX_SEGMENT_CHARS": "256"})
+    assert load_settings({"CCI_MAX_SEGMENT_VALUES": "1000", "CCI_MAX_SEGMENT_CHARS": "16"})
 
 
 def test_the_message_shows_the_bad_value() -> None:

@@ -152,7 +152,6 @@ def test_mistyped_field(parse: Parser, document: dict[str, Any], field: str, val
         {"plan": None},
         {"plan": ["free"]},
         {"plan": {"name": "free"}},
-        {"plan": "x" * (validate.MAX_ID_LENGTH + 1)},
         {f"key{i}": "v" for i in range(validate.MAX_SEGMENTS + 1)},
     ],
 )
@@ -175,6 +174,7 @@ def test_wrong_segments(
         "2026-03-04T25:00:00Z",  # hour 25
         "2026-03-04T24:00:00Z",
         "2026-03-04T10:60:00Z",
+        "2016-12-31T23:59:61Z",
         "2026-13-01T10:00:00Z",
         "2026-03-04T10:11:12",  # no offset
         "2026-03-04T10:11:12.123",
@@ -213,6 +213,10 @@ def test_invalid_timestamp(parse: Parser, document: dict[str, Any], field: str, 
         ("2026-03-04T10:11:12.999999999Z", datetime(2026, 3, 4, 10, 11, 12, 999999, tzinfo=UTC)),
         ("2028-02-29T00:00:00Z", datetime(2028, 2, 29, tzinfo=UTC)),  # a leap day
         ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=UTC)),
+        # A leap second (RFC 3339 allows second 60) is the minute's last microsecond.
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2016-12-31T23:59:60.5Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2017-01-01T00:59:60+01:00", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
     ],
 )
 def test_valid_timestamps(value: str, expected: datetime) -> None:
@@ -300,6 +304,27 @@ def test_invalid_event_carries_reason_and_detail() -> None:
     assert str(caught.value).startswith("missing_field: ")
 
 
+@pytest.mark.parametrize(("parse", "document", "_ts"), KINDS, ids=KIND_IDS)
+def test_a_segment_value_longer_than_the_limit_is_its_own_reason(
+    parse: Parser, document: dict[str, Any], _ts: str
+) -> None:
+    longest = "x" * validate.MAX_SEGMENT_CHARS
+    assert parse(encode(with_field(document, "segments", {"plan": longest})), MAX_BYTES)
+    raw = encode(with_field(document, "segments", {"plan": longest + "x"}))
+    assert reason_of(parse, raw) == validate.SEGMENT_TOO_LONG
+    raw = encode(with_field(document, "segments", {"plan": "xyz"}))
+    with pytest.raises(InvalidEvent) as caught:
+        parse(raw, MAX_BYTES, 2)
+    assert caught.value.reason == validate.SEGMENT_TOO_LONG
+
+
+def test_a_channel_longer_than_the_limit_is_a_dead_letter() -> None:
+    long_channel = "c" * (60 * 1024)
+    raw = encode(with_field(TICKET, "channel", long_channel))
+    assert reason_of(parse_ticket, raw, 128 * 1024) == validate.SEGMENT_TOO_LONG
+    assert parse_ticket(encode(with_field(TICKET, "channel", "c" * 128)), MAX_BYTES)
+
+
 def test_dead_letter_schema_lists_every_reason() -> None:
     schema = json.loads((SCHEMAS / "cci-dead-letters.schema.json").read_text())
     reasons = {
@@ -312,5 +337,6 @@ def test_dead_letter_schema_lists_every_reason() -> None:
         validate.OVERSIZED,
         validate.TOO_LATE,
         validate.FUTURE_TIMESTAMP,
+        validate.SEGMENT_TOO_LONG,
     }
     assert set(schema["properties"]["reason"]["enum"]) == reasons
