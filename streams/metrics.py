@@ -88,6 +88,13 @@ sink_skipped_records = Counter(
     ["topic"],
     registry=registry,
 )
+sink_store_rebuilds = Counter(
+    "cci_sink_store_rebuilds_total",
+    "Partitions the sink re-read because the store held less than the committed offsets "
+    "(tables lost or restored from an old backup), per topic",
+    ["topic"],
+    registry=registry,
+)
 consumer_lag = Gauge(
     "cci_consumer_lag_records",
     "Input records not yet read by this worker's ingest (high watermark - position), per topic",
