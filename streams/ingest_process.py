@@ -40,7 +40,7 @@ from mode.utils.logging import setup_logging
 from streams import children, collector, metrics
 from streams.enrich import Enricher
 from streams.ingest import IngestRunner
-from streams.logs import logging_config
+from streams.logs import logging_config, quiet_repeats
 from streams.profiles import ProfileBook
 from streams.settings import TOPIC_PROFILES, Settings
 
@@ -207,6 +207,7 @@ async def _serve(sock: socket.socket) -> None:
         loglevel=settings.log_level,
         logging_config=logging_config(settings.log_format, settings.log_level),
     )
+    quiet_repeats()
     collector.configure()
     profiles = ProfileBook(
         settings.kafka_bootstrap,

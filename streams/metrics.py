@@ -95,6 +95,11 @@ sink_store_rebuilds = Counter(
     ["topic"],
     registry=registry,
 )
+broker_up = Gauge(
+    "cci_broker_up",
+    "1 while the Kafka broker answers the worker's probe (streams/broker_watch.py), else 0",
+    registry=registry,
+)
 consumer_lag = Gauge(
     "cci_consumer_lag_records",
     "Input records not yet read by this worker's ingest (high watermark - position), per topic",
