@@ -102,9 +102,9 @@ class BrokerWatch:
             **self.settings.kafka_client_kwargs(),
         )
 
-    async def _end_offsets(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int] | None:
-        """End offsets of the watched topics' partitions; None entries for missing topics are
-        represented by leaving their partitions out."""
+    async def _end_offsets(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+        """End offsets of the partitions of the watched topics the broker has (a missing topic
+        has no entries)."""
         client = consumer._client  # the metadata of every topic, fresh, in one request
         await client.force_metadata_update()
         partitions = [
@@ -114,8 +114,7 @@ class BrokerWatch:
         ]
         return dict(await consumer.end_offsets(partitions)) if partitions else {}
 
-    def _check(self, ends: dict[TopicPartition, int] | None) -> None:
-        ends = ends or {}
+    def _check(self, ends: dict[TopicPartition, int]) -> None:
         lost = []
         for tp, before in sorted(self._ends.items()):
             now = ends.get(tp)
