@@ -34,7 +34,8 @@ STILL_DOWN_EVERY_S = 60.0  # how often an outage is logged again while it lasts
 EXIT_BROKER_LOST_DATA = 3
 
 
-def _exit_now(message: str) -> None:
+def stop_for_lost_data(message: str) -> None:
+    """Log why and exit at once with ``EXIT_BROKER_LOST_DATA``."""
     log.critical(message)
     for handler in logging.getLogger().handlers:
         with contextlib.suppress(Exception):
@@ -48,7 +49,7 @@ class BrokerWatch:
         settings: Settings,
         topics: Sequence[str],
         *,
-        on_lost_data: Callable[[str], None] = _exit_now,
+        on_lost_data: Callable[[str], None] = stop_for_lost_data,
     ) -> None:
         self.settings = settings
         self.topics = tuple(topics)

@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import domain, metrics
+from streams.broker_watch import stop_for_lost_data
 from streams.settings import TOPIC_UPDATES, Settings
 from streams.store import Store, StoreError, embedded_path, open_store, redact
 
@@ -361,8 +362,10 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         changelog: str | None = None,
         backoff_initial: float = 0.2,
         backoff_max: float = 15.0,
+        on_lost_data: Callable[[str], None] = stop_for_lost_data,
     ) -> None:
         self.settings = settings
+        self.on_lost_data = on_lost_data
         self.store: Store | None = None  # set once open and migrated; the query page reads it
         self._store_factory = store_factory
         self.sink = ClickHouseSink(
@@ -575,6 +578,22 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         if consumer is None or store is None or not assigned:
             return
         held = await asyncio.to_thread(self._held_offsets, store)
+        ends = await consumer.end_offsets(sorted(assigned))
+        behind = [
+            f"{tp.topic}[{tp.partition}] ends at {ends[tp]}, the store holds it up to {held[tp]}"
+            for tp in sorted(assigned)
+            if held.get(tp, 0) > ends.get(tp, 0)
+        ]
+        if behind:
+            # The topic went backwards: an emptied or different broker, or a store of another
+            # cluster. Re-reading would mix two histories in one store.
+            self.on_lost_data(
+                f"the broker lost data: {'; '.join(behind[:5])} (an empty or different broker "
+                f"at {self.settings.kafka_bootstrap}, or the store of another cluster?). "
+                "Restore the broker's data, or start over against this broker: see "
+                "'The broker lost data' in docs/operations.md"
+            )
+            return
         for tp in sorted(assigned):
             committed = await consumer.committed(tp)
             have = held.get(tp, 0)

@@ -15,10 +15,17 @@ import orjson
 
 from streams.batch import recount
 from streams.bench.measure import metric_values
+from streams.broker_watch import EXIT_BROKER_LOST_DATA
 from streams.dev.broker import LOOPBACK, EmbeddedBroker
 from streams.generate import generate
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
-from tests.integration.harness import WorkerProcess, produce, wait_for_figures, wait_until
+from tests.integration.harness import (
+    WorkerProcess,
+    create_all_topics,
+    produce,
+    wait_for_figures,
+    wait_until,
+)
 
 STOP_WITHIN_S = 10.0
 OUTAGE_S = 15.0
@@ -88,3 +95,28 @@ def test_an_empty_broker_returning_stops_the_worker_with_what_to_do(pipeline) ->
         log = worker.log_tail(200)
         assert "the broker lost data" in log, log
         assert "docs/operations.md" in log, log
+
+
+def test_a_worker_started_against_an_emptied_broker_stops_with_what_to_do(pipeline) -> None:
+    """The store holds offsets the broker's topics no longer reach: the history went backwards."""
+    now = datetime.now(UTC)
+    settings = load_settings({})
+    data = generate(users=60, months=1, seed=19, now=now, zone=settings.zone)
+    expected = recount(data.activity, data.tickets, data.profiles, now, settings).figures
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    worker = pipeline.worker("w")
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets)
+    wait_for_figures(pipeline.bootstrap, expected, workers=[worker])
+    time.sleep(3)  # the sink's last batch
+    assert worker.stop() == 0
+    port = pipeline.broker.port
+    pipeline.broker.stop()
+    with EmbeddedBroker(port) as empty:
+        create_all_topics(empty.bootstrap)
+        again = WorkerProcess(worker.env, worker.log_path).start()
+        pipeline.workers.append(again)
+        wait_until(lambda: again.exited() is not None, 90, "the worker carried on")
+        assert again.exited() == EXIT_BROKER_LOST_DATA, again.log_tail()
+        log = again.log_tail(200)
+        assert "the broker lost data" in log and "docs/operations.md" in log, log
