@@ -28,6 +28,7 @@ from streams import collector, domain, metrics, query, web_auth, web_guard
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.alert_publisher import AlertPublisher
 from streams.alerts import Figure
+from streams.broker_watch import BrokerWatch
 from streams.dashboard import web as dashboard_web
 from streams.dashboard.source import DashboardSource
 from streams.deduplicate import PartitionState
@@ -38,11 +39,14 @@ from streams.ingest_process import IngestProcess
 from streams.records import dict_chunks
 from streams.settings import (
     EMBEDDED_FETCH_MAX_WAIT_MS,
+    TOPIC_ACTIVITY,
     TOPIC_ALERTS,
+    TOPIC_PROFILES,
+    TOPIC_TICKETS,
     TOPIC_UPDATES,
     Settings,
 )
-from streams.sink import SinkRunner
+from streams.sink import SinkRunner, changelog_topic
 
 log = logging.getLogger("streams")
 
@@ -198,6 +202,20 @@ def create_app(settings: Settings) -> faust.App:
 
     # --- validate + enrich ---------------------------------------------------------------------
 
+    # The broker's presence for /health, and a broker that lost data stops the worker.
+    watched = [
+        TOPIC_ACTIVITY,
+        TOPIC_TICKETS,
+        TOPIC_PROFILES,
+        TOPIC_UPDATES,
+        names["facts"],
+        names["partials"],
+        changelog_topic(settings.app_id),
+    ]
+    broker = BrokerWatch(settings, watched)
+    app.cci_broker_watch = broker  # type: ignore[attr-defined]
+    app.service(_service_running(broker))
+
     ingest = IngestProcess(settings, names["facts"])
     app.cci_ingest = ingest  # type: ignore[attr-defined]
 
@@ -347,6 +365,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
+        if not broker.up:
+            return web.json({"status": "unavailable", "reason": broker.reason}, status=503)
         healthy = (
             runtime.ready
             and not app.rebalancing

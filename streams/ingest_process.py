@@ -14,8 +14,8 @@ The two talk over a socket pair, in length-prefixed pickles:
   metrics.
 
 Lifetime: the child ignores SIGINT and SIGTERM (a Ctrl-C or a stop of the worker's process group
-reaches it too): it stops when the worker says STOP. When the worker's end of the socket closes
-(the worker died), the child exits at once, as if it had died with it; when the child dies, the
+reaches it too): it stops when the worker says STOP. When the worker dies, the kernel kills the
+child (``streams/children.py``), and a child whose socket closes exits too; when the child dies, the
 worker starts another after a back-off. Either way ingest resumes from its committed offsets,
 and the deduplicate stage absorbs the facts it sends again (``streams/ingest.py``).
 """
@@ -37,10 +37,10 @@ from typing import Any
 
 from mode.utils.logging import setup_logging
 
-from streams import collector, metrics
+from streams import children, collector, metrics
 from streams.enrich import Enricher
 from streams.ingest import IngestRunner
-from streams.logs import logging_config
+from streams.logs import logging_config, quiet_repeats
 from streams.profiles import ProfileBook
 from streams.redaction import install_log_redaction
 from streams.settings import TOPIC_PROFILES, Settings
@@ -159,8 +159,15 @@ class IngestProcess:
     async def _run_child(self) -> int:
         ours, theirs = socket.socketpair()
         try:
+            # Forked by the event loop's thread, which lives as long as the worker: the child
+            # dies with the worker however it ends (streams/children.py).
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", _CHILD_CODE, str(theirs.fileno()), pass_fds=(theirs.fileno(),)
+                sys.executable,
+                "-c",
+                _CHILD_CODE,
+                str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+                preexec_fn=children.die_with_parent(),
             )
         finally:
             theirs.close()
@@ -221,6 +228,7 @@ async def _serve(sock: socket.socket) -> None:
         logging_config=logging_config(settings.log_format, settings.log_level),
     )
     install_log_redaction(settings)
+    quiet_repeats()
     collector.configure()
     profiles = ProfileBook(
         settings.kafka_bootstrap,

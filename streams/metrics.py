@@ -162,6 +162,18 @@ sink_skipped_records = Counter(
     ["topic"],
     registry=registry,
 )
+sink_store_rebuilds = Counter(
+    "cci_sink_store_rebuilds_total",
+    "Partitions the sink re-read because the store held less than the committed offsets "
+    "(tables lost or restored from an old backup), per topic",
+    ["topic"],
+    registry=registry,
+)
+broker_up = Gauge(
+    "cci_broker_up",
+    "1 while the Kafka broker answers the worker's probe (streams/broker_watch.py), else 0",
+    registry=registry,
+)
 consumer_lag = Gauge(
     "cci_consumer_lag_records",
     "Input records not yet read by this worker's ingest (high watermark - position), per topic",

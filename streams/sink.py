@@ -43,6 +43,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import domain, metrics
+from streams.broker_watch import stop_for_lost_data
 from streams.redaction import redact_url
 from streams.settings import TOPIC_UPDATES, Settings
 from streams.store import Store, StoreError, embedded_path, open_store
@@ -52,6 +53,8 @@ log = logging.getLogger("streams.sink")
 SEGMENT_TABLE = "cci_segment_monthly"
 ACTIVE_TABLE = "cci_monthly_active_users"
 TICKET_TABLE = "cci_tickets"
+OFFSETS_TABLE = "cci_sink_offsets"  # per group and partition: what the store holds
+OFFSETS_COLUMNS = ("group_id", "topic", "partition", "next_offset")
 SEGMENT_COLUMNS = (
     "month",
     "dimension",
@@ -80,6 +83,7 @@ COLUMNS = {
     SEGMENT_TABLE: SEGMENT_COLUMNS,
     ACTIVE_TABLE: ACTIVE_COLUMNS,
     TICKET_TABLE: TICKET_COLUMNS,
+    OFFSETS_TABLE: OFFSETS_COLUMNS,
 }
 # Versions of facts count time backwards from here, so the earliest event has the highest one.
 VERSION_BASE = 1 << 63
@@ -213,8 +217,11 @@ class ClickHouseSink:
         flush_seconds: float,
         backoff_initial: float = 0.2,
         backoff_max: float = 15.0,
+        offsets_group: str | None = None,
     ) -> None:
         self._store_of = store_of
+        # When set, every flush also records in OFFSETS_TABLE what the store now holds.
+        self.offsets_group = offsets_group
         self.facts = FactRows(dimensions)
         self.updates_topic = updates_topic
         self.changelog_topic = changelog_topic
@@ -303,6 +310,10 @@ class ClickHouseSink:
                 await self._insert_until_written(table, rows)
                 metrics.sink_rows_written.labels(table).inc(len(rows))
         offsets = dict(batch.commit)
+        if self.offsets_group is not None:
+            # After the rows: the record never claims rows the store does not have.
+            held = [[self.offsets_group, tp.topic, tp.partition, n] for tp, n in offsets.items()]
+            await self._insert_until_written(OFFSETS_TABLE, held)
         self.batch = Batch()
         return offsets
 
@@ -355,8 +366,10 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         changelog: str | None = None,
         backoff_initial: float = 0.2,
         backoff_max: float = 15.0,
+        on_lost_data: Callable[[str], None] = stop_for_lost_data,
     ) -> None:
         self.settings = settings
+        self.on_lost_data = on_lost_data
         self.store: Store | None = None  # set once open and migrated; the query page reads it
         # The store's URL → an open store; by default on CCI_CLICKHOUSE_CLUSTER when it is set.
         self._store_factory = store_factory or functools.partial(
@@ -371,6 +384,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             flush_seconds=settings.sink_flush_seconds,
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
+            offsets_group=sink_group(settings),
         )
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()  # consumer started with the store open
@@ -556,3 +570,63 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("sink assigned %d partitions", len(assigned))
+        await self._rebuild_what_the_store_lacks(assigned)
+
+    async def _rebuild_what_the_store_lacks(self, assigned: set[TopicPartition]) -> None:
+        """Re-read partitions whose committed offset is past what the store holds.
+
+        Committed offsets say what was written once; the store may have lost it since (its
+        ``metadata/`` deleted, a restore from an older backup). Consuming on from the committed
+        offsets would never bring it back, so those partitions are read again from what the
+        store holds (the beginning, if it holds nothing): the tables absorb the rows they still
+        have (see the module docstring).
+        """
+        consumer, store = self.consumer, self.store
+        if consumer is None or store is None or not assigned:
+            return
+        held = await asyncio.to_thread(self._held_offsets, store)
+        ends = await consumer.end_offsets(sorted(assigned))
+        behind = [
+            f"{tp.topic}[{tp.partition}] ends at {ends[tp]}, the store holds it up to {held[tp]}"
+            for tp in sorted(assigned)
+            if held.get(tp, 0) > ends.get(tp, 0)
+        ]
+        if behind:
+            # The topic went backwards: an emptied or different broker, or a store of another
+            # cluster. Re-reading would mix two histories in one store.
+            self.on_lost_data(
+                f"the broker lost data: {'; '.join(behind[:5])} (an empty or different broker "
+                f"at {self.settings.kafka_bootstrap}, or the store of another cluster?). "
+                "Restore the broker's data, or start over against this broker: see "
+                "'The broker lost data' in docs/operations.md"
+            )
+            return
+        for tp in sorted(assigned):
+            committed = await consumer.committed(tp)
+            have = held.get(tp, 0)
+            if committed is None or committed <= have:
+                continue
+            metrics.sink_store_rebuilds.labels(tp.topic).inc()
+            log.error(
+                "the store %s holds %s[%d] up to offset %d, but the sink's group %s committed %d: "
+                "its tables lost rows; rebuilding it from the topic (re-reading from offset %d)",
+                redact_url(self.settings.clickhouse_url),
+                tp.topic,
+                tp.partition,
+                have,
+                self._group_id,
+                committed,
+                have,
+            )
+            if have:
+                consumer.seek(tp, have)
+            else:
+                await consumer.seek_to_beginning(tp)
+
+    def _held_offsets(self, store: Store) -> dict[TopicPartition, int]:
+        result = store.query(
+            f"SELECT topic, partition, max(next_offset) FROM {OFFSETS_TABLE} "
+            "WHERE group_id = {group:String} GROUP BY topic, partition",
+            {"group": self._group_id},
+        )
+        return {TopicPartition(str(t), int(p)): int(n) for t, p, n in result.rows}

@@ -22,12 +22,16 @@ other (docs/security.md, "Query API"):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import re
+import sys
+import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,6 +168,7 @@ SHARDING_KEYS = {
     "cci_segment_monthly": "cityHash64(dimension, segment)",
     "cci_monthly_active_users": "cityHash64(user_id)",
     "cci_tickets": "cityHash64(ticket_id)",
+    "cci_sink_offsets": "cityHash64(group_id, topic, partition)",
 }
 # {shard}, {replica}, {database} and {table} are the server's macros, expanded on each node.
 REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
@@ -319,12 +324,24 @@ class Store:
                 # As on a server: "SELEC x" is a syntax error, not an implicit "SELECT SELEC AS x".
                 session["implicit_select"] = 0
             kwargs["settings"] = {**session, "readonly": 1}
-        try:
-            if self.path is not None:
+        if self.path is None:
+            try:
+                return self._factory(dsn=self.url, **kwargs)
+            except ClickHouseError as exc:
+                raise StoreError(str(exc)) from exc
+        if analyst_tag is not None and self._writer is not None:
+            # The store is open already (the writer opened it): nothing to explain, and fd 2 is
+            # not held back while the worker logs.
+            try:
                 return self._factory(dsn=f"chdb://{self.path}", **kwargs)
-            return self._factory(dsn=self.url, **kwargs)
+            except ClickHouseError as exc:
+                raise StoreError(str(exc)) from exc
+        engine_output: list[str] = []
+        try:
+            with _stderr_copied_to(engine_output):
+                return self._factory(dsn=f"chdb://{self.path}", **kwargs)
         except ClickHouseError as exc:
-            raise StoreError(str(exc)) from exc
+            raise StoreError(embedded_failure(self.path, str(exc), "".join(engine_output))) from exc
 
     def _writer_client(self) -> Client:
         if self._writer is None:
@@ -478,19 +495,11 @@ def open_store(
     store = Store(url, database=database, cluster=cluster, client_factory=client_factory)
     if read_only and store.path is not None and not store.path.is_dir():
         raise StoreError(f"no embedded store at {store.path} (a worker creates it)")
-    try:
-        # Connect now, so a store that cannot be opened fails here with a clear message.
-        if read_only:
-            store._client(analyst_tag="cci-connect").close()
-        else:
-            store._writer_client()
-    except StoreError as exc:
-        if store.path is not None and "EmbeddedServer" in str(exc):
-            raise StoreError(
-                f"cannot open the embedded store at {store.path}: another process (a worker?) "
-                f"has it open. ({exc})"
-            ) from exc
-        raise
+    # Connect now, so a store that cannot be opened fails here with a clear message.
+    if read_only:
+        store._client(analyst_tag="cci-connect").close()
+    else:
+        store._writer_client()
     return store
 
 
@@ -594,3 +603,46 @@ def _without_transport_format(lines: list[str]) -> str:
         return "\n".join(lines)
     count = int(children.group(2)) - 1
     return "\n".join([f"{children.group(1)} (children {count})", *lines[1:-1]])
+
+
+@contextlib.contextmanager
+def _stderr_copied_to(output: list[str]) -> Iterator[None]:
+    """Collect what is written to the process's stderr (fd 2) meanwhile, then pass it on.
+
+    chDB says why its engine would not start only there; its exception says "Error initializing
+    EmbeddedServer" whatever the reason.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read()
+            if text:
+                os.write(2, text)  # nothing written meanwhile is lost
+            output.append(text.decode("utf-8", errors="replace"))
+
+
+_DAMAGED_DEFINITION = re.compile(r"(?:metadata file|\(in file) (/\S+?\.sql)")
+
+
+def embedded_failure(path: Path, error: str, engine_output: str) -> str:
+    """Why the embedded engine at ``path`` would not open, from its own output."""
+    reason = next(
+        (line.strip() for line in engine_output.splitlines() if "DB::Exception" in line), error
+    )
+    if "Cannot lock file" in engine_output:
+        return f"cannot open the embedded store at {path}: another process (a worker?) has it open"
+    damaged = _DAMAGED_DEFINITION.search(engine_output)
+    if damaged:
+        return (
+            f"cannot open the embedded store at {path}: the table definition {damaged.group(1)} "
+            f"is damaged ({reason}). Restore the store from a backup, or move the directory {path} "
+            "away: the worker then creates a new store and its sink rebuilds it from the topics"
+        )
+    return f"cannot open the embedded store at {path}: {reason}"

@@ -39,7 +39,7 @@ from typing import Self
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams import domain
+from streams import children, domain
 from streams.batch import recount
 from streams.bench.measure import (
     EMPTY,
@@ -344,7 +344,7 @@ async def run_peer(
         str(status_path),
     ]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
+        process = children.popen(
             command,
             env=env,
             stdin=subprocess.DEVNULL,

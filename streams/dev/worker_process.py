@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from streams import children
 from streams.dev.broker import LOOPBACK, free_port, terminate_group
 
 STOP_GRACE_S = 30.0
@@ -49,7 +50,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+        self.process = children.popen(
             [sys.executable, "-m", "streams", "worker"],
             env=self.env,
             stdin=subprocess.DEVNULL,

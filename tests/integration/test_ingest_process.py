@@ -85,5 +85,5 @@ def test_the_ingest_process_exits_when_the_worker_dies(pipeline) -> None:
     assert child is not None and alive(child)
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)  # the worker alone, not its process group
-    wait_until(lambda: not alive(child), 15, f"ingest process {child} outlived its worker")
-    assert "the worker has gone; exiting" in worker.log_tail(50)
+    # The kernel kills it with its parent (streams/children.py): at once, not after a timeout.
+    wait_until(lambda: not alive(child), 5, f"ingest process {child} outlived its worker")

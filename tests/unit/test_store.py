@@ -52,10 +52,15 @@ def test_statements_end_with_a_line_ending_in_a_semicolon_and_comments_are_not_s
 def test_the_shipped_schema_loads_in_version_order() -> None:
     migrations = load_migrations(SCHEMA_DIR)
 
-    assert [m.version for m in migrations] == [1, 2, 3, 4]
+    assert [m.version for m in migrations] == [1, 2, 3, 4, 5]
     assert all(m.statements and len(m.checksum) == 64 for m in migrations)
     ddl = " ".join(s for m in migrations for s in m.statements)
-    for table in ("cci_segment_monthly", "cci_monthly_active_users", "cci_tickets"):
+    for table in (
+        "cci_segment_monthly",
+        "cci_monthly_active_users",
+        "cci_tickets",
+        "cci_sink_offsets",
+    ):
         assert f"CREATE TABLE IF NOT EXISTS {table}" in ddl
     assert "ENGINE = ReplacingMergeTree(version)" in ddl
 
