@@ -155,7 +155,11 @@ def _wait_for_alerts(port: int, timeout: float) -> list[dict[str, object]]:
     """The firing alerts the demo's worker lists, once there are any."""
     deadline = time.monotonic() + timeout
     while True:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/api/alerts", timeout=5) as answer:
+        request = urllib.request.Request(
+            f"http://{LOOPBACK}:{port}/api/alerts",
+            headers={"Authorization": f"Bearer {SECRETS[2]}"},  # the demo's CCI_WEB_TOKEN
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
             firing = orjson.loads(answer.read())["alerts"]
         if firing or time.monotonic() > deadline:
             assert firing, "no alert fired with the demo's example rules"
