@@ -55,6 +55,23 @@ current_cci = Gauge(
     registry=registry,
 )
 
+state_rebuilds = Counter(
+    "cci_state_rebuilds_total",
+    "Table partitions rebuilt from their changelog because the state had read past its end",
+    ["topic"],
+    registry=registry,
+)
+producer_buffer_records = Gauge(
+    "cci_producer_buffer_records",
+    "Records the worker's producer holds that the broker has not yet taken (changelog buffer)",
+    registry=registry,
+)
+producer_oldest_pending_seconds = Gauge(
+    "cci_producer_oldest_pending_seconds",
+    "Seconds since the producer's buffer was last empty; 0 while it keeps emptying",
+    registry=registry,
+)
+
 # --- ClickHouse sink (streams/sink.py) ------------------------------------------------------------
 sink_rows_written = Counter(
     "cci_sink_rows_written_total",

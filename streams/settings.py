@@ -83,6 +83,16 @@ def _parse_bool(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _parse_auto_bool(value: str) -> bool | None:
+    """``auto`` (None: decided at start-up) or a boolean."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return _parse_bool(value)
+    except ValueError:
+        raise ValueError(f"expected auto, true or false, got {value!r}") from None
+
+
 def _parse_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -225,11 +235,12 @@ class Settings:
         _parse_seconds,
         "an event time further ahead of the wall clock than this is a dead letter",
     )
-    embedded_broker: bool = _setting(
+    embedded_broker: bool | None = _setting(
         "CCI_EMBEDDED_BROKER",
-        False,
-        _parse_bool,
-        "true when the broker is the embedded Tansu: producers then send one record per batch",
+        None,
+        _parse_auto_bool,
+        "auto, true or false: the broker is the embedded Tansu and its workarounds apply "
+        "(docs/embedded-broker.md); auto asks the broker for its cluster id",
     )
     session_timeout: float = _setting(
         "CCI_SESSION_TIMEOUT", 10.0, _parse_seconds, "consumer group session timeout, seconds"
@@ -310,6 +321,9 @@ def describe_settings() -> list[tuple[str, str, str]]:
     rows = []
     for spec in fields(Settings):
         default = spec.default
-        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        if default is None:
+            shown = "auto"
+        else:
+            shown = ",".join(default) if isinstance(default, tuple) else str(default)
         rows.append((spec.metadata["env"], shown, spec.metadata["doc"]))
     return rows

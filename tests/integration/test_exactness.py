@@ -111,3 +111,24 @@ def test_two_workers_share_the_group_and_survive_a_rebalance(pipeline, dataset) 
     _produce_events(pipeline.bootstrap, data)  # and a full resend for good measure
     wait_for_figures(pipeline.bootstrap, expected, timeout=120, workers=[first])
     assert first.health() == 200
+
+
+def test_three_workers_one_killed_and_restarted_one_leaving(pipeline, dataset) -> None:
+    data, expected = dataset
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    first = pipeline.worker("first")
+    second = pipeline.worker("second")
+    third = pipeline.worker("third")
+    half = len(data.activity) // 2
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[:half])
+    wait_until(lambda: bool(latest_updates(pipeline.bootstrap)), 60, "nothing was published")
+    # SIGKILL mid-stream, and back with the same name (and data directory).
+    second.kill()
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[half:])
+    second = pipeline.worker("second")
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[: len(data.tickets) // 2])
+    # A clean leave: SIGTERM, a goodbye to the group, exit status 0.
+    assert third.stop() == 0
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[len(data.tickets) // 2 :])
+    wait_for_figures(pipeline.bootstrap, expected, timeout=120, workers=[first, second])
+    assert first.health() == 200 and second.health() == 200
