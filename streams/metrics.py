@@ -63,12 +63,12 @@ state_rebuilds = Counter(
 )
 producer_buffer_records = Gauge(
     "cci_producer_buffer_records",
-    "Records the worker's producer holds that the broker has not yet taken (changelog buffer)",
+    "Records the worker sent that the broker has not yet acknowledged (Faust's buffer included)",
     registry=registry,
 )
 producer_oldest_pending_seconds = Gauge(
     "cci_producer_oldest_pending_seconds",
-    "Seconds since the producer's buffer was last empty; 0 while it keeps emptying",
+    "Age of the oldest record the broker has not yet acknowledged; 0 when none waits",
     registry=registry,
 )
 
