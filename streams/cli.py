@@ -20,7 +20,13 @@ from typing import TypeVar
 import click
 
 from streams import forecast
-from streams.settings import Settings, SettingsError, describe_settings, load_settings
+from streams.settings import (
+    Settings,
+    SettingsError,
+    describe_settings,
+    load_settings,
+    show_value,
+)
 
 T = TypeVar("T")
 
@@ -59,7 +65,7 @@ def settings_command(ctx: click.Context) -> None:
     click.echo(f"{'variable':<28} {'value':<24} {'default':<24} meaning")
     for (env, default, doc), spec in zip(describe_settings(), fields(Settings), strict=True):
         value = getattr(settings, spec.name)
-        shown = ",".join(value) if isinstance(value, tuple) else str(value)
+        shown = show_value(value)
         if "PASSWORD" in env and shown:
             shown = "***"
         click.echo(f"{env:<28} {shown:<24} {default!s:<24} {doc}")

@@ -316,14 +316,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def show_value(value: Any) -> str:
+    """A setting's value as the environment spells it (None is ``auto``)."""
+    if value is None:
+        return "auto"
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
 def describe_settings() -> list[tuple[str, str, str]]:
     """(variable, default, documentation) rows for --help texts and the README."""
     rows = []
     for spec in fields(Settings):
-        default = spec.default
-        if default is None:
-            shown = "auto"
-        else:
-            shown = ",".join(default) if isinstance(default, tuple) else str(default)
-        rows.append((spec.metadata["env"], shown, spec.metadata["doc"]))
+        rows.append((spec.metadata["env"], show_value(spec.default), spec.metadata["doc"]))
     return rows
