@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -28,9 +29,11 @@ from streams.settings import EMBEDDED_FETCH_MAX_WAIT_MS, Settings
 
 log = logging.getLogger("streams")
 
-# A probe for records past the reported end stops after a poll this long returns nothing: several
-# of the broker's 100 ms fetch waits, so one slow answer is not taken for "no more records".
-END_PROBE_QUIET_MS = 4 * EMBEDDED_FETCH_MAX_WAIT_MS
+# How long a probe for the true end waits for the last batch of a partition before it gives up and
+# keeps the reported end (with a warning): that batch exists, so only a broker in trouble is slow.
+END_PROBE_TIMEOUT_S = 30.0
+# More records than a produce batch of PRODUCER_BATCH_BYTES can hold.
+PROBE_MAX_POLL_RECORDS = 1_000_000
 # The worker's produce batches on the embedded broker. Each partition has one batch in flight per
 # round trip, and its round trips are slow while a consumer long-polls the partition: one record
 # per batch moved 158 records/s to one partition, 16 KiB batches (Faust's default) 9,700/s,
@@ -93,27 +96,43 @@ async def true_end_offsets(
 ) -> dict[TopicPartition, int]:
     """The real end offset (last offset + 1) of each partition, given the broker's ``reported``.
 
-    The reported end is the base offset of the last batch + 1, so the real end is at or after it:
-    read from the record before it until nothing more comes back.
+    The reported end is the base offset of the last batch + 1. A fetch from that base offset
+    returns the whole last batch (Kafka fetches whole batches), whose last record is the real end.
+    No "nothing more came back" guess: on a loaded machine an empty poll proves nothing.
     """
     ends = dict(reported)
     probed = [tp for tp, end in reported.items() if end > 0]
     if not probed:
         return ends
-    options = {**dict(client_kwargs or {}), "fetch_max_wait_ms": EMBEDDED_FETCH_MAX_WAIT_MS}
+    # One poll hands over the whole fetched batch (aiokafka's default stops at 500 records).
+    options = {
+        **dict(client_kwargs or {}),
+        "fetch_max_wait_ms": EMBEDDED_FETCH_MAX_WAIT_MS,
+        "max_poll_records": PROBE_MAX_POLL_RECORDS,
+    }
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
     await consumer.start()
     try:
         consumer.assign(probed)
         for tp in probed:
             consumer.seek(tp, reported[tp] - 1)
-        while True:
-            batches = await consumer.getmany(*probed, timeout_ms=END_PROBE_QUIET_MS)
-            if not any(batches.values()):
-                return ends
+        waiting = set(probed)  # partitions whose last batch has not come back yet
+        deadline = time.monotonic() + END_PROBE_TIMEOUT_S
+        while waiting:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                log.warning(
+                    "no last batch of %s within %.0f s: kept the reported end",
+                    waiting,
+                    END_PROBE_TIMEOUT_S,
+                )
+                break
+            batches = await consumer.getmany(*waiting, timeout_ms=min(remaining_ms, 1000))
             for tp, records in batches.items():
                 if records:
                     ends[tp] = max(ends[tp], records[-1].offset + 1)
+                    waiting.discard(tp)
+        return ends
     finally:
         await consumer.stop()
 
