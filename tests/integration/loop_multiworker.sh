@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the multi-worker exactness tests N times each (default 10) and print how many passed.
 #
-#   tests/integration/loop_multiworker.sh [N]
+#   tests/integration/loop_multiworker.sh [N]        (TESTS="three_workers" for one of them)
 #
 # Each run is a fresh embedded broker and fresh workers (tests/integration/test_exactness.py):
 #   two_workers    two workers share the group, one is killed -9, the other carries on
@@ -14,7 +14,7 @@ runs="${1:-10}"
 python="${PYTHON:-.venv/bin/python}"
 logs="$(mktemp -d -t cci-multiworker-XXXXXX)"
 failed=0
-for test in two_workers three_workers; do
+for test in ${TESTS:-two_workers three_workers}; do
     passed=0
     for run in $(seq 1 "$runs"); do
         log="$logs/$test-$run.log"
