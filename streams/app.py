@@ -36,7 +36,7 @@ from streams.enrich import ActiveFact, decode_facts
 from streams.ingest import partition_for
 from streams.ingest_process import IngestProcess
 from streams.producer_watch import ProducerWatch
-from streams.recovery import DrainingProducer, RebuildingRecovery
+from streams.recovery import RebuildingRecovery
 from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, Settings
 from streams.sink import SinkRunner
 
@@ -128,7 +128,6 @@ def create_app(settings: Settings) -> faust.App:
         **embedded.app_options(settings),
     )
     embedded.install(app, settings)
-    app.transport.Producer = DrainingProducer  # commits wait for every changelog record
     runtime = Runtime(settings)
     app.cci_runtime = runtime  # type: ignore[attr-defined]
     recovery = RebuildingRecovery(app, app.tables, beacon=app.tables.beacon, loop=app.loop)

@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from faust.tables.recovery import Recovery
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
 from streams import metrics
@@ -60,27 +58,3 @@ class RebuildingRecovery(Recovery):  # type: ignore[misc]
             self.drop_state(tp)
             # Faust's convention: the offset before the first one to read.
             destination[tp] = (earliest.get(tp) or 0) - 1
-
-
-class DrainingProducerBuffer(ProducerBuffer):  # type: ignore[misc]
-    """Faust's send buffer, whose ``flush`` returns only once it is empty.
-
-    Faust flushes the producer before it commits consumer offsets, but its buffer's flush gives up
-    after 100 ms without a send: a slow broker then let the facts offsets be committed before the
-    changelog records of those facts were sent, and a kill -9 lost them for good (active users
-    missing after a restart, issue 18).
-    """
-
-    async def flush(self) -> None:
-        while self.size:
-            await self.flush_atmost(None)
-
-
-class DrainingProducer(faust_aiokafka.Producer):  # type: ignore[misc]
-    """Faust's aiokafka producer with a ``DrainingProducerBuffer``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        buffer = DrainingProducerBuffer(loop=self.loop, beacon=self.beacon)
-        buffer.app = self.app
-        self.buffer = buffer
