@@ -29,6 +29,7 @@ class AlertPublisher:
                 TOPIC_ALERTS,
                 self.book.apply,
                 settings.kafka_client_kwargs(),
+                true_ends=bool(settings.embedded_broker),
             )
 
     @property

@@ -21,10 +21,9 @@ from typing import Any, Protocol
 
 import faust
 import orjson
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
-from streams import collector, domain, metrics, query, web_auth, web_guard
+from streams import collector, domain, embedded, metrics, query, web_auth, web_guard
 from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
 from streams.alert_publisher import AlertPublisher
 from streams.alerts import Figure
@@ -36,9 +35,10 @@ from streams.emit import Versions, update_key, update_value
 from streams.enrich import ActiveFact, decode_facts
 from streams.ingest import partition_for
 from streams.ingest_process import IngestProcess
+from streams.producer_watch import PRODUCER_STALL_SECONDS, ProducerWatch
 from streams.records import dict_chunks
+from streams.recovery import RebuildingRecovery
 from streams.settings import (
-    EMBEDDED_FETCH_MAX_WAIT_MS,
     TOPIC_ACTIVITY,
     TOPIC_ALERTS,
     TOPIC_PROFILES,
@@ -142,15 +142,16 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         broker_rebalance_timeout=max(settings.session_timeout, 10.0),
         producer_acks=-1,
-        # The embedded broker misreports the high watermark of multi-record batches
-        # (docs/embedded-broker.md): one record per batch keeps table recovery complete there.
-        **({"producer_max_batch_size": 16} if settings.embedded_broker else {}),
+        **embedded.app_options(settings),
     )
-    if settings.embedded_broker:
-        # Faust's worker consumer hard-codes a 1,500 ms fetch wait (see EMBEDDED_FETCH_MAX_WAIT_MS).
-        app.transport.Consumer = EmbeddedBrokerConsumer
+    embedded.install(app, settings)
     runtime = Runtime(settings)
     app.cci_runtime = runtime  # type: ignore[attr-defined]
+    recovery = RebuildingRecovery(app, app.tables, beacon=app.tables.beacon, loop=app.loop)
+    app.tables._recovery = recovery  # read through app.tables.recovery, created on first use
+    producer_watch = ProducerWatch(buffer_size=lambda: app.producer.buffer.size)
+    app.sensors.add(producer_watch)
+    app.cci_producer_watch = producer_watch  # type: ignore[attr-defined]
     names = internal_topic_names(settings.app_id)
     raw = {
         "key_type": bytes,
@@ -173,6 +174,11 @@ def create_app(settings: Settings) -> faust.App:
         help="Winning facts per user-month and ticket, as chunks per (month, facts offset)",
     )
     dedup_table.runtime = runtime
+    dedup_changelog = dedup_table.changelog_topic.get_topic_name()
+    # The dedup state lives outside Faust's store: a rebuilt partition starts from nothing.
+    recovery.drop_state = lambda tp: (
+        runtime.states.pop(tp.partition, None) if tp.topic == dedup_changelog else None
+    )
     app.tables.add(dedup_table)
     month_table = app.Table(
         "month-partials",
@@ -361,6 +367,10 @@ def create_app(settings: Settings) -> faust.App:
 
     dedup_table.on_recover(on_recovered)
 
+    @app.timer(1.0)
+    async def watch_producer() -> None:
+        producer_watch.sample()
+
     # --- web -----------------------------------------------------------------------------------
 
     @app.page("/health")
@@ -375,14 +385,19 @@ def create_app(settings: Settings) -> faust.App:
             and ingest.healthy
             and alerts.ready
         )
-        problems = [problem for problem in (ingest.problem,) if problem]
+        problems = [ingest.problem] if ingest.problem else []
+        if producer_watch.stalled():
+            problems.append(
+                "producer stalled: a record has waited to be sent for longer than "
+                f"{PRODUCER_STALL_SECONDS:.0f} s"
+            )
         body: dict[str, Any] = {
-            "status": "ok" if healthy else "failing" if problems else "starting",
+            "status": "ok" if healthy and not problems else "failing" if problems else "starting",
             "partitions": len(app.consumer.assignment()),
         }
         if problems:
             body["problems"] = problems
-        return web.json(body, status=200 if healthy else 503)
+        return web.json(body, status=200 if healthy and not problems else 503)
 
     @app.page(web_auth.LOGIN_PATH)
     class LoginPage(faust.web.View):  # type: ignore[misc]
@@ -460,19 +475,6 @@ def create_app(settings: Settings) -> faust.App:
         )
 
     return app
-
-
-class EmbeddedBrokerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # Read by aiokafka when the consumer starts and creates its fetcher.
-        consumer._fetch_max_wait_ms = EMBEDDED_FETCH_MAX_WAIT_MS
-        return consumer
-
-
-class EmbeddedBrokerConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
-    def _new_consumer_thread(self) -> EmbeddedBrokerConsumerThread:
-        return EmbeddedBrokerConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class Startable(Protocol):

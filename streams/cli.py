@@ -32,6 +32,17 @@ def _settings(ctx: click.Context) -> Settings:
         raise click.UsageError(str(exc), ctx) from None
 
 
+def _resolved(settings: Settings) -> Settings:
+    """``settings`` with CCI_EMBEDDED_BROKER=auto decided by asking the broker."""
+    from streams.embedded import DetectError, resolve
+
+    try:
+        return resolve(settings)
+    except DetectError as exc:
+        click.echo(f"cci: {exc}", err=True)
+        sys.exit(1)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="cci-stream")
 @click.pass_context
@@ -115,7 +126,7 @@ def worker(
     settings = _settings(ctx).with_overrides(
         kafka_bootstrap=bootstrap, web_port=web_port, app_id=app_id
     )
-    run_worker(settings)
+    run_worker(_resolved(settings))
 
 
 # --- generate / produce --------------------------------------------------------------------------
@@ -160,6 +171,8 @@ def generate(
     click.echo(f"wrote {out}: {summary}")
     if to_topics:
         from streams.dev.produce import key_of, produce_records
+
+        settings = _resolved(settings)
         from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS
 
         for topic, lines in (
@@ -188,7 +201,7 @@ def produce(ctx: click.Context, file: Path, topic: str, bootstrap: str | None) -
     """Load JSON-lines events from FILE into TOPIC, keyed by user_id."""
     from streams.dev.produce import produce_jsonl
 
-    settings = _settings(ctx).with_overrides(kafka_bootstrap=bootstrap)
+    settings = _resolved(_settings(ctx).with_overrides(kafka_bootstrap=bootstrap))
     count = asyncio.run(
         produce_jsonl(
             settings.kafka_bootstrap,

@@ -38,6 +38,7 @@ class TopicFollower:
         apply: Callable[[bytes | None, bytes | None], None],
         client_kwargs: dict[str, Any] | None = None,
         after_poll: Callable[[], None] | None = None,
+        true_ends: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -45,6 +46,8 @@ class TopicFollower:
         # Called once per poll that applied records: lets a reader react to a burst once.
         self.after_poll = after_poll
         self.client_kwargs = client_kwargs or {}
+        # The embedded broker's reported end lags after a multi-record batch (streams/embedded.py).
+        self.true_ends = true_ends
         self.loaded = asyncio.Event()
         self.in_sync = asyncio.Event()
         self._sync_requested = True
@@ -91,6 +94,10 @@ class TopicFollower:
                     self._sync_requested = False
                     try:
                         end = await consumer.end_offsets(tps)
+                        if self.true_ends:
+                            from streams.embedded import true_end_offsets
+
+                            end = await true_end_offsets(self.bootstrap, end, self.client_kwargs)
                     except KafkaError as exc:
                         # Stay out of sync (callers wait on it) and ask again: never give up.
                         log.warning("%s: no end offsets yet (%r), retrying", self.topic, exc)

@@ -129,6 +129,23 @@ def forget_current_cci(month: str, dimension: str, segment: str) -> None:
         current_cci.remove(month, dimension, segment)
 
 
+state_rebuilds = Counter(
+    "cci_state_rebuilds_total",
+    "Table partitions rebuilt from their changelog because the state had read past its end",
+    ["topic"],
+    registry=registry,
+)
+producer_buffer_records = Gauge(
+    "cci_producer_buffer_records",
+    "Records the worker sent that the broker has not yet acknowledged (Faust's buffer included)",
+    registry=registry,
+)
+producer_oldest_pending_seconds = Gauge(
+    "cci_producer_oldest_pending_seconds",
+    "Age of the oldest record the broker has not yet acknowledged; 0 when none waits",
+    registry=registry,
+)
+
 # --- ClickHouse sink (streams/sink.py) ------------------------------------------------------------
 sink_rows_written = Counter(
     "cci_sink_rows_written_total",

@@ -91,9 +91,11 @@ def shown_setting(settings: Settings, name: str) -> str:
     """A setting's value as ``cci settings`` and logs may show it."""
     from dataclasses import fields
 
+    from streams.settings import show_value
+
     spec = next(spec for spec in fields(settings) if spec.name == name)
     value = getattr(settings, name)
-    shown = ",".join(value) if isinstance(value, tuple) else str(value)
+    shown = show_value(value)
     if spec.metadata.get("secret") and shown:
         return MASK
     return redact_text(shown, secret_values(settings))

@@ -99,6 +99,16 @@ def _parse_bool(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _parse_auto_bool(value: str) -> bool | None:
+    """``auto`` (None: decided at start-up) or a boolean."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return _parse_bool(value)
+    except ValueError:
+        raise ValueError(f"expected auto, true or false, got {value!r}") from None
+
+
 def _parse_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -325,11 +335,12 @@ class Settings:
         _parse_seconds,
         "an event time further ahead of the wall clock than this is a dead letter",
     )
-    embedded_broker: bool = _setting(
+    embedded_broker: bool | None = _setting(
         "CCI_EMBEDDED_BROKER",
-        False,
-        _parse_bool,
-        "true when the broker is the embedded Tansu: producers then send one record per batch",
+        None,
+        _parse_auto_bool,
+        "auto, true or false: the broker is the embedded Tansu and its workarounds apply "
+        "(docs/embedded-broker.md); auto asks the broker for its cluster id",
     )
     session_timeout: float = _setting(
         "CCI_SESSION_TIMEOUT", 10.0, _parse_seconds, "consumer group session timeout, seconds"
@@ -445,11 +456,16 @@ def check_partial_size(settings: Settings) -> None:
         )
 
 
+def show_value(value: Any) -> str:
+    """A setting's value as the environment spells it (None is ``auto``)."""
+    if value is None:
+        return "auto"
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
 def describe_settings() -> list[tuple[str, str, str]]:
     """(variable, default, documentation) rows for --help texts and the README."""
     rows = []
     for spec in fields(Settings):
-        default = spec.default
-        shown = ",".join(default) if isinstance(default, tuple) else str(default)
-        rows.append((spec.metadata["env"], shown, spec.metadata["doc"]))
+        rows.append((spec.metadata["env"], show_value(spec.default), spec.metadata["doc"]))
     return rows

@@ -39,6 +39,7 @@ class DashboardSource:
                 topic,
                 lambda key, value, topic=topic: self.apply(topic, key, value),
                 settings.kafka_client_kwargs(),
+                true_ends=bool(settings.embedded_broker),
                 after_poll=self.publish_changes,
             )
             for topic in (TOPIC_UPDATES, TOPIC_ALERTS)

@@ -298,7 +298,7 @@ def run_foreground(port: int) -> int:
             return 1
         print(
             f"Embedded Kafka broker (Tansu, memory storage) listening on {broker.bootstrap}; "
-            "set CCI_EMBEDDED_BROKER=true for workers and producers using it. Ctrl-C stops it.",
+            "workers and producers detect it (CCI_EMBEDDED_BROKER=auto). Ctrl-C stops it.",
             flush=True,
         )
         try:

@@ -68,8 +68,11 @@ def test_resent_events_count_once(pipeline, dataset) -> None:
     wait_for_figures(pipeline.bootstrap, expected)
 
 
-def test_sigkill_mid_stream_then_restart(pipeline, dataset) -> None:
+# "auto": the switch forgotten (issue 13, point 11) must not matter on the embedded broker.
+@pytest.mark.parametrize("switch", ["true", "auto"])
+def test_sigkill_mid_stream_then_restart(pipeline, dataset, switch: str) -> None:
     data, expected = dataset
+    pipeline.env["CCI_EMBEDDED_BROKER"] = switch
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
     half = len(data.activity) // 2
     produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[:half])
@@ -89,6 +92,7 @@ def test_sigkill_mid_stream_then_restart(pipeline, dataset) -> None:
     second = pipeline.worker("second")
     wait_for_figures(pipeline.bootstrap, expected, workers=[second])
     assert at_kill and at_kill != expected, "the kill came too late to test recovery"
+    assert "embedded_broker=True" in second.log_path.read_text()
 
 
 def test_two_workers_share_the_group_and_survive_a_rebalance(pipeline, dataset) -> None:
@@ -111,3 +115,29 @@ def test_two_workers_share_the_group_and_survive_a_rebalance(pipeline, dataset) 
     _produce_events(pipeline.bootstrap, data)  # and a full resend for good measure
     wait_for_figures(pipeline.bootstrap, expected, timeout=120, workers=[first])
     assert first.health() == 200
+
+
+# Not exact in every run yet (9 of 10, then 5 of 6 in the loop: a few figures short after the
+# kill -9; docs/embedded-broker.md): run by tests/integration/loop_multiworker.sh, not make test.
+@pytest.mark.loop
+def test_three_workers_one_killed_and_restarted_one_leaving(pipeline, dataset) -> None:
+    data, expected = dataset
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    first = pipeline.worker("first")
+    second = pipeline.worker("second")
+    third = pipeline.worker("third")
+    half = len(data.activity) // 2
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[:half])
+    wait_until(lambda: bool(latest_updates(pipeline.bootstrap)), 60, "nothing was published")
+    # SIGKILL mid-stream, and back with the same name (and data directory).
+    second.kill()
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[half:])
+    second = pipeline.worker("second")
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[: len(data.tickets) // 2])
+    # A clean leave: SIGTERM, a goodbye to the group, exit status 0.
+    assert third.stop() == 0
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[len(data.tickets) // 2 :])
+    wait_for_figures(pipeline.bootstrap, expected, timeout=120, workers=[first, second])
+    assert first.health() == 200 and second.health() == 200
+    # Its output keeps leaving: the producer watch says so (issue 18).
+    assert "cci_producer_oldest_pending_seconds 0.0" in first.get("/metrics")

@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert str(settings.target_range) == "20,30"
     assert settings.max_event_bytes == 65536
     assert settings.max_future_seconds == 86400.0
-    assert settings.embedded_broker is False
+    assert settings.embedded_broker is None  # auto: asked of the broker at start-up
     assert settings.session_timeout == 10.0
     assert settings.log_level == "INFO"
     assert settings.kafka_security_protocol == "PLAINTEXT"
@@ -121,6 +121,8 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CCI_EMBEDDED_BROKER", "0", "embedded_broker", False),
     ("CCI_EMBEDDED_BROKER", "no", "embedded_broker", False),
     ("CCI_EMBEDDED_BROKER", "", "embedded_broker", False),
+    ("CCI_EMBEDDED_BROKER", "auto", "embedded_broker", None),
+    ("CCI_EMBEDDED_BROKER", "AUTO", "embedded_broker", None),
     ("CCI_SESSION_TIMEOUT", "30", "session_timeout", 30.0),
     ("CCI_LOG_LEVEL", "debug", "log_level", "DEBUG"),
     ("CCI_LOG_FORMAT", "JSON", "log_format", "json"),
@@ -268,7 +270,7 @@ def test_describe_settings_lists_every_variable_once_with_its_default() -> None:
     assert shown["CCI_PARTITIONS"] == "4"
     assert shown["CCI_ACTIVE_ACTIVITIES"] == ""
     assert shown["CCI_TIMEZONE"] == "UTC"
-    assert shown["CCI_EMBEDDED_BROKER"] == "False"
+    assert shown["CCI_EMBEDDED_BROKER"] == "auto"
 
 
 @pytest.mark.parametrize(

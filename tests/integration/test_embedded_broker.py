@@ -1,0 +1,208 @@
+"""The embedded broker's workarounds (streams/embedded.py) against the real embedded broker.
+
+Issue 18: with one record per produce batch the worker's producer moved one record per partition
+per round trip and crawled; recovery now reads to the true end of a changelog instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.app import create_app
+from streams.dev.broker import EmbeddedBroker
+from streams.dev.produce import ONE_RECORD_BATCH_BYTES
+from streams.embedded import detect, true_end_offsets
+from streams.settings import load_settings
+
+# The worker's producer against one-record batches (what it used before issue 18), both sending
+# to one partition one record after another as Faust does (each send waits until the record is
+# queued, not until it is acknowledged), on the same broker at the same time of day: the load of
+# a shared machine slows both. Measured: 100-158 records/s with one-record batches, 2,800-20,000
+# with the worker's batches (load 10-20 on 2 cores).
+MIN_SPEED_UP = 5
+MIN_RECORDS_PER_SECOND = 1000
+UTC_ZONE = ZoneInfo("UTC")
+RECORDS = 3000
+BASELINE_RECORDS = 200
+# More than aiokafka hands over in one poll by default (500), in batches of up to 16 KiB.
+TRUE_END_RECORDS = 2000
+
+
+async def _create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+def _worker_batching() -> dict[str, int]:
+    """The batching options of the worker's Faust producer on the embedded broker."""
+    conf = create_app(load_settings({"CCI_EMBEDDED_BROKER": "true"})).conf
+    return {
+        "max_batch_size": conf.producer_max_batch_size,
+        "linger_ms": int(conf.producer_linger * 1000),
+    }
+
+
+async def _records_per_second(
+    bootstrap: str, topic: str, records: int, batching: dict[str, int]
+) -> float:
+    await _create_topic(bootstrap, topic)
+    # A consumer long-polls the partition meanwhile, as the worker's own consumer does.
+    follower = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, fetch_max_wait_ms=100)
+    await follower.start()
+    polling = asyncio.create_task(_poll_forever(follower))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **batching)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        sent = [await producer.send(topic, b"x" * 200, partition=0) for _ in range(records)]
+        await asyncio.gather(*sent)
+        return records / (time.monotonic() - started)
+    finally:
+        await producer.stop()
+        polling.cancel()
+        await follower.stop()
+
+
+def test_the_worker_producer_publishes_thousands_of_records_a_second(
+    broker: EmbeddedBroker, make_topic_name
+) -> None:
+    one_record = {"max_batch_size": ONE_RECORD_BATCH_BYTES, "linger_ms": 0}
+    baseline = asyncio.run(
+        _records_per_second(broker.bootstrap, make_topic_name("one"), BASELINE_RECORDS, one_record)
+    )
+    batching = _worker_batching()
+    rate = asyncio.run(
+        _records_per_second(broker.bootstrap, make_topic_name("worker"), RECORDS, batching)
+    )
+    print(f"worker producer: {rate:,.0f} records/s; one-record batches: {baseline:,.0f}")
+    assert rate >= MIN_SPEED_UP * baseline, (rate, baseline)
+    assert rate >= MIN_RECORDS_PER_SECOND, (rate, baseline)
+
+
+async def _poll_forever(consumer: AIOKafkaConsumer) -> None:
+    while True:
+        await consumer.getmany(timeout_ms=200)
+
+
+def test_true_end_offsets_find_the_records_the_reported_end_leaves_out(
+    broker: EmbeddedBroker, make_topic_name
+) -> None:
+    topic = make_topic_name("batched")
+    tp = TopicPartition(topic, 0)
+
+    async def run() -> tuple[int, int]:
+        await _create_topic(broker.bootstrap, topic)
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=50)
+        await producer.start()
+        try:
+            await asyncio.gather(
+                *[await producer.send(topic, b"v", partition=0) for _ in range(TRUE_END_RECORDS)]
+            )
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+        await consumer.start()
+        try:
+            reported = await consumer.end_offsets([tp])
+        finally:
+            await consumer.stop()
+        true = await true_end_offsets(broker.bootstrap, reported)
+        return reported[tp], true[tp]
+
+    reported, true = asyncio.run(run())
+    # The quirk (if the broker ever reports the true end, docs/embedded-broker.md is out of date).
+    assert reported < TRUE_END_RECORDS
+    assert true == TRUE_END_RECORDS
+
+
+def test_auto_detects_the_embedded_broker(broker: EmbeddedBroker) -> None:
+    settings = load_settings({"CCI_KAFKA_BOOTSTRAP": broker.bootstrap})
+    assert settings.embedded_broker is None  # auto
+    assert asyncio.run(detect(settings)) is True
+
+
+def test_auto_says_what_to_do_when_no_broker_answers() -> None:
+    from streams.dev.broker import free_port
+    from streams.embedded import DetectError
+
+    settings = load_settings({"CCI_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    with pytest.raises(DetectError, match="CCI_EMBEDDED_BROKER=true or false"):
+        asyncio.run(detect(settings, timeout_s=2.0))
+
+
+def test_a_state_read_past_its_changelog_end_is_rebuilt_not_fatal(pipeline) -> None:
+    """Issue 13, point 11: with CCI_EMBEDDED_BROKER=false against the embedded broker the reported
+    ends of changelogs lag their last multi-record batch. A restarted worker recovers whole
+    batches, past those ends; at the next rebalance Faust's ConsistencyError stopped it for good.
+    It must rebuild the partition, loudly, and stay up."""
+    from streams.generate import generate
+    from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES
+    from tests.integration.harness import latest_updates, produce, wait_until
+
+    pipeline.env["CCI_EMBEDDED_BROKER"] = "false"
+    data = generate(users=300, months=2, seed=5, now=datetime.now(UTC), zone=UTC_ZONE)
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    first = pipeline.worker("first")
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    wait_until(lambda: bool(latest_updates(pipeline.bootstrap)), 90, "nothing was published")
+    time.sleep(3)
+    first.kill()
+    # Every partition of a changelog ends with a multi-record batch: its last records again
+    # (harmless: the dedup state applies the same facts twice). No new input follows, so nothing
+    # else writes to it.
+    asyncio.run(_end_with_a_multi_record_batch(pipeline.bootstrap, "cci-dedup-changelog"))
+    restarted = pipeline.worker("first")  # recovers each changelog by whole batches
+    pipeline.worker("second")  # a rebalance: the restarted worker keeps some partitions
+    wait_until(
+        lambda: (
+            restarted.log_path.read_text().count("Recovery complete") >= 2
+            or restarted.exited() is not None
+        ),
+        60,
+        "no second recovery",
+    )
+    time.sleep(2)
+    log = restarted.log_path.read_text()
+    assert restarted.exited() is None, restarted.log_tail(30)
+    assert "ConsistencyError" not in log
+    assert "rebuilding it from the start of the changelog" in log
+    restarted.wait_healthy(30)
+    assert "cci_state_rebuilds_total" in restarted.get("/metrics")
+
+
+async def _end_with_a_multi_record_batch(bootstrap: str, topic: str) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
+        last: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]] = {tp: [] for tp in tps}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                last[tp] = (last[tp] + [(r.key, r.value) for r in records])[-3:]
+    finally:
+        await consumer.stop()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=200)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(topic, value, key=key, partition=tp.partition)
+            for tp, records in last.items()
+            for key, value in records
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
