@@ -62,6 +62,7 @@ SYSTEM_TABLES = frozenset(
         "table_functions",
         "data_type_families",
         "settings",
+        "metrics",  # engine counters (cci soak reads MemoryTracking); no names or hosts
     }
 )
 

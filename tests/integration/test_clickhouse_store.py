@@ -108,7 +108,7 @@ def test_the_band_migration_upgrades_a_store_with_figures(tmp_path: Path) -> Non
         store.insert(SEGMENT_TABLE, [old[: len(old_columns)]], old_columns)
         with pytest.raises(StoreError):
             store.query("SELECT band FROM cci_segment_monthly")
-        assert store.apply_schema() == [4]
+        assert store.apply_schema() == [4, 5]  # bands, then the sink offsets
         store.insert(SEGMENT_TABLE, [row("2026-03", 35, "above", 2)], SEGMENT_COLUMNS)
 
         monthly = store.query(
