@@ -34,7 +34,7 @@ def _settings(ctx: click.Context) -> Settings:
 
 def _resolved(settings: Settings) -> Settings:
     """``settings`` with CCI_EMBEDDED_BROKER=auto decided by asking the broker."""
-    from streams.embedded import DetectError, resolve
+    from streams.kafka.embedded import DetectError, resolve
 
     try:
         return resolve(settings)
@@ -92,7 +92,7 @@ def topics() -> None:
 @click.pass_context
 def topics_create(ctx: click.Context, bootstrap: str | None, partitions: int | None) -> None:
     """Create the input, output and internal topics (idempotent)."""
-    from streams.dev.topics import create_topics
+    from streams.kafka.admin import create_topics
     from streams.topics import topic_catalogue
 
     settings = _settings(ctx).with_overrides(kafka_bootstrap=bootstrap, partitions=partitions)
@@ -121,7 +121,7 @@ def worker(
     ctx: click.Context, bootstrap: str | None, web_port: int | None, app_id: str | None
 ) -> None:
     """Run the Faust worker: all agents, the web server (/health, /metrics) and the sink."""
-    from streams.worker import run_worker
+    from streams.worker.run import run_worker
 
     settings = _settings(ctx).with_overrides(
         kafka_bootstrap=bootstrap, web_port=web_port, app_id=app_id
@@ -156,7 +156,7 @@ def generate(
     bootstrap: str | None,
 ) -> None:
     """Write realistic synthetic events for USERS over MONTHS, and the exact expected CCI."""
-    from streams import generate as generator
+    from streams.dev import generate as generator
 
     settings = _settings(ctx).with_overrides(kafka_bootstrap=bootstrap)
     if months > settings.retain_months:
@@ -234,7 +234,7 @@ def query_command(ctx: click.Context, sql: str, fmt: str) -> None:
     With the embedded store, a running worker (on CCI_WEB_PORT) answers; otherwise the store is
     opened directly. A failing query prints ClickHouse's error and exits with status 1.
     """
-    from streams.query import QueryError, format_result, run_query
+    from streams.store.query import QueryError, format_result, run_query
 
     try:
         result = run_query(_settings(ctx), sql)
@@ -263,7 +263,7 @@ def store_ddl(ctx: click.Context, cluster: str | None) -> None:
     schemas/clickhouse/. On a cluster: replicated local tables, Distributed tables under the names
     analysts query, and views, all ON CLUSTER (docs/clickhouse-cluster.md).
     """
-    from streams.store import StoreError, check_cluster_name, schema_ddl
+    from streams.store.clickhouse import StoreError, check_cluster_name, schema_ddl
 
     if cluster is None:
         cluster = _settings(ctx).clickhouse_cluster
@@ -284,7 +284,13 @@ def store_ddl(ctx: click.Context, cluster: str | None) -> None:
 @click.pass_context
 def report(ctx: click.Context, month: str | None, dimension: str | None) -> None:
     """CCI per segment for a month, with the change from the month before."""
-    from streams.query import REPORT_SQL, QueryError, render_report, report_parameters, run_query
+    from streams.store.query import (
+        REPORT_SQL,
+        QueryError,
+        render_report,
+        report_parameters,
+        run_query,
+    )
 
     try:
         parameters = report_parameters(month, dimension)
@@ -410,7 +416,7 @@ def forecast_command(
             click.echo(f"Headcount plan: {source}", err=True)  # stdout stays pure JSON
         click.echo(forecast.json_text(plans), nl=False)
         return
-    from streams.query import render_table
+    from streams.store.query import render_table
 
     headers, rows = forecast.table_cells(plans)
     numeric = [False, *(True for _ in plans)]
@@ -427,8 +433,8 @@ def _forecast_plan(
 ) -> tuple[list[forecast.PeriodPlan], str]:
     """The plan and where its CCI comes from; exits 1 when the store cannot answer or has no
     figure."""
-    from streams.query import NoFigure, QueryError, forecast_plan
     from streams.redaction import redact_url
+    from streams.store.query import NoFigure, QueryError, forecast_plan
 
     settings = _settings(ctx) if request.cci is None else Settings()
     try:
@@ -665,7 +671,7 @@ def soak(
 @click.pass_context
 def demo(ctx: click.Context, users: int, rate: int, run_for: float | None) -> None:
     """Everything on loopback: broker, topics, worker, live traffic and a live CCI table."""
-    from streams.demo import run_demo
+    from streams.dev.demo import run_demo
 
     sys.exit(run_demo(_settings(ctx), users=users, rate=rate, run_for=run_for))
 

@@ -13,7 +13,7 @@ tickets / active users), so 150 × 1.5 / 75 is exactly 3 people, never 3.0000000
 appear only in the JSON output. A what-if (``WhatIf``) plans each period again at a target CCI; a
 trend (``fit_trend``) gives each period its own CCI from a least-squares line (docs/forecast.md).
 Pure: no click, no store, no web; ``parse_request`` reads the parameters of both ``cci forecast``
-and ``GET /api/forecast``, and ``streams/query.py`` fetches the measured figures.
+and ``GET /api/forecast``, and ``streams/store/query.py`` fetches the measured figures.
 
 Growth grammar (``--growth``), one period per UNIT, the first period being ``--customers``:
 

@@ -146,7 +146,7 @@ producer_oldest_pending_seconds = Gauge(
     registry=registry,
 )
 
-# --- ClickHouse sink (streams/sink.py) ------------------------------------------------------------
+# --- ClickHouse sink (streams/sink/runner.py) -----------------------------------------------------
 sink_rows_written = Counter(
     "cci_sink_rows_written_total",
     "Rows ClickHouse confirmed, per table",
@@ -188,7 +188,7 @@ sink_store_rebuilds = Counter(
 )
 broker_up = Gauge(
     "cci_broker_up",
-    "1 while the Kafka broker answers the worker's probe (streams/broker_watch.py), else 0",
+    "1 while the Kafka broker answers the worker's probe (streams/kafka/broker_watch.py), else 0",
     registry=registry,
 )
 consumer_lag = Gauge(
@@ -217,7 +217,7 @@ ingest_stalled = Gauge(
     registry=registry,
 )
 
-# --- alerts (streams/alert_publisher.py) ----------------------------------------------------------
+# --- alerts (streams/worker/alert_publisher.py) ---------------------------------------------------
 alerts_emitted = Counter(
     "cci_alerts_emitted_total",
     "Records emitted to cci-alerts, per rule and state (firing, cleared)",
@@ -225,7 +225,7 @@ alerts_emitted = Counter(
     registry=registry,
 )
 
-# --- the ingest process (streams/ingest_process.py) -----------------------------------------------
+# --- the ingest process (streams/worker/ingest_process.py) ----------------------------------------
 # Counted in the ingest child process; it sends their values, and the worker serves them here.
 INGEST_METRICS: tuple[Counter | Gauge, ...] = (
     events_consumed,

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streams.alerts import AlertRules, RulesError, check_dimensions, load_rules
 from streams.domain import DEFAULT_TARGET_RANGE, TargetRange, parse_target_range
+from streams.pipeline.alerts import AlertRules, RulesError, check_dimensions, load_rules
+from streams.pipeline.validate import MAX_ID_LENGTH, MAX_SEGMENT_CHARS
 from streams.redaction import redact_text
-from streams.validate import MAX_ID_LENGTH, MAX_SEGMENT_CHARS
 
 # The embedded broker answers a fetch only when the consumer's fetch_max_wait_ms runs out, even
 # when records arrive meanwhile (Kafka answers as soon as it has them), so the pipeline's own
@@ -439,7 +439,7 @@ def check_partial_size(settings: Settings) -> None:
     table record) must fit a Kafka record, whatever the input: ValueError if the segment limits
     allow more. ``dimensions`` counts the channel and the global ``all``."""
     from streams.domain import user_dimensions
-    from streams.records import MAX_RECORD_BYTES
+    from streams.pipeline.records import MAX_RECORD_BYTES
 
     dimensions = len(user_dimensions(settings.extra_dimensions)) + 2
     worst = (

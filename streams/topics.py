@@ -7,8 +7,7 @@ first.
 
 from __future__ import annotations
 
-from streams.app import internal_topic_names
-from streams.dev.topics import TopicSpec
+from streams.kafka.admin import TopicSpec
 from streams.settings import (
     TOPIC_ACTIVITY,
     TOPIC_ALERTS,
@@ -20,6 +19,19 @@ from streams.settings import (
 )
 
 DAY_MS = 24 * 3600 * 1000
+
+
+def internal_topic_names(app_id: str) -> dict[str, str]:
+    return {"facts": f"{app_id}-facts", "partials": f"{app_id}-partials"}
+
+
+def changelog_topic(app_id: str) -> str:
+    """The dedup table's changelog, which the sink also reads (deduplicated facts)."""
+    return f"{app_id}-dedup-changelog"
+
+
+def ingest_group(app_id: str) -> str:
+    return f"{app_id}-ingest"
 
 
 def topic_catalogue(settings: Settings) -> dict[str, TopicSpec]:
@@ -40,6 +52,6 @@ def topic_catalogue(settings: Settings) -> dict[str, TopicSpec]:
         TOPIC_ALERTS: spec("compact", None),
         internal["facts"]: spec("delete", 7),
         internal["partials"]: spec("delete", 7),
-        f"{settings.app_id}-dedup-changelog": spec("compact", None),
+        changelog_topic(settings.app_id): spec("compact", None),
         f"{settings.app_id}-month-partials-changelog": spec("compact", None),
     }

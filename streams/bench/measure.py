@@ -70,7 +70,7 @@ class FigureHistory:
 
     def figures(self) -> dict[FigureKey, Figure]:
         """Non-empty figures: a segment published with zeros equals an absent one (the recount's
-        view, see ``streams/batch.py``)."""
+        view, see ``streams/pipeline/recount.py``)."""
         return {key: figure for key, figure in self.latest.items() if figure != EMPTY}
 
     def settled_at(self) -> int | None:

@@ -2,14 +2,14 @@
 
 The phases run one after the other, so none measures another's CPU use:
 
-1. **data** — ``streams.generate`` traffic cut to N events, and its batch recount (the expected
+1. **data** — ``streams.dev.generate`` traffic cut to N events, and its batch recount (the expected
    figures every result is checked against);
 2. **load** — a fresh broker, every topic created up front with configs (the peer's output too),
    profiles produced one record per batch (the worker reads them to their end offsets), activity
    and tickets batched, all keyed by ``user_id``;
 3. **ceiling** — one aiokafka consumer in a group fetching and parsing every input record;
-4. **peer** — ``bench/peers/quix_cci.py`` in its own process until its output equals the recount;
-   then it is stopped;
+4. **peer** — ``streams/bench/peers/quix_cci.py`` in its own process until its output equals the
+   recount; then it is stopped;
 5. **pipeline** — one ``cci worker`` until ``cci-updates`` equals the recount, then until its
    ClickHouse store does; its gauges from ``GET /metrics``;
 6. **latency** — the same worker fed new events at the offered rate (see ``LATENCY_DEFINITION``
@@ -40,7 +40,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import children, domain
-from streams.batch import recount
 from streams.bench.measure import (
     EMPTY,
     Figure,
@@ -56,13 +55,13 @@ from streams.bench.measure import (
 )
 from streams.bench.report import BenchReport, CeilingRun, LatencyRun, PeerRun, PipelineRun, RunInfo
 from streams.bench.traffic import LatencyEvent, cut_to, due_events, latency_events, users_for_events
-from streams.demo import worker_environment
 from streams.dev.broker import EmbeddedBroker, terminate_group
+from streams.dev.demo import worker_environment
+from streams.dev.generate import generate
 from streams.dev.produce import key_of, produce_records
-from streams.dev.topics import TopicSpec, create_topics
 from streams.dev.worker_process import WorkerProcess
-from streams.generate import generate
-from streams.query import QueryError, run_query
+from streams.kafka.admin import TopicSpec, create_topics
+from streams.pipeline.recount import recount
 from streams.settings import (
     TOPIC_ACTIVITY,
     TOPIC_PROFILES,
@@ -70,11 +69,12 @@ from streams.settings import (
     TOPIC_UPDATES,
     Settings,
 )
+from streams.store.query import QueryError, run_query
 from streams.topics import topic_catalogue
 
 STATE_DIR = Path(".cci/bench")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PEER_SCRIPT = REPO_ROOT / "bench" / "peers" / "quix_cci.py"
+PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "quix_cci.py"
 PEER_NAME = "Quix Streams"
 PEER_OUTPUT_TOPIC = "cci-bench-peer-updates"
 CEILING_GROUP = "cci-bench-ceiling"

@@ -46,12 +46,12 @@ from streams.bench.run import (
     process_environment,
 )
 from streams.dev.broker import EmbeddedBroker
+from streams.dev.generate import PLANS, PRODUCTS, REGIONS
 from streams.dev.produce import key_of, produce_records
-from streams.dev.topics import create_topics
 from streams.dev.worker_process import WorkerProcess, WorkerStartError
-from streams.generate import PLANS, PRODUCTS, REGIONS
-from streams.query import QueryError, run_query
+from streams.kafka.admin import create_topics
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, TOPIC_UPDATES, Settings
+from streams.store.query import QueryError, run_query
 from streams.topics import topic_catalogue
 
 STATE_DIR = Path(".cci/soak")

@@ -1,6 +1,6 @@
 """What ``cci bench`` feeds the pipeline: a data set cut to N events, and latency-phase events.
 
-The data set is ``streams.generate``'s realistic traffic (segments, resends, late records, plan
+The data set is ``streams.dev.generate``'s realistic traffic (segments, resends, late records, plan
 upgrades…): enough users are generated for N events, and each input's delivery-ordered list is cut
 to its share of N, so the mix of activity and tickets stays the generator's.
 """

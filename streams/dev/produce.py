@@ -11,13 +11,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
+
 Record = tuple[bytes | None, bytes]
 
-# The embedded broker (Tansu 0.6) answers ListOffsets with the base offset of the partition's
-# last batch + 1, so a batch of many records makes the high watermark lag the real end and a
-# consumer that waits to be "caught up" never is. A batch limit below any record's size makes
-# each record its own batch (aiokafka always admits one record into an empty batch).
-ONE_RECORD_BATCH_BYTES = 16
 # Sends in flight before we wait for their acknowledgements; bounds memory for large files.
 MAX_PENDING_SENDS = 10_000
 NORMAL_LINGER_MS = 20

@@ -17,13 +17,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.dev.broker import free_port
 from streams.dev.produce import key_of, produce_records
-from streams.dev.topics import create_topics
 from streams.dev.worker_process import WorkerProcess as WorkerProcess  # re-exported for tests
-from streams.embedded import true_end_offsets
-from streams.emit import update_value
+from streams.kafka.admin import create_topics
+from streams.kafka.embedded import true_end_offsets
+from streams.pipeline.emit import update_value
 from streams.settings import TOPIC_UPDATES, load_settings
-from streams.sink import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
-from streams.store import open_store
+from streams.sink.runner import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
+from streams.store.clickhouse import open_store
 from streams.topics import topic_catalogue
 
 Figures = dict[tuple[str, str, str], tuple[int, int]]
@@ -96,7 +96,8 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | N
                 return []
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            # The tests' broker is the embedded one: its reported ends lag (streams/embedded.py).
+            # The tests' broker is the embedded one: its reported ends lag
+            # (streams/kafka/embedded.py).
             end = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
             records: list[tuple[bytes | None, bytes | None]] = []
             remaining = {tp for tp in tps if end[tp] > 0}

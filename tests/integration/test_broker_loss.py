@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 import orjson
 
-from streams.batch import recount
 from streams.bench.measure import metric_values
-from streams.broker_watch import EXIT_BROKER_LOST_DATA
 from streams.dev.broker import LOOPBACK, EmbeddedBroker
-from streams.generate import generate
+from streams.dev.generate import generate
+from streams.kafka.broker_watch import EXIT_BROKER_LOST_DATA
+from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
 from tests.integration.harness import (
     WorkerProcess,

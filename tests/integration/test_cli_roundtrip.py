@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.generate import load_expected
+from streams.dev.generate import load_expected
 from tests.integration.harness import run_cci, wait_for_figures, worker_env
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from streams.batch import recount
-from streams.generate import generate
+from streams.dev.generate import generate
+from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
 from tests.integration.harness import (
     Figures,

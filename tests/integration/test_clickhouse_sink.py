@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams import domain, metrics
 from streams.dev.broker import EmbeddedBroker
 from streams.dev.produce import produce_records
-from streams.dev.topics import TopicSpec, create_topics
+from streams.kafka.admin import TopicSpec, create_topics
 from streams.settings import Settings, load_settings
-from streams.sink import SinkRunner, sink_group
-from streams.store import Store, StoreError, open_store
+from streams.sink.runner import SinkRunner, sink_group
+from streams.store.clickhouse import Store, StoreError, open_store
 
 PARTITIONS = 2
 DIMENSIONS = domain.user_dimensions(())  # plan, product, region, tenure

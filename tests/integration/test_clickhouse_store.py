@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from streams import domain
-from streams.sink import (
+from streams.sink.runner import (
     ACTIVE_COLUMNS,
     ACTIVE_TABLE,
     SEGMENT_COLUMNS,
@@ -24,7 +24,7 @@ from streams.sink import (
     FactRows,
     segment_row,
 )
-from streams.store import (
+from streams.store.clickhouse import (
     QUERY_MEMORY_BYTES,
     QUERY_RESULT_ROWS,
     QUERY_SECONDS,
@@ -457,7 +457,7 @@ def test_a_second_process_cannot_open_a_store_in_use(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-c",
-                "from streams.store import open_store\n"
+                "from streams.store.clickhouse import open_store\n"
                 f"open_store('chdb://{path}', read_only=True)",
             ],
             capture_output=True,

@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from streams.batch import recount
+from streams.dev.generate import generate
 from streams.dev.produce import produce_records
-from streams.generate import generate
+from streams.pipeline.recount import recount
 from streams.settings import (
     TOPIC_ACTIVITY,
     TOPIC_ALERTS,

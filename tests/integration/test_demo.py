@@ -23,15 +23,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.alerts import load_rules
-from streams.demo import (
+from streams.dev.broker import LOOPBACK, free_port
+from streams.dev.demo import (
     DEMO_ALERT_RULES,
     UpdatesView,
     live_cohort,
     table_dimensions,
     worker_environment,
 )
-from streams.dev.broker import LOOPBACK, free_port
+from streams.pipeline.alerts import load_rules
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
 
 USERS = 300

@@ -14,7 +14,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.dev.broker import LOOPBACK, BrokerStartError, EmbeddedBroker, free_port
 from streams.dev.produce import produce_jsonl, produce_records
-from streams.dev.topics import TopicSpec, create_topics
+from streams.kafka.admin import TopicSpec, create_topics
 
 READ_TIMEOUT_S = 20.0
 # After the expected count arrives, poll this long more to catch records that should not exist.

@@ -1,4 +1,4 @@
-"""The embedded broker's workarounds (streams/embedded.py) against the real embedded broker.
+"""The embedded broker's workarounds (streams/kafka/embedded.py) against the real embedded broker.
 
 Issue 18: with one record per produce batch the worker's producer moved one record per partition
 per round trip and crawled; recovery now reads to the true end of a changelog instead.
@@ -15,11 +15,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.app import create_app
 from streams.dev.broker import EmbeddedBroker
-from streams.dev.produce import ONE_RECORD_BATCH_BYTES
-from streams.embedded import detect, true_end_offsets
+from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES, detect, true_end_offsets
 from streams.settings import load_settings
+from streams.worker.app import create_app
 
 # The worker's producer against one-record batches (what it used before issue 18), both sending
 # to one partition one record after another as Faust does (each send waits until the record is
@@ -134,7 +133,7 @@ def test_auto_detects_the_embedded_broker(broker: EmbeddedBroker) -> None:
 
 def test_auto_says_what_to_do_when_no_broker_answers() -> None:
     from streams.dev.broker import free_port
-    from streams.embedded import DetectError
+    from streams.kafka.embedded import DetectError
 
     settings = load_settings({"CCI_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
     with pytest.raises(DetectError, match="CCI_EMBEDDED_BROKER=true or false"):
@@ -146,7 +145,7 @@ def test_a_state_read_past_its_changelog_end_is_rebuilt_not_fatal(pipeline) -> N
     ends of changelogs lag their last multi-record batch. A restarted worker recovers whole
     batches, past those ends; at the next rebalance Faust's ConsistencyError stopped it for good.
     It must rebuild the partition, loudly, and stay up."""
-    from streams.generate import generate
+    from streams.dev.generate import generate
     from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES
     from tests.integration.harness import latest_updates, produce, wait_until
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.batch import recount
-from streams.generate import Dataset, generate
+from streams.dev.generate import Dataset, generate
+from streams.pipeline.recount import recount
 from streams.settings import (
     TOPIC_ACTIVITY,
     TOPIC_PROFILES,

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from streams.dev.broker import EmbeddedBroker
 from streams.dev.produce import produce_records
-from streams.dev.topics import TopicSpec, create_topics
-from streams.follow import MISSING_TOPIC_RETRY, TopicFollower
+from streams.kafka.admin import TopicSpec, create_topics
+from streams.kafka.follow import MISSING_TOPIC_RETRY, TopicFollower
 
 WAIT_S = 30.0
 

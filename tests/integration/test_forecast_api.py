@@ -13,10 +13,10 @@ from pathlib import Path
 import orjson
 
 from streams import domain
-from streams.batch import recount
-from streams.dashboard.web import FORECAST_SOURCE_HEADER
-from streams.generate import generate
+from streams.dev.generate import generate
+from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
+from streams.web.forecast import FORECAST_SOURCE_HEADER
 from tests.integration.harness import produce, run_cci, wait_for_figures, wait_until
 
 ARTICLE = "customers=100,150,200,250&cci=1.5&tickets_per_agent=70"

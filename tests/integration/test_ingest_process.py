@@ -8,9 +8,9 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from streams.batch import recount
 from streams.bench.measure import metric_values
-from streams.generate import generate
+from streams.dev.generate import generate
+from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
 from tests.integration.harness import WorkerProcess, produce, wait_for_figures, wait_until
 

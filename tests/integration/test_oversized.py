@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import orjson
 
-from streams.batch import recount
 from streams.bench.measure import metric_values
 from streams.dev.produce import produce_records
+from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_DEAD_LETTERS, TOPIC_TICKETS, load_settings
 from tests.integration.harness import produce, read_topic, wait_for_figures, wait_until
 

@@ -14,9 +14,10 @@ import orjson
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 
-from streams import query, web_guard
 from streams.dev.broker import free_port
-from streams.store import QUERY_SLOTS, Store, open_store
+from streams.store import query
+from streams.store.clickhouse import QUERY_SLOTS, Store, open_store
+from streams.web import guard as web_guard
 
 HEAVY = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 1"
 

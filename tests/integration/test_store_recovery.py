@@ -2,8 +2,8 @@
 
 The sink commits its offsets once ClickHouse has the rows, so a store that loses rows afterwards
 (its ``metadata/`` deleted, restored from an old backup) would never get them back by consuming
-on from the committed offsets. ``streams/sink.py`` records in the store, with every batch, the
-offsets the store holds, and on start re-reads what the store is missing.
+on from the committed offsets. ``streams/sink/runner.py`` records in the store, with every batch,
+the offsets the store holds, and on start re-reads what the store is missing.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from streams.batch import recount
 from streams.bench.measure import metric_values
-from streams.generate import generate
+from streams.dev.generate import generate
+from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
 from tests.integration.harness import WorkerProcess, produce, run_cci, wait_for_figures
 from tests.integration.test_clickhouse_pipeline import post_query

@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.batch import recount
 from streams.bench.measure import metric_values
 from streams.dev.broker import free_port
-from streams.generate import generate
+from streams.dev.generate import generate
 from streams.metrics import SEGMENT_SERIES_LIMIT
+from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
 from tests.integration.harness import (
     Figures,

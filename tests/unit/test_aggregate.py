@@ -6,7 +6,12 @@ import copy
 import json
 from collections.abc import Mapping
 
-from streams.aggregate import MonthPartials, all_segment_keys, merge_partial, segment_totals
+from streams.pipeline.aggregate import (
+    MonthPartials,
+    all_segment_keys,
+    merge_partial,
+    segment_totals,
+)
 
 
 def merged(

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.alerts import (
+from streams.pipeline.alerts import (
     ABOVE,
     BELOW,
     CLEARED,

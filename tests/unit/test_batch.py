@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import batch
+from streams.pipeline import recount as batch
 from streams.settings import Settings
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
@@ -333,7 +333,8 @@ def test_expected_updates_shape_and_order() -> None:
 
 
 def test_expected_updates_match_the_emitted_shape() -> None:
-    from streams import domain, emit
+    from streams import domain
+    from streams.pipeline import emit
 
     row = batch.expected_updates({("2026-03", "plan", "free"): (3, 2)})[0]
     emitted = emit.update_value(domain.month_from_label("2026-03"), "plan", "free", 3, 2, 1, NOW)

@@ -32,7 +32,7 @@ from streams.bench.soak import (
     report_json,
     slope,
 )
-from streams.validate import parse_activity, parse_ticket
+from streams.pipeline.validate import parse_activity, parse_ticket
 
 
 def sample(index: int, rss_mib: float | None, month: str | None = None) -> MonthSample:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams import collector
+from streams.worker import gc_policy as collector
 
 
 class Node:

@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from streams import domain
-from streams.dashboard.source import DashboardSource
-from streams.dashboard.view import live_changes
-from streams.emit import update_key, update_value
+from streams.pipeline.emit import update_key, update_value
 from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, load_settings
+from streams.web.dashboard.source import DashboardSource
+from streams.web.dashboard.view import live_changes
 from tests.live_changes import apply_changes
 
 # The source reads the clock (retention), so the figures are of the current month.

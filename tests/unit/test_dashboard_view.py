@@ -8,7 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.dashboard.view import (
+from streams.pipeline.emit import update_key, update_value
+from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, load_settings
+from streams.web.dashboard.view import (
     BadParameter,
     DashboardView,
     LatestBook,
@@ -18,8 +20,6 @@ from streams.dashboard.view import (
     segment_order,
     sse_event,
 )
-from streams.emit import update_key, update_value
-from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, load_settings
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # retained with 3 months: 2026-09 … 2026-11
 NOV, OCT, SEP, AUG = 2026 * 12 + 10, 2026 * 12 + 9, 2026 * 12 + 8, 2026 * 12 + 7

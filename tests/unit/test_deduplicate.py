@@ -11,8 +11,7 @@ import orjson
 import pytest
 
 from streams import domain
-from streams.batch import fold, guarded
-from streams.deduplicate import (
+from streams.pipeline.deduplicate import (
     TICKET_VERSION_MASK,
     Fact,
     PartitionState,
@@ -20,7 +19,8 @@ from streams.deduplicate import (
     pack_ticket,
     ticket_user,
 )
-from streams.enrich import ActiveFact, Attributes, TicketFact, decode_facts, encode_fact
+from streams.pipeline.enrich import ActiveFact, Attributes, TicketFact, decode_facts, encode_fact
+from streams.pipeline.recount import fold, guarded
 
 DIMENSIONS = domain.user_dimensions(())  # plan, product, region, tenure
 TICKET_DIMENSIONS = (*DIMENSIONS, domain.CHANNEL)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from streams import domain
-from streams.emit import Versions, update_key, update_value
+from streams.pipeline.emit import Versions, update_key, update_value
 
 NOW = datetime(2026, 3, 14, 9, 30, 0, tzinfo=UTC)
 NOW_MICROS = 1_773_480_600_000_000

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streams import domain
-from streams.enrich import (
+from streams.pipeline.enrich import (
     ActiveFact,
     Enricher,
     Profile,
@@ -20,7 +20,7 @@ from streams.enrich import (
     newer_profile,
     profile_from_event,
 )
-from streams.validate import (
+from streams.pipeline.validate import (
     FUTURE_TIMESTAMP,
     TOO_LATE,
     ActivityEvent,

@@ -16,7 +16,10 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from streams import batch, domain, emit, generate, validate
+from streams import domain
+from streams.dev import generate
+from streams.pipeline import emit, validate
+from streams.pipeline import recount as batch
 from streams.settings import Settings
 
 NOW = datetime(2026, 3, 15, 12, 34, 56, 789000, tzinfo=UTC)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from streams import domain
-from streams.store import Store, open_store
+from streams.store.clickhouse import Store, open_store
 from tests.integration.harness import store_with_figures
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"

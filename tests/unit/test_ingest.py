@@ -9,19 +9,20 @@ from datetime import UTC, datetime
 
 import orjson
 
-from streams import domain, records
+from streams import domain
 from streams.dev.broker import free_port
-from streams.enrich import Enricher, Profile, decode_facts
-from streams.ingest import (
+from streams.pipeline import records
+from streams.pipeline.enrich import Enricher, Profile, decode_facts
+from streams.pipeline.partitioning import partition_for
+from streams.pipeline.validate import TOO_LATE, InvalidEvent
+from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
+from streams.worker.ingest import (
     IngestRunner,
     dead_letter_key,
     dead_letter_value,
     ingest_records,
-    partition_for,
 )
-from streams.ingest_process import IngestProcess, Report
-from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
-from streams.validate import TOO_LATE, InvalidEvent
+from streams.worker.ingest_process import IngestProcess, Report
 
 NOW = datetime(2026, 3, 15, tzinfo=UTC)
 SETTINGS = load_settings({"CCI_ACTIVE_ACTIVITIES": "login"})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from faust.types import TP
 
 from streams import metrics
-from streams.producer_watch import PRODUCER_STALL_SECONDS, ProducerWatch
-from streams.recovery import mismatched
+from streams.worker.producer_watch import PRODUCER_STALL_SECONDS, ProducerWatch
+from streams.worker.recovery import mismatched
 
 
 def _gauge(name: str) -> float:

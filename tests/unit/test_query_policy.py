@@ -3,7 +3,7 @@ is in tests/integration/test_clickhouse_store.py."""
 
 from __future__ import annotations
 
-from streams.query_policy import refusal
+from streams.store.query_policy import refusal
 
 SELECT_FROM = """SelectWithUnionQuery (children 1)
  ExpressionList (children 1)

@@ -1,4 +1,4 @@
-"""The Quix Streams peer's own rules (bench/peers/quix_cci.py): winners, deltas and counts.
+"""The Quix Streams peer's own rules (streams/bench/peers/quix_cci.py): winners, deltas and counts.
 
 Its whole run is checked against the batch recount by the bench smoke test; these pin the parts
 that decide exactness on the way.
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-PEER = Path(__file__).resolve().parents[2] / "bench" / "peers" / "quix_cci.py"
+PEER = Path(__file__).resolve().parents[2] / "streams" / "bench" / "peers" / "quix_cci.py"
 DIMENSIONS = ("plan", "product", "region", "tenure")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streams import records
+from streams.pipeline import records
 
 
 def test_a_list_that_fits_is_one_record() -> None:

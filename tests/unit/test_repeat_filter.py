@@ -31,6 +31,6 @@ def test_other_messages_levels_and_our_own_lines_pass() -> None:
     assert quiet.filter(_record("aiokafka.conn", "b", 0.1))  # another message
     assert quiet.filter(_record("aiokafka.fetcher", "a", 0.2))  # another logger
     for t in range(5):  # the project's own lines are never suppressed
-        assert quiet.filter(_record("streams.sink", "a", 0.3 + t))
+        assert quiet.filter(_record("streams.sink.runner", "a", 0.3 + t))
     for t in range(5):  # nor the client's debug and info lines
         assert quiet.filter(_record("aiokafka.conn", "a", 0.3 + t, logging.INFO))

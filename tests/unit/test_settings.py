@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.alerts import AlertRules, load_rules
 from streams.domain import TargetRange
+from streams.pipeline.alerts import AlertRules, load_rules
 from streams.settings import Settings, SettingsError, describe_settings, load_settings
 
 EVERY_VARIABLE = [spec.metadata["env"] for spec in fields(Settings)]

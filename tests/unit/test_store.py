@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from streams import domain
-from streams.sink import (
+from streams.sink.runner import (
     ACTIVE_COLUMNS,
     SEGMENT_COLUMNS,
     TICKET_COLUMNS,
@@ -18,7 +18,7 @@ from streams.sink import (
     FactRows,
     segment_row,
 )
-from streams.store import (
+from streams.store.clickhouse import (
     ANALYST_LIMITS,
     QUERY_SECONDS,
     SCHEMA_DIR,

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from streams.cli import cli
 from streams.settings import SettingsError, load_settings
-from streams.store import (
+from streams.store.clickhouse import (
     LOCAL_SUFFIX,
     SHARDING_KEYS,
     Store,

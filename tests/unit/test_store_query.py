@@ -12,7 +12,8 @@ from uuid import UUID
 import orjson
 import pytest
 
-from streams.query import (
+from streams.store.clickhouse import QueryResult, StoreError
+from streams.store.query import (
     answer_query,
     format_result,
     json_value,
@@ -22,8 +23,7 @@ from streams.query import (
     result_payload,
     same_store,
 )
-from streams.store import QueryResult, StoreError
-from streams.web_guard import allowed_hosts, refusal
+from streams.web.guard import allowed_hosts, refusal
 
 RESULT = QueryResult(
     columns=("month", "segment", "tickets", "cci", "extra"),

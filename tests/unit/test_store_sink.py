@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 
 from streams import domain, metrics
 from streams.settings import load_settings
-from streams.sink import (
+from streams.sink.runner import (
     ACTIVE_TABLE,
     SEGMENT_TABLE,
     TICKET_TABLE,
@@ -22,7 +22,7 @@ from streams.sink import (
     SinkStopped,
     sink_group,
 )
-from streams.store import StoreError
+from streams.store.clickhouse import StoreError
 
 UPDATES, CHANGELOG = "cci-updates", "cci-dedup-changelog"
 

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import validate
-from streams.validate import InvalidEvent, parse_activity, parse_profile, parse_ticket
+from streams.pipeline import validate
+from streams.pipeline.validate import InvalidEvent, parse_activity, parse_profile, parse_ticket
 
 MAX_BYTES = 65536
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"

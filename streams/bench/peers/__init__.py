@@ -1,0 +1,1 @@
+"""Peer implementations `cci bench` measures the pipeline against."""

@@ -1,0 +1,178 @@
+"""Stage 2 of the dataflow: a valid event + the user's profile → a *fact* to deduplicate.
+
+A fact is what the rest of the pipeline needs of an event, and nothing more:
+
+* ``ActiveFact`` — user ``user_id`` was active in ``month``, with that event's segment attributes;
+* ``TicketFact`` — ticket ``ticket_id`` was created in ``month``, with its attributes, channel last.
+
+``ts`` (event time, µs since the epoch) decides which of several versions of the same user-month
+or ticket wins: the earliest, ties broken by the smaller attribute tuple. That rule is independent
+of arrival order, so replays and rebalances cannot change the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
+
+from streams import domain
+from streams.domain import epoch_micros
+from streams.pipeline.validate import (
+    FUTURE_TIMESTAMP,
+    TOO_LATE,
+    ActivityEvent,
+    InvalidEvent,
+    TicketEvent,
+    UserProfile,
+)
+from streams.settings import Settings
+
+Attributes = tuple[str, ...]
+
+
+class ActiveFact(NamedTuple):
+    user_id: str
+    month: int
+    ts: int
+    attributes: Attributes
+
+
+class TicketFact(NamedTuple):
+    ticket_id: str
+    month: int
+    ts: int
+    attributes: Attributes  # user dimensions' values, then the channel
+    user_id: str = ""  # who filed it: carried to the analysts' ticket table
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What enrichment needs of a user profile."""
+
+    signup_month: int
+    segments: Mapping[str, str]
+    updated_at: int  # µs; the newest profile of a user wins
+
+
+def profile_from_event(event: UserProfile, zone: ZoneInfo) -> Profile:
+    return Profile(
+        signup_month=domain.month_of(event.signup_at, zone),
+        segments=event.segments,
+        updated_at=epoch_micros(event.updated_at),
+    )
+
+
+def newer_profile(current: Profile | None, candidate: Profile) -> Profile:
+    """Keep the profile with the latest ``updated_at``, whatever order they arrive in.
+
+    Two profiles with the same ``updated_at`` are decided by their content, not their arrival.
+    """
+    if current is None:
+        return candidate
+    return max(current, candidate, key=_profile_order)
+
+
+def _profile_order(profile: Profile) -> tuple[int, int, list[tuple[str, str]]]:
+    return profile.updated_at, profile.signup_month, sorted(profile.segments.items())
+
+
+@lru_cache(maxsize=8)
+def _time_bounds(now: datetime, zone: ZoneInfo, retain_months: int) -> tuple[int, int]:
+    """(now in µs, oldest retained month): once per batch, not once per event."""
+    return epoch_micros(now), domain.oldest_retained_month(now, zone, retain_months)
+
+
+@dataclass(frozen=True)
+class Enricher:
+    """Turns valid events into facts; raises InvalidEvent for events outside the kept months."""
+
+    zone: ZoneInfo
+    dimensions: tuple[str, ...]
+    active_activities: frozenset[str]
+    retain_months: int
+    max_future_micros: int
+    profile_of: Callable[[str], Profile | None]
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, profile_of: Callable[[str], Profile | None]
+    ) -> Enricher:
+        return cls(
+            zone=settings.zone,
+            dimensions=domain.user_dimensions(settings.extra_dimensions),
+            active_activities=frozenset(settings.active_activities),
+            retain_months=settings.retain_months,
+            max_future_micros=int(settings.max_future_seconds * 1_000_000),
+            profile_of=profile_of,
+        )
+
+    def counts_as_active(self, activity: str | None) -> bool:
+        return not self.active_activities or activity in self.active_activities
+
+    def _month(self, moment: datetime, now: datetime) -> tuple[int, int]:
+        ts = epoch_micros(moment)
+        now_micros, oldest = _time_bounds(now, self.zone, self.retain_months)
+        if ts > now_micros + self.max_future_micros:
+            raise InvalidEvent(FUTURE_TIMESTAMP, f"{moment.isoformat()} is in the future")
+        month = domain.month_of_micros(ts, self.zone)
+        if month < oldest:
+            raise InvalidEvent(
+                TOO_LATE,
+                f"month {domain.month_label(month)} is older than the {self.retain_months} "
+                f"months kept (oldest {domain.month_label(oldest)})",
+            )
+        return month, ts
+
+    def _attributes(
+        self, user_id: str, segments: Mapping[str, str] | None, month: int
+    ) -> Attributes:
+        profile = self.profile_of(user_id)
+        return domain.user_attributes(
+            self.dimensions,
+            segments,
+            profile.segments if profile else None,
+            profile.signup_month if profile else None,
+            month,
+        )
+
+    def active_fact(self, event: ActivityEvent, now: datetime) -> ActiveFact | None:
+        """None when the activity's type does not make a user active."""
+        if not self.counts_as_active(event.activity):
+            return None
+        month, ts = self._month(event.occurred_at, now)
+        attributes = self._attributes(event.user_id, event.segments, month)
+        return ActiveFact(event.user_id, month, ts, attributes)
+
+    def ticket_fact(self, event: TicketEvent, now: datetime) -> TicketFact:
+        month, ts = self._month(event.created_at, now)
+        attributes = self._attributes(event.user_id, event.segments, month)
+        return TicketFact(
+            event.ticket_id,
+            month,
+            ts,
+            (*attributes, event.channel or domain.UNKNOWN),
+            event.user_id,
+        )
+
+
+# --- wire format of the facts topic (enrich → deduplicate) -------------------------------------
+# One record carries a batch of facts for one partition: ["a"|"t", id, month, ts, [attributes]].
+
+
+def encode_fact(fact: ActiveFact | TicketFact) -> list[object]:
+    if isinstance(fact, ActiveFact):
+        return ["a", fact.user_id, fact.month, fact.ts, fact.attributes]
+    return ["t", fact.ticket_id, fact.month, fact.ts, fact.attributes, fact.user_id]
+
+
+def decode_facts(rows: list[list[Any]]) -> list[ActiveFact | TicketFact]:
+    return [
+        ActiveFact(key, month, ts, tuple(attributes))
+        if kind == "a"
+        else TicketFact(key, month, ts, tuple(attributes), *user)
+        for kind, key, month, ts, attributes, *user in rows
+    ]

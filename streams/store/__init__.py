@@ -1,0 +1,3 @@
+"""The one seam to ClickHouse (chDB embedded or a server): schema versions,
+inserts, read-only queries, and `cci query` / `cci report` on top.
+"""

@@ -1,0 +1,649 @@
+"""The one seam to ClickHouse: the embedded chDB engine (``chdb://PATH``) or a server
+(``http(s)://user:pass@host:port/db``), behind one clickhouse-connect client API.
+
+Everything that touches ClickHouse goes through ``Store``: the versioned DDL in
+``schemas/clickhouse/``, batched inserts (values travel as column data, never as SQL text), and
+read-only queries. A chDB engine belongs to one process, so while a worker runs, other processes
+reach its store through the worker's web server (see ``streams/store/query.py``).
+
+Analysts' queries (``Store.query``) are read-only by the engine, bounded, and isolated from each
+other (docs/security.md, "Query API"):
+
+- each runs on a client of its own, opened for it and closed after: no session state (``SET``,
+  ``USE``, a half-read result) passes from one query to the next, and no lock makes one wait for
+  another; at most ``QUERY_SLOTS`` run at once in a process, a further one is refused (busy);
+- the client's session carries ``ANALYST_LIMITS`` and then ``readonly = 1``: ClickHouse refuses
+  writes, DDL, ``SET``, external table functions and any change of those limits;
+- before it runs, the statement is parsed by ClickHouse (``formatQuerySingleLine``: exactly one
+  statement) and its ``EXPLAIN AST`` judged by ``streams/store/query_policy.py``; the canonical text
+  that was judged is what runs;
+- ``cancel`` kills it by its tag (``log_comment``), e.g. when the asker went away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.binding import bind_query
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.insert import InsertContext
+
+from streams.redaction import redact_url
+from streams.store import query_policy
+
+log = logging.getLogger("streams.store.clickhouse")
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
+MIGRATIONS_TABLE = "schema_migrations"
+QUERY_SECONDS = 300  # longest a read-only query may run
+QUERY_MEMORY_BYTES = 256 * 1024 * 1024  # most memory one analyst query may take in the engine
+QUERY_RESULT_ROWS = 100_000  # most rows a query may return (more is an error: add a LIMIT)
+QUERY_RESULT_BYTES = 32 * 1024 * 1024  # most bytes a query may return, uncompressed
+QUERY_THREADS = 2  # threads one analyst query may use
+QUERY_BLOCK_ROWS = 8192  # rows per result block: the result is counted block by block
+QUERY_SLOTS = 2  # analyst queries running at once in one process; QUERY_SLOTS x memory is the cap
+# Applied in this order, then log_comment (the query's tag) and readonly = 1 last: once readonly
+# is set, no setting can change, so a query's own SETTINGS clause cannot lift these.
+ANALYST_LIMITS: dict[str, Any] = {
+    "max_memory_usage": QUERY_MEMORY_BYTES,
+    "max_result_rows": QUERY_RESULT_ROWS,
+    "max_result_bytes": QUERY_RESULT_BYTES,
+    "result_overflow_mode": "throw",
+    "max_execution_time": QUERY_SECONDS,
+    "max_threads": QUERY_THREADS,
+    "max_block_size": QUERY_BLOCK_ROWS,
+}
+_MIGRATION_FILE = re.compile(r"^(\d+)_[\w-]+\.sql$")
+
+ClientFactory = Callable[..., Client]
+
+
+class StoreError(Exception):
+    """ClickHouse refused or could not run something; the message is ClickHouse's own."""
+
+
+class QueryRefused(StoreError):
+    """The statement may not run (not one read-only statement, or against the query policy)."""
+
+
+class StoreBusy(StoreError):
+    """QUERY_SLOTS analyst queries are already running."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+    checksum: str
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+def embedded_path(url: str) -> Path | None:
+    """The data directory of a ``chdb://PATH`` URL (relative paths from the working directory);
+    None for a server URL."""
+    if not url.startswith("chdb://"):
+        return None
+    location = url.removeprefix("chdb://")
+    if not location or location in {"memory", ":memory:"}:
+        raise StoreError(
+            f"{url}: the embedded store needs a directory, e.g. chdb://.cci/clickhouse"
+        )
+    return Path(location).expanduser().resolve()
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of a DDL file: each ends with a line ending in a semicolon. Comment lines
+    are for the reader and are not sent (one ending in a semicolon ends nothing)."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            statements.append("\n".join(current).strip().removesuffix(";").rstrip())
+            current = []
+    tail = "\n".join(current).strip()
+    if tail:
+        statements.append(tail)
+    return [statement for statement in statements if statement]
+
+
+def load_migrations(directory: Path = SCHEMA_DIR) -> list[Migration]:
+    """``NNN_name.sql`` files in version order; a repeated version number is an error."""
+    migrations: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_FILE.match(path.name)
+        if not match:
+            raise StoreError(f"{path}: schema files are named NNN_name.sql")
+        version = int(match.group(1))
+        if version in migrations:
+            raise StoreError(f"{path}: version {version} is also {migrations[version].name}")
+        text = path.read_text(encoding="utf-8")
+        migrations[version] = Migration(
+            version=version,
+            name=path.name,
+            statements=tuple(split_statements(text)),
+            checksum=hashlib.sha256(text.encode()).hexdigest(),
+        )
+    if not migrations:
+        raise StoreError(f"no schema files in {directory}")
+    return [migrations[v] for v in sorted(migrations)]
+
+
+# --- cluster mode (CCI_CLICKHOUSE_CLUSTER; docs/clickhouse-cluster.md) ----------------------------
+
+# Before a migration: the single-node statement, and its cluster form below.
+MIGRATIONS_TABLE_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+    "version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC')"
+    ") ENGINE = ReplacingMergeTree ORDER BY version"
+)
+LOCAL_SUFFIX = "_local"
+# Every version of a row must live on one shard, since FINAL collapses versions only within a
+# shard: each table is sharded by (a part of) its ORDER BY key. A new table needs an entry here.
+SHARDING_KEYS = {
+    "cci_segment_monthly": "cityHash64(dimension, segment)",
+    "cci_monthly_active_users": "cityHash64(user_id)",
+    "cci_tickets": "cityHash64(ticket_id)",
+    "cci_sink_offsets": "cityHash64(group_id, topic, partition)",
+}
+# {shard}, {replica}, {database} and {table} are the server's macros, expanded on each node.
+REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.{}-]+$")
+
+_CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)(\s)", re.IGNORECASE)
+_CREATE_VIEW = re.compile(
+    r"^(CREATE VIEW IF NOT EXISTS|CREATE OR REPLACE VIEW) (\w+) AS\b", re.IGNORECASE
+)
+_ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)(\s)", re.IGNORECASE)
+_ENGINE = re.compile(r"ENGINE = (\w*)MergeTree(?:\(([^)]*)\))?")
+# Replicated tables deduplicate a retried insert by themselves (replicated_deduplication_window).
+_NON_REPLICATED_DEDUP = re.compile(r"\s*SETTINGS non_replicated_deduplication_window = \d+$")
+
+
+def check_cluster_name(cluster: str) -> str:
+    if not CLUSTER_NAME.match(cluster):
+        raise StoreError(
+            f"{cluster!r} is not a cluster name (letters, digits, _ . - and {{macro}} braces)"
+        )
+    return cluster
+
+
+def cluster_statements(statement: str, cluster: str) -> list[str]:
+    """The statements that do on ``cluster`` what ``statement`` does on one node.
+
+    A table becomes a replicated local table ``NAME_local`` on every node plus a Distributed
+    table under the old name, so inserts and every query keep their table names. A view is
+    created on every node (it reads the Distributed tables). An ALTER changes both tables.
+    """
+    on = f"ON CLUSTER '{check_cluster_name(cluster)}'"
+    if match := _CREATE_TABLE.match(statement):
+        name = match.group(1)
+        if name not in SHARDING_KEYS:
+            raise StoreError(f"table {name} has no sharding key in store.SHARDING_KEYS")
+        engine = _ENGINE.search(statement)
+        if engine is None:
+            raise StoreError(f"table {name}: only *MergeTree tables can be replicated")
+        arguments = ", ".join(
+            part for part in (f"'{REPLICA_PATH}'", "'{replica}'", engine.group(2)) if part
+        )
+        local = _CREATE_TABLE.sub(
+            f"CREATE TABLE IF NOT EXISTS {name}{LOCAL_SUFFIX} {on}\\2", statement, count=1
+        )
+        local = local.replace(
+            engine.group(0), f"ENGINE = Replicated{engine.group(1)}MergeTree({arguments})", 1
+        )
+        local = _NON_REPLICATED_DEDUP.sub("", local)
+        distributed = (
+            f"CREATE TABLE IF NOT EXISTS {name} {on} AS {name}{LOCAL_SUFFIX}\n"
+            f"ENGINE = Distributed('{cluster}', currentDatabase(), {name}{LOCAL_SUFFIX}, "
+            f"{SHARDING_KEYS[name]})"
+        )
+        return [local, distributed]
+    if match := _CREATE_VIEW.match(statement):
+        head, name = match.group(1), match.group(2)
+        return [_CREATE_VIEW.sub(f"{head} {name} {on} AS", statement, count=1)]
+    if match := _ALTER_TABLE.match(statement):
+        name = match.group(1)
+        return [
+            _ALTER_TABLE.sub(f"ALTER TABLE {name}{LOCAL_SUFFIX} {on}\\2", statement, count=1),
+            _ALTER_TABLE.sub(f"ALTER TABLE {name} {on}\\2", statement, count=1),
+        ]
+    raise StoreError(f"no cluster form for this statement: {statement.splitlines()[0]}")
+
+
+def migrations_table_ddl(cluster: str = "") -> str:
+    """``schema_migrations``. On a cluster it is replicated to every node of every shard (no
+    {shard} in its path), so any node a worker reaches knows what was applied."""
+    if not cluster:
+        return MIGRATIONS_TABLE_DDL
+    return (
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ON CLUSTER "
+        f"'{check_cluster_name(cluster)}' ("
+        "version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC')"
+        ") ENGINE = ReplicatedReplacingMergeTree("
+        "'/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}') ORDER BY version"
+    )
+
+
+def migration_statements(migration: Migration, cluster: str = "") -> list[str]:
+    """What applying ``migration`` runs: its own statements on one node, their cluster forms on
+    a cluster."""
+    if not cluster:
+        return list(migration.statements)
+    return [
+        out for statement in migration.statements for out in cluster_statements(statement, cluster)
+    ]
+
+
+def schema_ddl(cluster: str = "", directory: Path = SCHEMA_DIR) -> list[tuple[str, list[str]]]:
+    """(what, statements) in the order a worker applies them to an empty store: the migrations
+    table, then every schema file. ``cci store ddl`` prints these."""
+    plan = [(MIGRATIONS_TABLE, [migrations_table_ddl(cluster)])]
+    for migration in load_migrations(directory):
+        plan.append((migration.name, migration_statements(migration, cluster)))
+    return plan
+
+
+class Store:
+    """A ClickHouse database: schema, inserts and queries. Methods block; call them from a thread
+    (``asyncio.to_thread``) in async code."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        database: str | None = None,
+        cluster: str = "",
+        client_factory: ClientFactory = clickhouse_connect.get_client,
+    ) -> None:
+        self.url = url
+        self.path = embedded_path(url)
+        if cluster and self.path is not None:
+            raise StoreError("the embedded store (chdb://) is one node: it has no cluster")
+        self.cluster = check_cluster_name(cluster) if cluster else ""
+        self._database = database
+        self._factory = client_factory
+        # The writer is used by one thread at a time: a chDB handle serialises calls anyway, and
+        # a server refuses two concurrent queries in one HTTP session. Analysts' queries each get
+        # a client of their own (see the module docstring).
+        self._writer: Client | None = None
+        self._write_lock = threading.Lock()
+        self._query_slots = threading.BoundedSemaphore(QUERY_SLOTS)
+        self._cancelled: set[str] = set()  # tags of running queries cancel() was asked to stop
+        self._closed = False
+        # (table, columns) → the writer's insert context, reused until an error or a schema
+        # change. A new one per insert asked ClickHouse for the column types first, and it refers
+        # to itself (a bound method), so it lived with its rows until a cyclic collection: those
+        # rows were most of what full collections had to traverse. A reused context holds only
+        # its last batch, freed when the next one replaces it.
+        self._insert_contexts: dict[tuple[str, tuple[str, ...]], InsertContext] = {}
+
+    @property
+    def embedded(self) -> bool:
+        return self.path is not None
+
+    def _client(self, analyst_tag: str | None = None) -> Client:
+        """The writer's client, or with ``analyst_tag`` a read-only, bounded one for one query."""
+        kwargs: dict[str, Any] = {}
+        if self._database:
+            kwargs["database"] = self._database
+        if self.cluster and analyst_tag is None:
+            # An insert into a Distributed table returns once every shard has written its rows
+            # (not when they are queued on the node the worker reached), and a retried batch
+            # reaches each shard as the same block, which the replicated table drops.
+            kwargs["settings"] = {"insert_distributed_sync": 1}
+        if analyst_tag is not None:
+            session = {**ANALYST_LIMITS, "log_comment": analyst_tag}
+            if self.path is None:
+                kwargs["autogenerate_session_id"] = False  # no server session: no shared state
+            else:
+                # As on a server: "SELEC x" is a syntax error, not an implicit "SELECT SELEC AS x".
+                session["implicit_select"] = 0
+            kwargs["settings"] = {**session, "readonly": 1}
+        if self.path is None:
+            try:
+                return self._factory(dsn=self.url, **kwargs)
+            except ClickHouseError as exc:
+                raise StoreError(str(exc)) from exc
+        if analyst_tag is not None and self._writer is not None:
+            # The store is open already (the writer opened it): nothing to explain, and fd 2 is
+            # not held back while the worker logs.
+            try:
+                return self._factory(dsn=f"chdb://{self.path}", **kwargs)
+            except ClickHouseError as exc:
+                raise StoreError(str(exc)) from exc
+        engine_output: list[str] = []
+        try:
+            with _stderr_copied_to(engine_output):
+                return self._factory(dsn=f"chdb://{self.path}", **kwargs)
+        except ClickHouseError as exc:
+            raise StoreError(embedded_failure(self.path, str(exc), "".join(engine_output))) from exc
+
+    def _writer_client(self) -> Client:
+        if self._writer is None:
+            self._writer = self._client()
+        return self._writer
+
+    # --- schema --------------------------------------------------------------------------------
+
+    def apply_schema(self, directory: Path = SCHEMA_DIR) -> list[int]:
+        """Apply the schema files not yet recorded in ``schema_migrations``; return their
+        versions. Idempotent, and safe for two workers at once: every statement is
+        ``IF NOT EXISTS`` and a version recorded twice collapses to one row."""
+        migrations = load_migrations(directory)
+        with self._write_lock:
+            self._insert_contexts.clear()
+            client = self._writer_client()
+            try:
+                client.command(migrations_table_ddl(self.cluster))
+                recorded = {
+                    int(version): checksum
+                    for version, checksum in client.query(
+                        f"SELECT version, checksum FROM {MIGRATIONS_TABLE} FINAL"
+                    ).result_rows
+                }
+                applied = []
+                for migration in migrations:
+                    if migration.version in recorded:
+                        if recorded[migration.version] != migration.checksum:
+                            log.warning(
+                                "schema file %s changed after it was applied; a change needs a "
+                                "new file",
+                                migration.name,
+                            )
+                        continue
+                    for statement in migration_statements(migration, self.cluster):
+                        client.command(statement)
+                    row = [migration.version, migration.name, migration.checksum, datetime.now(UTC)]
+                    client.insert(
+                        MIGRATIONS_TABLE,
+                        [row],
+                        column_names=["version", "name", "checksum", "applied_at"],
+                    )
+                    applied.append(migration.version)
+                    log.info("applied schema %s to %s", migration.name, redact_url(self.url))
+            except ClickHouseError as exc:
+                raise StoreError(str(exc)) from exc
+        return applied
+
+    # --- writing and reading -------------------------------------------------------------------
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> int:
+        """Insert rows (one value per column, in ``columns`` order) as one block."""
+        if not rows:
+            return 0
+        with self._write_lock:
+            client = self._writer_client()
+            key = (table, tuple(columns))
+            try:
+                context = self._insert_contexts.get(key)
+                if context is None:
+                    context = client.create_insert_context(table, column_names=list(columns))
+                    self._insert_contexts[key] = context
+                context.data = rows
+                client.insert(context=context)
+            except Exception as exc:
+                self._insert_contexts.pop(key, None)
+                if isinstance(exc, ClickHouseError):
+                    raise StoreError(str(exc)) from exc
+                raise
+        return len(rows)
+
+    def command(self, sql: str) -> None:
+        """A statement that writes or changes the schema (maintenance, tests)."""
+        with self._write_lock:
+            self._insert_contexts.clear()  # the statement may change a table's columns
+            try:
+                self._writer_client().command(sql)
+            except ClickHouseError as exc:
+                raise StoreError(str(exc)) from exc
+
+    def query(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, *, tag: str | None = None
+    ) -> QueryResult:
+        """Run one analyst statement (see the module docstring); ``{name:Type}`` placeholders take
+        ``parameters``. ``tag`` names it for ``cancel``. QueryRefused before it runs when it may
+        not; StoreBusy when QUERY_SLOTS queries run already; StoreError with ClickHouse's
+        message when ClickHouse refuses it or it breaks a limit."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        if not self._query_slots.acquire(blocking=False):
+            raise StoreBusy(
+                f"{QUERY_SLOTS} queries are running already; try again when one has finished"
+            )
+        tag = tag or f"cci-query-{uuid.uuid4()}"
+        try:
+            client = self._client(analyst_tag=tag)
+            try:
+                return _checked_query(
+                    client, sql, dict(parameters or {}), lambda: tag in self._cancelled
+                )
+            finally:
+                client.close()
+        finally:
+            self._cancelled.discard(tag)
+            self._query_slots.release()
+
+    def cancel(self, tag: str) -> None:
+        """Stop the analyst query tagged ``tag`` (if it still runs); it fails as cancelled. Also
+        when it has not reached the engine yet: it is stopped before it runs."""
+        self._cancelled.add(tag)
+        client = self._client(analyst_tag=f"cci-cancel-{uuid.uuid4()}")
+        try:
+            client.command(
+                "KILL QUERY WHERE Settings['log_comment'] = {tag:String} ASYNC",
+                parameters={"tag": tag},
+            )
+        except ClickHouseError as exc:
+            raise StoreError(str(exc)) from exc
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        # Under the lock: an insert running in another thread finishes first.
+        with self._write_lock:
+            self._closed = True
+            if self._writer is not None:
+                try:
+                    self._writer.close()
+                except Exception:  # closing is best effort: the process may be going away
+                    log.debug("error closing a ClickHouse client", exc_info=True)
+            self._writer = None
+            self._insert_contexts.clear()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_store(
+    url: str,
+    *,
+    read_only: bool = False,
+    database: str | None = None,
+    cluster: str = "",
+    client_factory: ClientFactory = clickhouse_connect.get_client,
+) -> Store:
+    """A connected Store. ``read_only``: only the read-only client is opened, and an embedded
+    store that is not there is an error rather than created (no worker ever wrote it)."""
+    store = Store(url, database=database, cluster=cluster, client_factory=client_factory)
+    if read_only and store.path is not None and not store.path.is_dir():
+        raise StoreError(f"no embedded store at {store.path} (a worker creates it)")
+    # Connect now, so a store that cannot be opened fails here with a clear message.
+    if read_only:
+        store._client(analyst_tag="cci-connect").close()
+    else:
+        store._writer_client()
+    return store
+
+
+_PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
+
+
+def _checked_query(
+    client: Client, sql: str, parameters: dict[str, Any], cancelled: Callable[[], bool]
+) -> QueryResult:
+    """Parse ``sql`` with ClickHouse, judge it (streams/store/query_policy.py), then run the text
+    that
+    was judged, with values bound by the engine (never pasted into the text)."""
+    if not sql.strip():
+        raise QueryRefused("empty query")
+    try:
+        # One statement or a syntax error (ClickHouse refuses "multi-statements" here). The text
+        # travels as a value, so nothing in it runs.
+        canonical = client.query(
+            "SELECT formatQuerySingleLine({statement:String})", parameters={"statement": sql}
+        ).result_rows[0][0]
+    except ClickHouseError as exc:
+        raise QueryRefused(str(exc)) from exc
+    if parameters:
+        # clickhouse-connect pastes values into a text without {name:Type} placeholders (client-
+        # side binding): refuse that, so what runs is exactly the text that was judged.
+        try:
+            bound = bool(_PLACEHOLDER.search(canonical)) and (
+                bind_query(canonical, parameters)[0] == canonical
+            )
+        except (ClickHouseError, TypeError, ValueError) as exc:  # a value it cannot bind
+            raise QueryRefused(f"parameters: {exc}") from exc
+        if not bound:
+            raise QueryRefused("parameters need {name:Type} placeholders in the query")
+    try:
+        explained = client.query(f"EXPLAIN AST {canonical}", parameters=parameters or None)
+    except ClickHouseError as exc:
+        raise QueryRefused(str(exc)) from exc
+    ast = _without_transport_format([row[0] for row in explained.result_rows])
+    reason = query_policy.refusal(ast)
+    if reason is not None:
+        raise QueryRefused(f"refused: {reason}")
+    if cancelled():
+        raise StoreError(_CANCELLED)
+    try:
+        if ast.startswith("SelectWithUnionQuery"):
+            return _bounded_result(client, canonical, parameters, cancelled)
+        # SHOW TABLES, DESCRIBE, EXISTS: small answers, and chDB streams only SELECTs.
+        result = client.query(canonical, parameters=parameters or None)
+    except ClickHouseError as exc:
+        raise StoreError(str(exc)) from exc
+    return QueryResult(
+        tuple(result.column_names),
+        tuple(t.name for t in result.column_types),
+        [tuple(row) for row in result.result_rows],
+    )
+
+
+_CANCELLED = "the query was cancelled (QUERY_WAS_CANCELLED)"
+
+
+def _bounded_result(
+    client: Client, sql: str, parameters: dict[str, Any], cancelled: Callable[[], bool]
+) -> QueryResult:
+    """The rows, read block by block and stopped at QUERY_RESULT_BYTES. ClickHouse's own
+    max_result_bytes counts a constant column (``repeat('x', 1000)``) as one value, so a result
+    of 100 MB passed it and took 450 MiB of the process to convert."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    with client.query_row_block_stream(sql, parameters=parameters or None) as stream:
+        columns = tuple(stream.source.column_names)
+        types = tuple(t.name for t in stream.source.column_types)
+        for block in stream:
+            if cancelled():
+                raise StoreError(_CANCELLED)
+            size += sum(_value_bytes(value) for row in block for value in row)
+            if size > QUERY_RESULT_BYTES:
+                raise StoreError(
+                    f"Limit for result exceeded, max bytes: {QUERY_RESULT_BYTES / 2**20:.2f} MiB "
+                    "(TOO_MANY_ROWS_OR_BYTES): add a LIMIT or aggregate"
+                )
+            rows.extend(tuple(row) for row in block)
+    return QueryResult(columns, types, rows)
+
+
+def _value_bytes(value: Any) -> int:
+    """About the bytes ClickHouse counts for a value (uncompressed)."""
+    if isinstance(value, str | bytes):
+        return len(value) + 1
+    if isinstance(value, list | tuple):
+        return 8 + sum(_value_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return 8 + sum(_value_bytes(k) + _value_bytes(v) for k, v in value.items())
+    return 8
+
+
+def _without_transport_format(lines: list[str]) -> str:
+    """The AST of the statement alone. clickhouse-connect appends ``FORMAT Native`` to what it
+    sends, so the EXPLAIN sees it as the statement's last clause (a FORMAT of the analyst's own
+    would have been a syntax error next to it)."""
+    children = re.match(r"^(\w+) \(children (\d+)\)$", lines[0]) if lines else None
+    if children is None or lines[-1] != " Identifier Native":
+        return "\n".join(lines)
+    count = int(children.group(2)) - 1
+    return "\n".join([f"{children.group(1)} (children {count})", *lines[1:-1]])
+
+
+@contextlib.contextmanager
+def _stderr_copied_to(output: list[str]) -> Iterator[None]:
+    """Collect what is written to the process's stderr (fd 2) meanwhile, then pass it on.
+
+    chDB says why its engine would not start only there; its exception says "Error initializing
+    EmbeddedServer" whatever the reason.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read()
+            if text:
+                os.write(2, text)  # nothing written meanwhile is lost
+            output.append(text.decode("utf-8", errors="replace"))
+
+
+_DAMAGED_DEFINITION = re.compile(r"(?:metadata file|\(in file) (/\S+?\.sql)")
+
+
+def embedded_failure(path: Path, error: str, engine_output: str) -> str:
+    """Why the embedded engine at ``path`` would not open, from its own output."""
+    reason = next(
+        (line.strip() for line in engine_output.splitlines() if "DB::Exception" in line), error
+    )
+    if "Cannot lock file" in engine_output:
+        return f"cannot open the embedded store at {path}: another process (a worker?) has it open"
+    damaged = _DAMAGED_DEFINITION.search(engine_output)
+    if damaged:
+        return (
+            f"cannot open the embedded store at {path}: the table definition {damaged.group(1)} "
+            f"is damaged ({reason}). Restore the store from a backup, or move the directory {path} "
+            "away: the worker then creates a new store and its sink rebuilds it from the topics"
+        )
+    return f"cannot open the embedded store at {path}: {reason}"

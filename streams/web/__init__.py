@@ -1,0 +1,1 @@
+"""The worker's web pages beyond health and metrics: the dashboard."""

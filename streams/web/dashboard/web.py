@@ -1,0 +1,138 @@
+"""The dashboard's HTTP side: the page, its static files, the JSON API and the live stream.
+
+Faust's web server is aiohttp, so the handlers answer with aiohttp responses;
+``streams/worker/app.py`` only routes to them. The live stream is server-sent events: the page's
+``EventSource`` reconnects by itself after a worker restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from streams.web.dashboard.source import DashboardSource, Sent
+from streams.web.dashboard.view import BadParameter, Query, Record
+
+PAGE_PATH = "/dashboard"
+STATIC_PATH = "/dashboard/static/{name}"
+API_CCI_PATH = "/api/cci"
+API_HISTORY_PATH = "/api/cci/history"
+API_ALERTS_PATH = "/api/alerts"
+API_STREAM_PATH = "/api/stream"
+
+PUSH_INTERVAL = 0.5  # least seconds between two pushes to one client: bursts coalesce
+KEEPALIVE_SECONDS = 15.0  # a comment line this often finds closed connections (and proxies)
+RECONNECT_MS = 2000  # EventSource's retry delay after the stream ends
+BUSY_RETRY_SECONDS = 10  # Retry-After of a live stream refused for the CCI_LIVE_STREAMS cap
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
+
+
+@cache
+def static_files() -> dict[str, tuple[bytes, str]]:
+    """The page's own files (package data), by name: nothing is fetched from elsewhere."""
+    folder = resources.files("streams.web.dashboard") / "static"
+    files = {}
+    for entry in folder.iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if suffix in CONTENT_TYPES:
+            files[entry.name] = (entry.read_bytes(), CONTENT_TYPES[suffix])
+    return files
+
+
+def _file_response(name: str) -> web.Response:
+    found = static_files().get(name)
+    if found is None:
+        return json_response({"error": f"no such file: {name}"}, status=404)
+    body, content_type = found
+    # no-cache: the browser revalidates, so a new release's page is never mixed with old files.
+    return web.Response(body=body, content_type=content_type, headers={"Cache-Control": "no-cache"})
+
+
+def page() -> web.Response:
+    return _file_response("index.html")
+
+
+def static_file(name: str) -> web.Response:
+    return _file_response(name)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", charset="utf-8"
+    )
+
+
+def query_of(request: web.Request) -> dict[str, list[str]]:
+    return {name: request.query.getall(name) for name in request.query}
+
+
+def api_answer(request: web.Request, answer: Callable[[Query, datetime], Record]) -> web.Response:
+    """200 with ``answer``'s body, or 400 naming the parameter it could not use."""
+    try:
+        return json_response(answer(query_of(request), datetime.now(UTC)))
+    except BadParameter as exc:
+        return json_response(exc.body(), status=400)
+
+
+async def live_stream(request: web.Request, source: DashboardSource) -> web.StreamResponse:
+    """``GET /api/stream[?month=]``: a ``cci`` event with the whole month now, then a
+    ``cci-changes`` event with what changed after every change (see view.live_changes); 503
+    beyond ``CCI_LIVE_STREAMS`` open streams."""
+    try:
+        month = source.view.stream_month(query_of(request), datetime.now(UTC))
+    except BadParameter as exc:
+        return json_response(exc.body(), status=400)
+    if source.live_streams >= source.max_live_streams:
+        response = json_response(
+            {
+                "error": f"this worker serves at most {source.max_live_streams} live streams "
+                "(CCI_LIVE_STREAMS); try again later"
+            },
+            status=503,
+        )
+        response.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
+        return response
+    source.live_streams += 1
+    try:
+        return await _stream(request, source, month)
+    finally:
+        source.live_streams -= 1
+
+
+async def _stream(
+    request: web.Request, source: DashboardSource, month: str | None
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # a proxy in front must not hold the events back
+        }
+    )
+    await response.prepare(request)
+    seen = -1
+    sent: Sent | None = None
+    with contextlib.suppress(ConnectionResetError):
+        await response.write(f"retry: {RECONNECT_MS}\n\n".encode())
+        while not source.closed.is_set():
+            if source.generation != seen:
+                seen = source.generation
+                event, sent = source.live_update(month, sent)
+                if event is not None:
+                    await response.write(event)
+                    await source.pause(PUSH_INTERVAL)
+            elif await source.wait_for_change(seen, KEEPALIVE_SECONDS) == seen:
+                await response.write(b": keepalive\n\n")
+    return response

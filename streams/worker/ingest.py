@@ -1,0 +1,316 @@
+"""Stages 1–2 on the wire: input records → validated, enriched facts on ``{app}-facts``.
+
+Faust hands records to agents one event at a time (~5,000 records/s on this machine even for an
+agent that does nothing), so the input topics are read here with aiokafka ``getmany`` in batches
+instead; Faust keeps what it is good at: the stateful stages, their changelogs and recovery.
+
+Delivery: the facts and dead letters of a batch are acknowledged by the broker (acks=all) before
+the batch's input offsets are committed. A crash in between re-reads the batch and sends its facts
+again, which the deduplicate stage absorbs (its rule is idempotent): at-least-once in, exact out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from streams import metrics
+from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
+from streams.pipeline.enrich import Enricher, encode_fact
+from streams.pipeline.partitioning import partition_for
+from streams.pipeline.records import (
+    DEAD_LETTER_ERROR_CHARS,
+    DEAD_LETTER_KEY_BYTES,
+    DEAD_LETTER_RAW_BYTES,
+    json_chunks,
+)
+from streams.pipeline.validate import MAX_SEGMENT_CHARS, InvalidEvent, parse_activity, parse_ticket
+from streams.settings import (
+    TOPIC_ACTIVITY,
+    TOPIC_DEAD_LETTERS,
+    TOPIC_TICKETS,
+    Settings,
+)
+from streams.topics import ingest_group
+
+log = logging.getLogger(__name__)
+
+INPUT_TOPICS = (TOPIC_ACTIVITY, TOPIC_TICKETS)
+# Input records per batch: one facts record per facts partition per batch, so the stages after
+# this one pay Faust's per-record cost once per ~BATCH/partitions facts, not once per event.
+INGEST_BATCH = 5000
+POLL_MS = 50  # how long an idle poll waits: bounds the latency a quiet stream adds
+
+
+def dead_letter_value(
+    topic: str, partition: int, offset: int, raw: bytes | None, error: InvalidEvent
+) -> bytes:
+    """The dead letter of a record; always fits a record (``records.MAX_RECORD_BYTES``): a raw
+    value longer than ``DEAD_LETTER_RAW_BYTES`` is cut, and the letter says so."""
+    raw = raw or b""
+    letter: dict[str, Any] = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "error": str(error)[:DEAD_LETTER_ERROR_CHARS],
+        "reason": error.reason,
+        "raw": base64.b64encode(raw[:DEAD_LETTER_RAW_BYTES]).decode("ascii"),
+    }
+    if len(raw) > DEAD_LETTER_RAW_BYTES:
+        letter["raw_truncated"] = True
+        letter["raw_bytes"] = len(raw)
+    return orjson.dumps(letter)
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The original key, cut to ``DEAD_LETTER_KEY_BYTES`` (a key may be as large as a value)."""
+    return None if key is None else key[:DEAD_LETTER_KEY_BYTES]
+
+
+@dataclass
+class IngestedBatch:
+    """What one batch of input records became. Pure data: no Kafka here."""
+
+    facts: dict[int, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
+    dead_letters: list[tuple[bytes | None, bytes, str]] = field(default_factory=list)
+    consumed: Counter[str] = field(default_factory=Counter)
+    inactive: int = 0
+
+
+class InputRecord:
+    """The fields of a consumed record this stage reads (aiokafka's ConsumerRecord has them)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def ingest_records(
+    records: Iterable[InputRecord],
+    enricher: Enricher,
+    max_event_bytes: int,
+    facts_partitions: int,
+    now: datetime,
+    max_segment_chars: int = MAX_SEGMENT_CHARS,
+) -> IngestedBatch:
+    """Validate and enrich a batch: facts grouped by facts partition, and dead letters."""
+    batch = IngestedBatch()
+    for record in records:
+        batch.consumed[record.topic] += 1
+        raw = record.value or b""
+        try:
+            if record.topic == TOPIC_ACTIVITY:
+                event = parse_activity(raw, max_event_bytes, max_segment_chars)
+                fact = enricher.active_fact(event, now)
+                if fact is None:
+                    batch.inactive += 1
+                    continue
+            else:
+                fact = enricher.ticket_fact(
+                    parse_ticket(raw, max_event_bytes, max_segment_chars), now
+                )
+        except InvalidEvent as error:
+            value = dead_letter_value(record.topic, record.partition, record.offset, raw, error)
+            batch.dead_letters.append((dead_letter_key(record.key), value, error.reason))
+            continue
+        batch.facts[partition_for(fact[0], facts_partitions)].append(encode_fact(fact))
+    return batch
+
+
+class IngestRunner:
+    """Consumes the input topics in its own consumer group and publishes facts batches."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        enricher: Enricher,
+        facts_topic: str,
+        wait_ready: Callable[[], Any],
+        *,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 15.0,
+    ) -> None:
+        self.settings = settings
+        self.enricher = enricher
+        self.facts_topic = facts_topic
+        self.wait_ready = wait_ready  # awaited before the first record: profiles fully loaded
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.running = asyncio.Event()  # consumer and producer started
+        # Failures since ingest last made progress (committed a batch, or had nothing to read),
+        # and the last one's text: a record that fails every attempt shows here, not only in logs.
+        self.failures = 0
+        self.last_error = ""
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            log.warning("ingest did not stop within %.0fs; cancelling it", timeout)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def run(self) -> None:
+        """Consume until stopped; a failure restarts from the committed offsets after a back-off."""
+        await self.wait_ready()
+        delay = self.backoff_initial
+        while not self._stop.is_set():
+            consumer, producer = self._consumer(), self._producer()
+            try:
+                await producer.start()
+                await consumer.start()
+                self.running.set()
+                await self._consume(consumer, producer)
+                return
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                metrics.ingest_restarts.inc()
+                log.exception(
+                    "ingest failed (%d time(s) without progress); restarting it in %.1fs",
+                    self.failures,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                delay = min(delay * 2, self.backoff_max)
+            finally:
+                self.running.clear()
+                for client in (consumer, producer):
+                    try:
+                        await client.stop()
+                    except Exception:  # the broker may be gone; nothing is left to save
+                        log.debug("error stopping an ingest client", exc_info=True)
+
+    @property
+    def stalled(self) -> str:
+        """Why ingest is not making progress, or "" while it is."""
+        if not self.failures:
+            return ""
+        return f"failed {self.failures} time(s) without progress; last: {self.last_error}"
+
+    def _progressed(self) -> None:
+        self.failures = 0
+        self.last_error = ""
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        settings = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=ingest_group(settings.app_id),
+            client_id=f"{settings.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.session_timeout * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
+            **settings.consumer_kwargs(),
+        )
+        consumer.subscribe(list(INPUT_TOPICS))
+        return consumer
+
+    def _producer(self) -> AIOKafkaProducer:
+        settings = self.settings
+        # The embedded broker misreports the end of multi-record batches (docs/embedded-broker.md).
+        batching: dict[str, Any] = (
+            {"max_batch_size": ONE_RECORD_BATCH_BYTES, "linger_ms": 0}
+            if settings.embedded_broker
+            else {"linger_ms": 5}
+        )
+        return AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id=f"{settings.app_id}-ingest",
+            acks="all",
+            # Facts batches are split to fit the default 1 MB request (streams/pipeline/records.py).
+            **batching,
+            **settings.kafka_client_kwargs(),
+        )
+
+    async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        settings = self.settings
+        while not self._stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=INGEST_BATCH)
+            if fetched:
+                records = [record for batch in fetched.values() for record in batch]
+                batch = ingest_records(
+                    records,
+                    self.enricher,
+                    settings.max_event_bytes,
+                    settings.partitions,
+                    datetime.now(UTC),
+                    settings.max_segment_chars,
+                )
+                await self._publish(producer, batch)
+                offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
+                await self._commit(consumer, offsets)
+                _count(batch)
+                self._progressed()
+            if await self._update_lag(consumer) == 0:
+                self._progressed()  # caught up: nothing is stuck
+
+    async def _publish(self, producer: AIOKafkaProducer, batch: IngestedBatch) -> None:
+        sends = [
+            await producer.send(self.facts_topic, value=value, partition=partition)
+            for partition, rows in batch.facts.items()
+            for value in json_chunks(rows)
+        ]
+        sends += [
+            await producer.send(TOPIC_DEAD_LETTERS, key=key, value=value)
+            for key, value, _ in batch.dead_letters
+        ]
+        await asyncio.gather(*sends)
+
+    @staticmethod
+    async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The facts are sent; whoever owns these partitions next sends them again, which the
+            # deduplicate stage absorbs.
+            log.warning("ingest commit failed (facts are sent, will be resent): %s", exc)
+
+    @staticmethod
+    async def _update_lag(consumer: AIOKafkaConsumer) -> int | None:
+        """Records of the input topics not yet read: the high watermark of the last fetch minus
+        the position, summed over this worker's partitions. Returns the total, None when the end
+        of some partition is not known yet."""
+        lag: Counter[str] = Counter()  # only topics whose end is known: no made-up zeros
+        known = True
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                known = False
+            else:
+                lag[tp.topic] += max(0, end - await consumer.position(tp))
+        for topic, records in lag.items():
+            metrics.consumer_lag.labels(topic).set(records)
+        return sum(lag.values()) if known and consumer.assignment() else None
+
+
+def _count(batch: IngestedBatch) -> None:
+    for topic, consumed in batch.consumed.items():
+        metrics.events_consumed.labels(topic).inc(consumed)
+    if batch.inactive:
+        metrics.inactive_activities.inc(batch.inactive)
+    for _, _, reason in batch.dead_letters:
+        metrics.dead_letters.labels(reason).inc()

@@ -1,0 +1,70 @@
+"""The user-profile table: every profile, fully loaded before any event is enriched.
+
+Each worker reads the whole compacted ``user-profile`` topic (all partitions, no consumer group) up
+to the end offsets it finds at start, then keeps following it (``streams/kafka/follow.py``). Invalid
+profiles are logged and counted; they cannot be dead-lettered from here without racing the ingest
+agent's offsets, and a later valid profile replaces them anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from streams.kafka.follow import TopicFollower
+from streams.pipeline.enrich import Profile, newer_profile, profile_from_event
+from streams.pipeline.validate import MAX_SEGMENT_CHARS, InvalidEvent, parse_profile
+
+log = logging.getLogger(__name__)
+
+
+class ProfileBook:
+    """user_id → newest valid Profile, loaded from the profile topic."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        zone: ZoneInfo,
+        max_event_bytes: int,
+        client_kwargs: dict[str, Any] | None = None,
+        on_invalid: Callable[[str], None] | None = None,
+        max_segment_chars: int = MAX_SEGMENT_CHARS,
+    ) -> None:
+        self.zone = zone
+        self.max_event_bytes = max_event_bytes
+        self.max_segment_chars = max_segment_chars
+        self.on_invalid = on_invalid
+        self.profiles: dict[str, Profile] = {}
+        self.follower = TopicFollower(bootstrap, topic, self.apply, client_kwargs)
+        self.loaded = self.follower.loaded
+
+    def get(self, user_id: str) -> Profile | None:
+        return self.profiles.get(user_id)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            # A tombstone deletes the profile (compacted-topic convention).
+            if key is not None:
+                self.profiles.pop(key.decode("utf-8", "replace"), None)
+            return
+        try:
+            event = parse_profile(value, self.max_event_bytes, self.max_segment_chars)
+        except InvalidEvent as exc:
+            log.warning("invalid profile ignored: %s", exc)
+            if self.on_invalid:
+                self.on_invalid(exc.reason)
+            return
+        profile = profile_from_event(event, self.zone)
+        self.profiles[event.user_id] = newer_profile(self.profiles.get(event.user_id), profile)
+
+    async def start(self) -> None:
+        await self.follower.start()
+
+    async def stop(self) -> None:
+        await self.follower.stop()
+
+    async def wait_loaded(self) -> None:
+        await self.loaded.wait()
