@@ -357,3 +357,14 @@ def test_dead_letter_schema_lists_every_reason() -> None:
         validate.SEGMENT_TOO_LONG,
     }
     assert set(schema["properties"]["reason"]["enum"]) == reasons
+
+
+@pytest.mark.parametrize(("parse", "document", "field"), KINDS, ids=KIND_IDS)
+def test_an_error_quotes_a_bounded_prefix_of_the_value(
+    parse: Parser, document: dict[str, Any], field: str
+) -> None:
+    """Errors are logged and dead-lettered: a 64 KB value is not quoted (nor redacted) whole."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse(encode(with_field(document, field, "a." * 32000)), MAX_BYTES * 2)
+    assert len(str(caught.value)) < 300
+    assert "64000 characters" in str(caught.value)
