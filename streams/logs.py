@@ -57,7 +57,9 @@ def logging_config(log_format: str, level: str) -> dict[str, Any] | None:
 
 # Loggers of the Kafka client and the stream framework: without a broker they repeat the same
 # error many times a second (about 36 KB of log a second, mostly tracebacks).
-CLIENT_LOGGERS = ("aiokafka", "kafka", "faust", "mode", "asyncio")
+# aiohttp logs a traceback for each malformed request (before any token check): anyone who can
+# reach the port could otherwise write ~800 bytes of log per request.
+CLIENT_LOGGERS = ("aiokafka", "kafka", "faust", "mode", "asyncio", "aiohttp")
 REPEAT_WINDOW_S = 10.0
 
 

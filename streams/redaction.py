@@ -26,9 +26,16 @@ MIN_SECRET_LENGTH = 4
 _SECRET_PARAMETERS = frozenset(
     {"password", "passwd", "pass", "pwd", "secret", "token", "access_token", "api_key", "apikey"}
 )
-# scheme://user:password@ — the password is whatever runs up to the last '@' before the host.
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^\s/]*)@")
-_PARAMETER = re.compile(r"(?P<head>[?&;](?P<name>[A-Za-z_]+)=)(?P<secret>[^&#\s'\"]*)")
+# scheme://user:password@ — the password is whatever runs up to the last '@' before the host,
+# '/' included (an unencoded one hides the password from urlsplit, not from this). Every repeat
+# is bounded so that a text is scanned in linear time: an unbounded scheme once restarted at
+# every letter of "a.a.a…" (quadratic; a 100 KB error message froze the worker for seconds).
+# Possessive repeats ('+') never give back what they took: no backtracking within them.
+_USERINFO = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]{0,30}+://[^:/@\s]{0,256}+:)"
+    r"(?P<secret>(?:[^\s@]{0,128}+@)++)"
+)
+_PARAMETER = re.compile(r"(?P<head>[?&;](?P<name>[A-Za-z_]{1,32}+)=)(?P<secret>[^&#\s'\"]*+)")
 
 
 def redact_url(url: str) -> str:
@@ -38,7 +45,8 @@ def redact_url(url: str) -> str:
 
 
 def _redact_patterns(text: str) -> str:
-    text = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@" if m["secret"] else m[0], text)
+    # The secret ends with the last '@' before the host; an empty one ("user:@host") is kept.
+    text = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@" if m["secret"] != "@" else m[0], text)
 
     def parameter(match: re.Match[str]) -> str:
         if match["name"].lower() in _SECRET_PARAMETERS and match["secret"]:

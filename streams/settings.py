@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.domain import DEFAULT_TARGET_RANGE, TargetRange, parse_target_range
@@ -142,6 +143,23 @@ def _parse_host_list(value: str) -> tuple[str, ...]:
 def _parse_clickhouse_url(value: str) -> str:
     if not re.match(r"^(chdb://|https?://)", value):
         raise ValueError(f"expected chdb://PATH or http(s)://user:pass@host:port/db, got {value!r}")
+    if value.startswith("chdb://"):
+        return value
+    # An unencoded '/', '?' or '#' in the password ends the host part early: urlsplit then finds
+    # no password (nothing would know to hide it) and a host "user" with port "pass…". The value
+    # is not shown: the password is in it.
+    rest = value.split("://", 1)[1]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    malformed = "@" in rest and "@" not in authority
+    try:
+        urlsplit(value).port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:  # e.g. "user:pass" read as host and port
+        malformed = True
+    if malformed:
+        raise ValueError(
+            "the user or password holds a character that ends the host part: percent-encode it"
+            " ('/' as %2F, '?' as %3F, '#' as %23, '@' as %40); the value is not shown"
+        )
     return value
 
 

@@ -29,6 +29,10 @@ class TopicFollower:
     ``loaded`` is set once everything up to the end offsets found at start has been applied.
     ``in_sync`` is the same for the end offsets found at the last ``catch_up()`` request (start
     counts as one), so a caller can wait until it has seen what others published before it.
+
+    A record whose ``apply`` raises is logged, passed to ``on_apply_error`` and skipped: one bad
+    record must not stop following. Should following itself fail, ``failed`` is set and the error
+    logged, so the owner can show it rather than wait for ``loaded`` for ever.
     """
 
     def __init__(
@@ -39,23 +43,34 @@ class TopicFollower:
         client_kwargs: dict[str, Any] | None = None,
         after_poll: Callable[[], None] | None = None,
         true_ends: bool = False,
+        on_apply_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.apply = apply
         # Called once per poll that applied records: lets a reader react to a burst once.
         self.after_poll = after_poll
+        self.on_apply_error = on_apply_error
         self.client_kwargs = client_kwargs or {}
         # The embedded broker's reported end lags after a multi-record batch
         # (streams/kafka/embedded.py).
         self.true_ends = true_ends
         self.loaded = asyncio.Event()
+        self.failed = asyncio.Event()
         self.in_sync = asyncio.Event()
         self._sync_requested = True
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name=f"follow-{self.topic}")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("following %s failed: %r", self.topic, error, exc_info=error)
+        self.failed.set()
 
     async def stop(self) -> None:
         if self._task:
@@ -110,7 +125,18 @@ class TopicFollower:
                 polled = 0
                 for records in batches.values():
                     for record in records:
-                        self.apply(record.key, record.value)
+                        try:
+                            self.apply(record.key, record.value)
+                        except Exception as exc:
+                            log.exception(
+                                "%s: the record at partition %d offset %d could not be applied;"
+                                " skipped",
+                                self.topic,
+                                record.partition,
+                                record.offset,
+                            )
+                            if self.on_apply_error is not None:
+                                self.on_apply_error(exc)
                     polled += len(records)
                 applied += polled
                 if polled and self.after_poll is not None:

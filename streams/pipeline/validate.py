@@ -37,6 +37,8 @@ MAX_ID_LENGTH = 256
 # makes its record a dead letter (segment_too_long) rather than a figure no one can read.
 MAX_SEGMENT_CHARS = 128
 MAX_SEGMENTS = 32
+LAST_YEAR = 9998  # the last year a timestamp may have (see parse_timestamp)
+QUOTED_CHARS = 100  # the most characters of an input value an error message quotes
 
 
 # Named tuples, not frozen dataclasses: one is built per event, and a frozen dataclass's
@@ -79,7 +81,9 @@ def parse_timestamp(value: Any, field: str) -> datetime:
         raise InvalidEvent(WRONG_TYPE, f"{field} must be an RFC 3339 string")
     match = _RFC3339.fullmatch(value)
     if match is None:
-        raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is not RFC 3339 with offset: {value!r}")
+        raise InvalidEvent(
+            INVALID_TIMESTAMP, f"{field} is not RFC 3339 with offset: {_quoted(value)}"
+        )
     text = value.upper()  # fromisoformat takes neither "t" nor "z"
     fraction = match.group(1)
     if text[17:19] == "60":
@@ -94,10 +98,23 @@ def parse_timestamp(value: Any, field: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is impossible: {value!r} ({exc})") from None
+        raise InvalidEvent(
+            INVALID_TIMESTAMP, f"{field} is impossible: {_quoted(value)} ({exc})"
+        ) from None
     if moment.year < 1970:
-        raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is before 1970: {value!r}")
+        raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is before 1970: {_quoted(value)}")
+    if moment.year > LAST_YEAR:
+        # Year 9999 behind UTC, or in a zone ahead of it, is past datetime's last year: its month
+        # cannot be computed. Below it, any offset or zone conversion stays in range.
+        raise InvalidEvent(INVALID_TIMESTAMP, f"{field} is after {LAST_YEAR}: {_quoted(value)}")
     return moment
+
+
+def _quoted(value: str) -> str:
+    """``value`` for an error message: a bounded prefix (messages are logged and dead-lettered)."""
+    if len(value) <= QUOTED_CHARS:
+        return repr(value)
+    return f"{value[:QUOTED_CHARS]!r}… ({len(value)} characters)"
 
 
 def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any]:

@@ -67,6 +67,7 @@ ANALYST_LIMITS: dict[str, Any] = {
     "max_execution_time": QUERY_SECONDS,
     "max_threads": QUERY_THREADS,
     "max_block_size": QUERY_BLOCK_ROWS,
+    "allow_introspection_functions": 0,  # addressToSymbol & co. read the process's memory map
 }
 _MIGRATION_FILE = re.compile(r"^(\d+)_[\w-]+\.sql$")
 
@@ -538,7 +539,7 @@ def _checked_query(
     except ClickHouseError as exc:
         raise QueryRefused(str(exc)) from exc
     ast = _without_transport_format([row[0] for row in explained.result_rows])
-    reason = query_policy.refusal(ast)
+    reason = query_policy.refusal(ast, canonical)
     if reason is not None:
         raise QueryRefused(f"refused: {reason}")
     if cancelled():
@@ -549,6 +550,10 @@ def _checked_query(
         # SHOW TABLES, DESCRIBE, EXISTS: small answers, and chDB streams only SELECTs.
         result = client.query(canonical, parameters=parameters or None)
     except ClickHouseError as exc:
+        raise StoreError(str(exc)) from exc
+    except RuntimeError as exc:
+        # chDB's streaming reports an engine error (e.g. FUNCTION_NOT_ALLOWED) as its own
+        # ChdbError, a RuntimeError: the asker gets it like any other engine error.
         raise StoreError(str(exc)) from exc
     return QueryResult(
         tuple(result.column_names),

@@ -1,10 +1,10 @@
 """What an analyst's SQL may do, judged on ClickHouse's own parse of it (``EXPLAIN AST``).
 
 This is the last line of defence, behind the engine's own controls (``readonly = 1`` and the
-limits in ``streams/store/clickhouse.py``): readonly already refuses writes, DDL, ``SET``, setting
-changes and external table functions, but not everything, e.g. the scalar ``file()`` function or
-chDB's ``INTO OUTFILE``. So a statement must be one ``SELECT`` (with ``WITH``, ``UNION``,
-subqueries), ``SHOW TABLES``, ``DESCRIBE`` or ``EXISTS``, and inside it:
+limits in ``streams/store/clickhouse.py``): readonly already refuses writes, DDL, ``SET``,
+setting changes and external table functions, but not everything, e.g. the scalar ``file()``
+function or chDB's ``INTO OUTFILE``. So a statement must be one ``SELECT`` (with ``WITH``, ``UNION``, subqueries),
+``SHOW TABLES``, ``SHOW DATABASES``, ``DESCRIBE`` or ``EXISTS``, and inside it:
 
 - no ``INTO OUTFILE``, ``FORMAT`` or ``SETTINGS`` clause;
 - table functions only from ``TABLE_FUNCTIONS`` (generators, no I/O);
@@ -70,8 +70,23 @@ SYSTEM_TABLES = frozenset(
 _NODE = re.compile(r"^(?P<indent> *)(?P<kind>\w+)(?: (?P<name>[^ ]+))?")
 
 
-def refusal(ast: str) -> str | None:
-    """Why the statement whose ``EXPLAIN AST`` text this is may not run, or None if it may."""
+# Every SHOW but SHOW CREATE has the AST "ShowTables" (SHOW CLUSTERS, MERGES, SETTINGS,
+# DICTIONARIES, FILESYSTEM CACHES… read system tables analysts may not), so a SHOW is judged on
+# ClickHouse's canonical text of it: only SHOW TABLES / DATABASES [FROM db] [[NOT] [I]LIKE 's']
+# [LIMIT n], with no INTO OUTFILE or FORMAT after it.
+_IDENTIFIER = r"(?:[A-Za-z_][A-Za-z0-9_]*|`(?:[^`\\]|\\.)*`)"
+_STRING = r"'(?:[^'\\]|\\.)*'"
+_SHOW = re.compile(
+    rf"SHOW (?:TABLES(?: FROM {_IDENTIFIER})?|DATABASES)"
+    rf"(?: (?:NOT )?I?LIKE {_STRING})?(?: LIMIT [0-9]+)?"
+)
+
+
+def refusal(ast: str, text: str = "") -> str | None:
+    """Why the statement whose ``EXPLAIN AST`` text this is may not run, or None if it may.
+
+    ``text`` is ClickHouse's canonical text of it (``formatQuerySingleLine``), needed for SHOW.
+    """
     lines = [line for line in ast.splitlines() if line.strip()]
     if not lines:
         return "empty statement"
@@ -79,6 +94,10 @@ def refusal(ast: str) -> str | None:
     if root is None or root.group("kind") not in STATEMENTS:
         kind = root.group("kind") if root else lines[0]
         return f"only SELECT, SHOW TABLES, DESCRIBE and EXISTS may run (this is {kind})"
+    if root.group("kind") == "ShowTables":
+        if _SHOW.fullmatch(text.strip()):
+            return None
+        return "only SHOW TABLES [FROM db] [LIKE 'pattern'] and SHOW DATABASES may run"
     if root.group("kind") == "SelectWithUnionQuery" and "(children 1)" not in lines[0]:
         # The root's further children are INTO OUTFILE, FORMAT and SETTINGS.
         return "INTO OUTFILE, FORMAT and SETTINGS clauses are not allowed"

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import orjson
 from aiohttp import web
+from yarl import URL
 
 LOGIN_PATH = "/login"
 OPEN_PATHS = frozenset({"/health", "/metrics", LOGIN_PATH})
@@ -69,9 +70,20 @@ def token_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[w
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path on this server (never ``//host`` or a URL): no open redirect."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
+    """Only a path on this server (never ``//host`` or a URL): no open redirect.
+
+    Checked as the Location header will carry it: yarl (which builds that header) drops tab, CR
+    and LF, so "/\t/evil" would become "//evil". Any control character or backslash is refused,
+    and the target is judged after yarl's normalisation.
+    """
+    if not target or any(ord(c) < 0x20 or c in "\x7f\\" for c in target):
+        return AFTER_LOGIN
+    try:
+        shown = str(URL(target))
+    except ValueError:
+        return AFTER_LOGIN
+    if shown.startswith("/") and not shown.startswith("//") and not URL(shown).host:
+        return shown
     return AFTER_LOGIN
 
 

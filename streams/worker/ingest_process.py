@@ -263,8 +263,15 @@ async def _serve(sock: socket.socket) -> None:
             ),
         )
 
+    failed = False
     try:
         while not stop.is_set():
+            if profiles.follower.failed.is_set():
+                # Logged by the follower. Exit: the worker shows it on /health and starts
+                # another ingest process, rather than this one waiting for profiles for ever.
+                log.error("ingest process %d: the profile table failed; exiting", os.getpid())
+                failed = True
+                break
             report()
             await writer.drain()
             with contextlib.suppress(TimeoutError):
@@ -279,6 +286,8 @@ async def _serve(sock: socket.socket) -> None:
             await writer.drain()
         writer.close()
     log.info("ingest process %d: stopped", os.getpid())
+    if failed:
+        sys.exit(1)
 
 
 async def _watch_worker(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:

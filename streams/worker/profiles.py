@@ -19,6 +19,8 @@ from streams.pipeline.validate import MAX_SEGMENT_CHARS, InvalidEvent, parse_pro
 
 log = logging.getLogger(__name__)
 
+UNPROCESSABLE = "unprocessable"  # invalid-profile reason: valid, yet it could not be applied
+
 
 class ProfileBook:
     """user_id → newest valid Profile, loaded from the profile topic."""
@@ -38,7 +40,9 @@ class ProfileBook:
         self.max_segment_chars = max_segment_chars
         self.on_invalid = on_invalid
         self.profiles: dict[str, Profile] = {}
-        self.follower = TopicFollower(bootstrap, topic, self.apply, client_kwargs)
+        self.follower = TopicFollower(
+            bootstrap, topic, self.apply, client_kwargs, on_apply_error=self._unprocessable
+        )
         self.loaded = self.follower.loaded
 
     def get(self, user_id: str) -> Profile | None:
@@ -59,6 +63,12 @@ class ProfileBook:
             return
         profile = profile_from_event(event, self.zone)
         self.profiles[event.user_id] = newer_profile(self.profiles.get(event.user_id), profile)
+
+    def _unprocessable(self, _error: Exception) -> None:
+        # Validation missed something that profile_from_event could not handle (the follower has
+        # logged it): the record counts as an invalid profile, and the next ones are applied.
+        if self.on_invalid:
+            self.on_invalid(UNPROCESSABLE)
 
     async def start(self) -> None:
         await self.follower.start()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from streams.settings import TOPIC_ACTIVITY, TOPIC_DEAD_LETTERS, TOPIC_TICKETS
+from streams.settings import TOPIC_ACTIVITY, TOPIC_DEAD_LETTERS, TOPIC_PROFILES, TOPIC_TICKETS
 from tests.integration.harness import produce, read_topic, wait_for_figures, wait_until
 
 
@@ -101,3 +101,36 @@ def test_bad_input_is_dead_lettered_with_reason(pipeline) -> None:
         "consumer lag did not come back to zero",
     )
     assert worker.process is not None and worker.process.poll() is None
+
+
+def test_a_profile_whose_month_cannot_be_computed_is_skipped_not_fatal(pipeline) -> None:
+    """Year 9999 behind UTC once killed the profile follower: the worker stayed "starting"."""
+    now = datetime.now(UTC)
+    poison = {
+        "user_id": "poison1",
+        "signup_at": "9999-12-31T23:59:59-00:01",
+        "segments": {"plan": "free"},
+        "updated_at": now.isoformat(),
+    }
+    good = {**poison, "signup_at": "2020-01-01T00:00:00Z", "segments": {"plan": "pro"}}
+    produce(pipeline.bootstrap, TOPIC_PROFILES, [orjson.dumps(poison), orjson.dumps(good)])
+    worker = pipeline.worker()  # healthy: the profile table was loaded past the bad record
+    produce(
+        pipeline.bootstrap,
+        TOPIC_ACTIVITY,
+        [orjson.dumps({"user_id": "poison1", "occurred_at": now.isoformat()})],
+    )
+    month = now.strftime("%Y-%m")
+    figures = wait_for_figures(
+        pipeline.bootstrap,
+        {
+            (month, "all", "all"): (0, 1),
+            (month, "plan", "pro"): (0, 1),
+            (month, "product", "unknown"): (0, 1),
+            (month, "region", "unknown"): (0, 1),
+            (month, "tenure", "12m+"): (0, 1),
+        },
+        workers=[worker],
+    )
+    assert figures
+    assert 'cci_invalid_profiles_total{reason="invalid_timestamp"} 1.0' in worker.get("/metrics")

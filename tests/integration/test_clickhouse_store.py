@@ -197,6 +197,17 @@ HOSTILE = [
     "SELECT * FROM system.server_settings",
     "SELECT 1 FORMAT JSON",
     "SELECT 1 SETTINGS max_threads = 1",
+    # SHOW statements other than SHOW TABLES / DATABASES: the same AST (ShowTables), but they read
+    # system.clusters, system.merges, system.settings, system.dictionaries, filesystem caches.
+    "SHOW CLUSTERS",
+    "SHOW CLUSTER 'default'",
+    "SHOW MERGES",
+    "SHOW SETTINGS LIKE 'max%'",
+    "SHOW CHANGED SETTINGS LIKE '%'",
+    "SHOW DICTIONARIES",
+    "SHOW FILESYSTEM CACHES",
+    "SHOW TABLES FROM system INTO OUTFILE 'tables.txt'",
+    "SHOW TABLES FORMAT JSON",
 ]
 
 
@@ -204,6 +215,25 @@ HOSTILE = [
 def test_no_file_url_program_or_secret_is_reachable(store: Store, sql: str) -> None:
     with pytest.raises(QueryRefused):
         store.query(sql)
+
+
+def test_introspection_functions_are_off(store: Store) -> None:
+    with pytest.raises(StoreError, match="FUNCTION_NOT_ALLOWED"):
+        store.query("SELECT addressToSymbol(toUInt64(1))")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SHOW TABLES",
+        "show tables from system like 'data%'",
+        "SHOW TABLES IN `system` NOT ILIKE '%a%' LIMIT 3",
+        "SHOW DATABASES",
+        "SHOW DATABASES LIKE 'sys%'",
+    ],
+)
+def test_show_tables_and_databases_answer(store: Store, sql: str) -> None:
+    store.query(sql)
 
 
 @pytest.mark.parametrize("into", ["", " TRUNCATE", " APPEND", " AND STDOUT"])

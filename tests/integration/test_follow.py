@@ -82,3 +82,52 @@ async def test_a_topic_created_after_the_start_is_read_from_its_beginning(
         assert polls and polls[-1] == 6
     finally:
         await follower.stop()
+
+
+async def test_a_record_that_cannot_be_applied_is_skipped_and_following_goes_on(
+    broker: EmbeddedBroker, make_topic_name: Callable[[str], str]
+) -> None:
+    topic = make_topic_name("poison")
+    await create_topics(broker.bootstrap, {topic: TopicSpec(partitions=1)})
+    await produce_records(broker.bootstrap, topic, records(0, 5), one_record_batches=True)
+    seen: list[bytes | None] = []
+    errors: list[Exception] = []
+
+    def apply(key: bytes | None, value: bytes | None) -> None:
+        if value == b"v2":
+            raise OverflowError("date value out of range")
+        seen.append(value)
+
+    follower = TopicFollower(broker.bootstrap, topic, apply, on_apply_error=errors.append)
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.loaded.wait(), WAIT_S)
+        assert seen == [b"v0", b"v1", b"v3", b"v4"]
+        assert [type(e) for e in errors] == [OverflowError]
+        await produce_records(broker.bootstrap, topic, records(5, 6), one_record_batches=True)
+        follower.catch_up()
+        await asyncio.wait_for(follower.in_sync.wait(), WAIT_S)
+        assert seen[-1] == b"v5" and not follower.failed.is_set()
+    finally:
+        await follower.stop()
+
+
+async def test_a_follower_that_fails_says_so(
+    broker: EmbeddedBroker, make_topic_name: Callable[[str], str]
+) -> None:
+    topic = make_topic_name("crash")
+    await create_topics(broker.bootstrap, {topic: TopicSpec(partitions=1)})
+    await produce_records(broker.bootstrap, topic, records(0, 1), one_record_batches=True)
+
+    def after_poll() -> None:
+        raise RuntimeError("following broke")
+
+    follower = TopicFollower(
+        broker.bootstrap, topic, lambda key, value: None, after_poll=after_poll
+    )
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.failed.wait(), WAIT_S)
+        assert not follower.loaded.is_set()
+    finally:
+        await follower.stop()

@@ -148,6 +148,11 @@ def test_web_token_guards_every_page_but_health_and_metrics(pipeline) -> None:
     body = f"token={TOKEN}&next=//evil.example/".encode()
     status, headers, _ = request(worker.port, "/login", body, form)
     assert status == 303 and headers["Location"] == "/dashboard"  # never off this server
+    # A tab, CR or LF is dropped when the Location header is built: "/\t/evil" became "//evil".
+    for sneaky in ("/%09/evil.example", "/%0a/evil.example", "/%0d/evil.example", "/%5c/evil"):
+        body = f"token={TOKEN}&next={sneaky}".encode()
+        status, headers, _ = request(worker.port, "/login", body, form)
+        assert status == 303 and headers["Location"] == "/dashboard", sneaky
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
     session = {"Cookie": cookie.split(";", 1)[0]}

@@ -240,7 +240,9 @@ def test_dead_letters_are_counted_by_reason_and_not_counted_as_figures() -> None
         b"\xff\xfe",
         tkt("t4", "u1", "2026-03-16T11:00:00Z", "web"),  # ahead, but within a day: counted
     ]
-    profiles = [*PROFILES, b'{"user_id": "u5"}']
+    profiles = [*PROFILES, b'{"user_id": "u5"}', prof("u6", "9999-12-31T23:59:59-00:01")]
+    activity.append(act("u1", "9999-12-31T23:59:59-00:01"))
+    tickets.append(tkt("t5", "u1", "9999-12-31T23:59:59Z"))
     result = batch.recount(activity, tickets, profiles, NOW, SETTINGS)
     assert result.dead_letters == {
         "invalid_json": 1,
@@ -248,11 +250,11 @@ def test_dead_letters_are_counted_by_reason_and_not_counted_as_figures() -> None
         "too_late": 1,
         "future_timestamp": 1,
         "missing_field": 1,
-        "invalid_timestamp": 1,
+        "invalid_timestamp": 3,
         "wrong_type": 1,
         "invalid_utf8": 1,
     }
-    assert result.invalid_profiles == {"missing_field": 1}
+    assert result.invalid_profiles == {"missing_field": 1, "invalid_timestamp": 1}
     assert month_rows(result.figures, "2026-03") == {
         "all|all": (2, 1),
         "plan|free": (2, 1),

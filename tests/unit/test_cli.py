@@ -440,3 +440,16 @@ def test_the_process_exits_2_on_a_bad_environment_value() -> None:
     assert completed.returncode == 2
     assert "CCI_PARTITIONS" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://u:S3cret/Pass4@127.0.0.1:1/db", "https://u:S3cret?Pass4@ch:8443/db"],
+)
+def test_a_clickhouse_url_with_an_unencoded_password_is_refused_unshown(url: str) -> None:
+    """urlsplit sees no password in it, so nothing knew to hide "S3cret/Pass4"."""
+    result = run("settings", env={"CCI_CLICKHOUSE_URL": url})
+
+    assert result.exit_code == 2, result.output
+    assert "CCI_CLICKHOUSE_URL" in result.output and "percent-encode" in result.output
+    assert "S3cret" not in result.output and "Pass4" not in result.output

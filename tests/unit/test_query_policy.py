@@ -3,6 +3,8 @@ is in tests/integration/test_clickhouse_store.py."""
 
 from __future__ import annotations
 
+import pytest
+
 from streams.store.query_policy import refusal
 
 SELECT_FROM = """SelectWithUnionQuery (children 1)
@@ -21,7 +23,41 @@ def test_plain_selects_of_the_store_pass() -> None:
     assert refusal(SELECT_FROM.format(table="TableIdentifier cci_segment_monthly")) is None
     assert refusal(SELECT_FROM.format(table="TableIdentifier system.tables (alias t)")) is None
     assert refusal(SELECT_FROM.format(table="Function numbers (children 1)")) is None
-    assert refusal("ShowTables") is None
+    assert refusal("ShowTables", "SHOW TABLES") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SHOW TABLES",
+        "SHOW TABLES FROM system LIKE 'x%'",
+        "SHOW TABLES FROM `my db` NOT ILIKE 'it\\'s' LIMIT 3",
+        "SHOW DATABASES",
+        "SHOW DATABASES LIKE 'c%'",
+    ],
+)
+def test_show_tables_and_databases_pass(text: str) -> None:
+    assert refusal("ShowTables (children 1)\n Identifier system", text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "SHOW CLUSTERS",
+        "SHOW CLUSTER x",
+        "SHOW MERGES",
+        "SHOW SETTINGS LIKE 'max%'",
+        "SHOW DICTIONARIES",
+        "SHOW FILESYSTEM CACHES",
+        "SHOW FULL TABLES",
+        "SHOW TABLES FROM system INTO OUTFILE 'x'",
+        "SHOW TABLES LIKE 'a' INTO OUTFILE 'x'",
+        "SHOW TABLES FORMAT JSON",
+    ],
+)
+def test_other_shows_are_refused(text: str) -> None:
+    assert "only SHOW TABLES" in str(refusal("ShowTables", text))
 
 
 def test_table_functions_and_secret_tables_are_refused_whatever_their_casing() -> None:

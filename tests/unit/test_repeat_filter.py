@@ -34,3 +34,11 @@ def test_other_messages_levels_and_our_own_lines_pass() -> None:
         assert quiet.filter(_record("streams.sink.runner", "a", 0.3 + t))
     for t in range(5):  # nor the client's debug and info lines
         assert quiet.filter(_record("aiokafka.conn", "a", 0.3 + t, logging.INFO))
+
+
+def test_aiohttp_request_errors_are_summarised() -> None:
+    """A malformed request makes aiohttp log a traceback before any token check."""
+    quiet = RepeatFilter(window_s=10.0)
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access"):
+        assert quiet.filter(_record(name, "Error handling request", 0.0))
+        assert not quiet.filter(_record(name, "Error handling request", 0.1))

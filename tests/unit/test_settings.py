@@ -81,6 +81,12 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CCI_CLICKHOUSE_URL", "chdb:///var/lib/cci", "clickhouse_url", "chdb:///var/lib/cci"),
     ("CCI_CLICKHOUSE_URL", "http://u:p@ch:8123/cci", "clickhouse_url", "http://u:p@ch:8123/cci"),
     ("CCI_CLICKHOUSE_URL", "https://ch:8443/db", "clickhouse_url", "https://ch:8443/db"),
+    (
+        "CCI_CLICKHOUSE_URL",
+        "http://u:S3cret%2FP%40ss@[::1]:8123/db",
+        "clickhouse_url",
+        "http://u:S3cret%2FP%40ss@[::1]:8123/db",
+    ),
     # Alone, only empty is valid: a cluster needs a server URL (tests/unit/test_store_cluster.py).
     ("CCI_CLICKHOUSE_CLUSTER", "", "clickhouse_cluster", ""),
     ("CCI_CLICKHOUSE_CLUSTER", "  ", "clickhouse_cluster", ""),
@@ -157,6 +163,9 @@ INVALID: list[tuple[str, str]] = [
     ("CCI_APP_ID", ""),
     ("CCI_CLICKHOUSE_URL", "ftp://x"),
     ("CCI_CLICKHOUSE_URL", "localhost:8123"),
+    ("CCI_CLICKHOUSE_URL", "http://u:S3cret/Pass4@127.0.0.1:1/db"),  # '/' not percent-encoded
+    ("CCI_CLICKHOUSE_URL", "http://u:S3cret#Pass4@ch/db"),
+    ("CCI_CLICKHOUSE_URL", "http://ch:port/db"),
     ("CCI_CLICKHOUSE_CLUSTER", "prod"),  # with the embedded store (the default URL)
     ("CCI_CLICKHOUSE_CLUSTER", "a'b"),
     ("CCI_TIMEZONE", "Mars/Base"),

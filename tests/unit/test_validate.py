@@ -188,6 +188,11 @@ def test_wrong_segments(
         "2026-03-04T10:11:12.Z",
         "2026-03-04T10:11:12+25:00",
         "1969-12-31T23:59:59Z",  # before the epoch
+        # Year 9999: an offset or a zone ahead of UTC takes it past datetime's last year, so its
+        # month cannot be computed (it once stopped profile loading for good).
+        "9999-12-31T23:59:59-00:01",
+        "9999-12-31T23:59:59Z",
+        "9999-01-01T00:00:00+14:00",
         "yesterday",
         "",
     ],
@@ -223,6 +228,18 @@ def test_valid_timestamps(value: str, expected: datetime) -> None:
     parsed = validate.parse_timestamp(value, "occurred_at")
     assert parsed == expected
     assert parsed.utcoffset() is not None
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12", "UTC"])
+@pytest.mark.parametrize(
+    "value", ["9998-12-31T23:59:59-23:59", "9998-12-31T23:59:59+23:59", "1970-01-01T00:00:00+23:59"]
+)
+def test_an_accepted_timestamp_has_a_month_in_every_zone(value: str, zone: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    from streams import domain
+
+    domain.month_of(validate.parse_timestamp(value, "signup_at"), ZoneInfo(zone))
 
 
 def test_offset_is_kept() -> None:
@@ -340,3 +357,14 @@ def test_dead_letter_schema_lists_every_reason() -> None:
         validate.SEGMENT_TOO_LONG,
     }
     assert set(schema["properties"]["reason"]["enum"]) == reasons
+
+
+@pytest.mark.parametrize(("parse", "document", "field"), KINDS, ids=KIND_IDS)
+def test_an_error_quotes_a_bounded_prefix_of_the_value(
+    parse: Parser, document: dict[str, Any], field: str
+) -> None:
+    """Errors are logged and dead-lettered: a 64 KB value is not quoted (nor redacted) whole."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse(encode(with_field(document, field, "a." * 32000)), MAX_BYTES * 2)
+    assert len(str(caught.value)) < 300
+    assert "64000 characters" in str(caught.value)
