@@ -3,8 +3,9 @@
 This is the last line of defence, behind the engine's own controls (``readonly = 1`` and the
 limits in ``streams/store/clickhouse.py``): readonly already refuses writes, DDL, ``SET``,
 setting changes and external table functions, but not everything, e.g. the scalar ``file()``
-function or chDB's ``INTO OUTFILE``. So a statement must be one ``SELECT`` (with ``WITH``, ``UNION``, subqueries),
-``SHOW TABLES``, ``SHOW DATABASES``, ``DESCRIBE`` or ``EXISTS``, and inside it:
+function or chDB's ``INTO OUTFILE``. So a statement must be one ``SELECT`` (with ``WITH``,
+``UNION``, subqueries), ``SHOW TABLES``, ``SHOW DATABASES``, ``DESCRIBE`` or ``EXISTS``, and
+inside it:
 
 - no ``INTO OUTFILE``, ``FORMAT`` or ``SETTINGS`` clause;
 - table functions only from ``TABLE_FUNCTIONS`` (generators, no I/O);
