@@ -146,7 +146,7 @@ producer_oldest_pending_seconds = Gauge(
     registry=registry,
 )
 
-# --- ClickHouse sink (streams/sink/runner.py) -----------------------------------------------------
+# --- ClickHouse sink (streams/sink/) -------------------------------------------------------------
 sink_rows_written = Counter(
     "cci_sink_rows_written_total",
     "Rows ClickHouse confirmed, per table",

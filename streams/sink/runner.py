@@ -13,15 +13,8 @@ tables absorb: ``ReplacingMergeTree`` keeps one row per key (the highest version
 written twice is still one row in ``FINAL``, and an identical retried batch is dropped on insert
 (``non_replicated_deduplication_window``).
 
-Rows per record:
-
-* a ``cci-updates`` value → one ``cci_segment_monthly`` row (version = the record's version);
-* a dedup changelog chunk (key ``YYYY-MM@offset``, value ``{"seq", "a": [[user_id, ts, attrs]],
-  "t": [[ticket_id, ts, attrs + [channel], user_id]]}``) → ``cci_monthly_active_users`` and
-  ``cci_tickets`` rows. A chunk holds the winners at the time it was written; a later chunk for
-  the same user-month or ticket always has an earlier (or equal) time, so the version
-  ``2^63 - ts`` makes FINAL keep the stream's winner in whatever order chunks are written.
-  Tombstones (expired months) are skipped: ClickHouse keeps history.
+Which rows each record becomes: ``streams/sink/rows.py``; the buffer and its retried writes:
+``streams/sink/batch.py``; this module is the consumer loop around them.
 """
 
 from __future__ import annotations
@@ -31,14 +24,9 @@ import contextlib
 import functools
 import hashlib
 import logging
-import operator
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
 
-import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
@@ -46,48 +34,12 @@ from streams import domain, metrics
 from streams.kafka.broker_watch import stop_for_lost_data
 from streams.redaction import redact_url
 from streams.settings import TOPIC_UPDATES, Settings
+from streams.sink.batch import Batch, ClickHouseSink, SinkStopped, first_line
+from streams.sink.rows import OFFSETS_TABLE
 from streams.store.clickhouse import Store, StoreError, embedded_path, open_store
 from streams.topics import changelog_topic
 
-log = logging.getLogger("streams.sink.runner")
-
-SEGMENT_TABLE = "cci_segment_monthly"
-ACTIVE_TABLE = "cci_monthly_active_users"
-TICKET_TABLE = "cci_tickets"
-OFFSETS_TABLE = "cci_sink_offsets"  # per group and partition: what the store holds
-OFFSETS_COLUMNS = ("group_id", "topic", "partition", "next_offset")
-SEGMENT_COLUMNS = (
-    "month",
-    "dimension",
-    "segment",
-    "tickets",
-    "active_users",
-    "cci",
-    "contact_rate_pct",
-    "version",
-    "updated_at",
-    "band",
-)
-SEGMENT_COLUMN_NAMES = ("plan", "product", "region", "tenure")
-ACTIVE_COLUMNS = ("month", "user_id", "active_at", *SEGMENT_COLUMN_NAMES, "extra", "version")
-TICKET_COLUMNS = (
-    "ticket_id",
-    "user_id",
-    "month",
-    "created_at",
-    "channel",
-    *SEGMENT_COLUMN_NAMES,
-    "extra",
-    "version",
-)
-COLUMNS = {
-    SEGMENT_TABLE: SEGMENT_COLUMNS,
-    ACTIVE_TABLE: ACTIVE_COLUMNS,
-    TICKET_TABLE: TICKET_COLUMNS,
-    OFFSETS_TABLE: OFFSETS_COLUMNS,
-}
-# Versions of facts count time backwards from here, so the earliest event has the highest one.
-VERSION_BASE = 1 << 63
+log = logging.getLogger(__name__)
 
 
 def sink_group(settings: Settings) -> str:
@@ -100,255 +52,6 @@ def sink_group(settings: Settings) -> str:
         return f"{settings.app_id}-sink"
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
     return f"{settings.app_id}-sink-{digest}"
-
-
-# --- records → rows (pure) -----------------------------------------------------------------------
-
-
-def segment_row(value: bytes) -> list[Any]:
-    """The ``cci_segment_monthly`` row of one ``cci-updates`` value."""
-    record = orjson.loads(value)
-    return [
-        domain.month_start(domain.month_from_label(record["month"])),
-        record["dimension"],
-        record["segment"],
-        record["tickets"],
-        record["active_users"],
-        record["cci"],
-        record["contact_rate_pct"],
-        record["version"],
-        datetime.fromisoformat(record["emitted_at"]),
-        record.get("band"),  # records written before the band was added have none: NULL
-    ]
-
-
-NO_EXTRAS: dict[str, str] = {}  # never mutated: shared by every row without extra dimensions
-
-
-class FactRows:
-    """Rows of dedup changelog chunks, for the worker's dimensions (attribute order:
-    ``domain.user_dimensions``: plan, product, region, extras…, tenure; tickets add the channel)."""
-
-    def __init__(self, dimensions: Sequence[str]) -> None:
-        self.dimensions = tuple(dimensions)
-        self._named = operator.itemgetter(
-            *[self.dimensions.index(name) for name in SEGMENT_COLUMN_NAMES]
-        )
-        self._extras = [
-            (i, name) for i, name in enumerate(self.dimensions) if name not in SEGMENT_COLUMN_NAMES
-        ]
-
-    def _segments(self, attributes: Sequence[str], width: int) -> list[Any]:
-        if len(attributes) != width:
-            raise ValueError(
-                f"{len(attributes)} attributes where {width} were expected: was the changelog "
-                f"written with other CCI_EXTRA_DIMENSIONS than {self.dimensions}?"
-            )
-        # Runs once per row: the common case without extra dimensions shares one empty map.
-        extras = {name: attributes[i] for i, name in self._extras} if self._extras else NO_EXTRAS
-        return [*self._named(attributes), extras]
-
-    def chunk_rows(self, key: bytes, value: bytes) -> tuple[list[list[Any]], list[list[Any]]]:
-        """(active-user rows, ticket rows) of one chunk."""
-        label, _, _ = key.decode("utf-8").partition("@")
-        month = domain.month_start(domain.month_from_label(label))
-        chunk = orjson.loads(value)
-        width = len(self.dimensions)
-        users = [
-            [month, user_id, ts, *self._segments(attributes, width), VERSION_BASE - ts]
-            for user_id, ts, attributes in chunk["a"]
-        ]
-        tickets = [
-            [
-                ticket_id,
-                user[0] if user else "",
-                month,
-                ts,
-                attributes[-1],
-                *self._segments(attributes[:-1], width),
-                VERSION_BASE - ts,
-            ]
-            for ticket_id, ts, attributes, *user in chunk["t"]
-        ]
-        return users, tickets
-
-
-# --- the sink: add() / flush() -------------------------------------------------------------------
-
-
-@dataclass
-class Batch:
-    """Rows not yet confirmed by ClickHouse, and the offsets to commit once they are."""
-
-    rows: dict[str, list[list[Any]]] = field(default_factory=dict)
-    # Per partition: the first offset in the batch (what a restart would re-read from) and the
-    # offset to commit once the batch is written (last + 1).
-    first: dict[TopicPartition, int] = field(default_factory=dict)
-    commit: dict[TopicPartition, int] = field(default_factory=dict)
-    by_partition: dict[TopicPartition, dict[str, list[list[Any]]]] = field(default_factory=dict)
-    started: float | None = None  # monotonic time of the first record
-    oldest_timestamp_ms: int | None = None
-
-    @property
-    def row_count(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())
-
-    def __bool__(self) -> bool:
-        return bool(self.commit)
-
-
-class ClickHouseSink:
-    """Collects rows of the sink's topics; ``flush()`` writes them, retrying until it succeeds.
-
-    ``store_of`` gives the Store to write to (injected so tests can wrap it in a failing one).
-    """
-
-    def __init__(
-        self,
-        store_of: Callable[[], Store],
-        dimensions: Sequence[str],
-        *,
-        updates_topic: str,
-        changelog_topic: str,
-        batch_rows: int,
-        flush_seconds: float,
-        backoff_initial: float = 0.2,
-        backoff_max: float = 15.0,
-        offsets_group: str | None = None,
-    ) -> None:
-        self._store_of = store_of
-        # When set, every flush also records in OFFSETS_TABLE what the store now holds.
-        self.offsets_group = offsets_group
-        self.facts = FactRows(dimensions)
-        self.updates_topic = updates_topic
-        self.changelog_topic = changelog_topic
-        self.batch_rows = batch_rows
-        self.flush_seconds = flush_seconds
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.batch = Batch()
-        self.stopping = False  # set when shutting down: stop retrying, leave rows unconfirmed
-
-    def add(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        timestamp_ms: int | None = None,
-    ) -> None:
-        """Buffer the rows of one record (a tombstone adds none, but its offset is committed)."""
-        tp = TopicPartition(topic, partition)
-        batch = self.batch
-        if batch.started is None:
-            batch.started = time.monotonic()
-        if timestamp_ms is not None and (
-            batch.oldest_timestamp_ms is None or timestamp_ms < batch.oldest_timestamp_ms
-        ):
-            batch.oldest_timestamp_ms = timestamp_ms
-        batch.first.setdefault(tp, offset)
-        batch.commit[tp] = offset + 1
-        if value is None:
-            return
-        try:
-            if topic == self.updates_topic:
-                rows = {SEGMENT_TABLE: [segment_row(value)]}
-            elif topic == self.changelog_topic and key is not None:
-                users, tickets = self.facts.chunk_rows(key, value)
-                rows = {ACTIVE_TABLE: users, TICKET_TABLE: tickets}
-            else:
-                return
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            # Only the worker writes these topics, so this is a bug or a foreign producer: keep
-            # going (a record that cannot be read would stop the sink for good) but say so.
-            metrics.sink_skipped_records.labels(topic).inc()
-            log.error("sink skips %s[%d]@%d: %s", topic, partition, offset, exc)
-            return
-        for table, table_rows in rows.items():
-            self._append(tp, table, table_rows)
-
-    def _append(self, tp: TopicPartition, table: str, rows: list[list[Any]]) -> None:
-        if rows:
-            self.batch.rows.setdefault(table, []).extend(rows)
-            self.batch.by_partition.setdefault(tp, {}).setdefault(table, []).extend(rows)
-
-    def due(self) -> bool:
-        batch = self.batch
-        if not batch:
-            return False
-        if batch.row_count >= self.batch_rows:
-            return True
-        return batch.started is not None and time.monotonic() - batch.started >= self.flush_seconds
-
-    def discard(self, partitions: Iterable[TopicPartition]) -> None:
-        """Forget the rows of partitions this consumer lost: their next owner re-reads them."""
-        gone = set(partitions) & set(self.batch.commit)
-        if not gone:
-            return
-        kept = Batch(started=self.batch.started, oldest_timestamp_ms=self.batch.oldest_timestamp_ms)
-        for tp, offset in self.batch.commit.items():
-            if tp in gone:
-                continue
-            kept.first[tp] = self.batch.first[tp]
-            kept.commit[tp] = offset
-            for table, rows in self.batch.by_partition.get(tp, {}).items():
-                kept.rows.setdefault(table, []).extend(rows)
-                kept.by_partition.setdefault(tp, {})[table] = rows
-        self.batch = kept
-
-    async def flush(self) -> dict[TopicPartition, int]:
-        """Write the batch; return the offsets to commit. Retries with back-off until ClickHouse
-        has every row; raises ``SinkStopped`` if the sink is stopped first."""
-        batch = self.batch
-        for table in (SEGMENT_TABLE, ACTIVE_TABLE, TICKET_TABLE):
-            rows = batch.rows.get(table)
-            if rows:
-                await self._insert_until_written(table, rows)
-                metrics.sink_rows_written.labels(table).inc(len(rows))
-        offsets = dict(batch.commit)
-        if self.offsets_group is not None:
-            # After the rows: the record never claims rows the store does not have.
-            held = [[self.offsets_group, tp.topic, tp.partition, n] for tp, n in offsets.items()]
-            await self._insert_until_written(OFFSETS_TABLE, held)
-        self.batch = Batch()
-        return offsets
-
-    async def _insert_until_written(self, table: str, rows: list[list[Any]]) -> None:
-        delay = self.backoff_initial
-        while True:
-            try:
-                store = self._store_of()
-                await asyncio.to_thread(store.insert, table, rows, COLUMNS[table])
-                return
-            except Exception as exc:
-                # Unreachable, refused, timed out or an error inside ClickHouse: all the same
-                # here. Giving up would lose the rows (their offsets would be committed next).
-                failure = exc
-            if self.stopping:
-                raise SinkStopped(f"stopped while writing {len(rows)} rows to {table}")
-            metrics.sink_retries.labels(table).inc()
-            log.warning(
-                "writing %d rows to %s failed, retrying in %.1fs: %s",
-                len(rows),
-                table,
-                delay,
-                _first_line(failure),
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max)
-
-
-class SinkStopped(Exception):
-    """The sink stopped before ClickHouse confirmed a batch (its offsets stay uncommitted)."""
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
-
-
-# --- the consumer loop ---------------------------------------------------------------------------
 
 
 class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -466,7 +169,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 store = await asyncio.to_thread(self._store_factory, self.settings.clickhouse_url)
                 await asyncio.to_thread(store.apply_schema)
             except (StoreError, OSError) as exc:
-                log.warning("ClickHouse not ready, retrying in %.1fs: %s", delay, _first_line(exc))
+                log.warning("ClickHouse not ready, retrying in %.1fs: %s", delay, first_line(exc))
                 await self._sleep_unless_stopped(delay)
                 delay = min(delay * 2, self.sink.backoff_max)
                 continue

@@ -22,7 +22,7 @@ from streams.kafka.admin import create_topics
 from streams.kafka.embedded import true_end_offsets
 from streams.pipeline.emit import update_value
 from streams.settings import TOPIC_UPDATES, load_settings
-from streams.sink.runner import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
+from streams.sink.rows import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
 from streams.store.clickhouse import open_store
 from streams.topics import topic_catalogue
 

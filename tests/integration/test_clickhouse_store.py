@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from streams import domain
-from streams.sink.runner import (
+from streams.sink.rows import (
     ACTIVE_COLUMNS,
     ACTIVE_TABLE,
     SEGMENT_COLUMNS,

@@ -2,7 +2,7 @@
 
 The sink commits its offsets once ClickHouse has the rows, so a store that loses rows afterwards
 (its ``metadata/`` deleted, restored from an old backup) would never get them back by consuming
-on from the committed offsets. ``streams/sink/runner.py`` records in the store, with every batch,
+on from the committed offsets. The sink (``streams/sink/``) records in the store, with every batch,
 the offsets the store holds, and on start re-reads what the store is missing.
 """
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from streams import domain
-from streams.sink.runner import (
+from streams.sink.rows import (
     ACTIVE_COLUMNS,
     SEGMENT_COLUMNS,
     TICKET_COLUMNS,

@@ -14,14 +14,9 @@ from aiokafka import TopicPartition
 
 from streams import domain, metrics
 from streams.settings import load_settings
-from streams.sink.runner import (
-    ACTIVE_TABLE,
-    SEGMENT_TABLE,
-    TICKET_TABLE,
-    ClickHouseSink,
-    SinkStopped,
-    sink_group,
-)
+from streams.sink.batch import ClickHouseSink, SinkStopped
+from streams.sink.rows import ACTIVE_TABLE, SEGMENT_TABLE, TICKET_TABLE
+from streams.sink.runner import sink_group
 from streams.store.clickhouse import StoreError
 
 UPDATES, CHANGELOG = "cci-updates", "cci-dedup-changelog"

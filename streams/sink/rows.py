@@ -1,0 +1,129 @@
+"""Records of the sink's topics → rows of the ClickHouse tables (pure: no Kafka, no store).
+
+Rows per record:
+
+* a ``cci-updates`` value → one ``cci_segment_monthly`` row (version = the record's version);
+* a dedup changelog chunk (key ``YYYY-MM@offset``, value ``{"seq", "a": [[user_id, ts, attrs]],
+  "t": [[ticket_id, ts, attrs + [channel], user_id]]}``) → ``cci_monthly_active_users`` and
+  ``cci_tickets`` rows. A chunk holds the winners at the time it was written; a later chunk for
+  the same user-month or ticket always has an earlier (or equal) time, so the version
+  ``2^63 - ts`` makes FINAL keep the stream's winner in whatever order chunks are written.
+  Tombstones (expired months) are skipped: ClickHouse keeps history.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from streams import domain
+
+SEGMENT_TABLE = "cci_segment_monthly"
+ACTIVE_TABLE = "cci_monthly_active_users"
+TICKET_TABLE = "cci_tickets"
+OFFSETS_TABLE = "cci_sink_offsets"  # per group and partition: what the store holds
+OFFSETS_COLUMNS = ("group_id", "topic", "partition", "next_offset")
+SEGMENT_COLUMNS = (
+    "month",
+    "dimension",
+    "segment",
+    "tickets",
+    "active_users",
+    "cci",
+    "contact_rate_pct",
+    "version",
+    "updated_at",
+    "band",
+)
+SEGMENT_COLUMN_NAMES = ("plan", "product", "region", "tenure")
+ACTIVE_COLUMNS = ("month", "user_id", "active_at", *SEGMENT_COLUMN_NAMES, "extra", "version")
+TICKET_COLUMNS = (
+    "ticket_id",
+    "user_id",
+    "month",
+    "created_at",
+    "channel",
+    *SEGMENT_COLUMN_NAMES,
+    "extra",
+    "version",
+)
+COLUMNS = {
+    SEGMENT_TABLE: SEGMENT_COLUMNS,
+    ACTIVE_TABLE: ACTIVE_COLUMNS,
+    TICKET_TABLE: TICKET_COLUMNS,
+    OFFSETS_TABLE: OFFSETS_COLUMNS,
+}
+# Versions of facts count time backwards from here, so the earliest event has the highest one.
+VERSION_BASE = 1 << 63
+
+
+def segment_row(value: bytes) -> list[Any]:
+    """The ``cci_segment_monthly`` row of one ``cci-updates`` value."""
+    record = orjson.loads(value)
+    return [
+        domain.month_start(domain.month_from_label(record["month"])),
+        record["dimension"],
+        record["segment"],
+        record["tickets"],
+        record["active_users"],
+        record["cci"],
+        record["contact_rate_pct"],
+        record["version"],
+        datetime.fromisoformat(record["emitted_at"]),
+        record.get("band"),  # records written before the band was added have none: NULL
+    ]
+
+
+NO_EXTRAS: dict[str, str] = {}  # never mutated: shared by every row without extra dimensions
+
+
+class FactRows:
+    """Rows of dedup changelog chunks, for the worker's dimensions (attribute order:
+    ``domain.user_dimensions``: plan, product, region, extras…, tenure; tickets add the channel)."""
+
+    def __init__(self, dimensions: Sequence[str]) -> None:
+        self.dimensions = tuple(dimensions)
+        self._named = operator.itemgetter(
+            *[self.dimensions.index(name) for name in SEGMENT_COLUMN_NAMES]
+        )
+        self._extras = [
+            (i, name) for i, name in enumerate(self.dimensions) if name not in SEGMENT_COLUMN_NAMES
+        ]
+
+    def _segments(self, attributes: Sequence[str], width: int) -> list[Any]:
+        if len(attributes) != width:
+            raise ValueError(
+                f"{len(attributes)} attributes where {width} were expected: was the changelog "
+                f"written with other CCI_EXTRA_DIMENSIONS than {self.dimensions}?"
+            )
+        # Runs once per row: the common case without extra dimensions shares one empty map.
+        extras = {name: attributes[i] for i, name in self._extras} if self._extras else NO_EXTRAS
+        return [*self._named(attributes), extras]
+
+    def chunk_rows(self, key: bytes, value: bytes) -> tuple[list[list[Any]], list[list[Any]]]:
+        """(active-user rows, ticket rows) of one chunk."""
+        label, _, _ = key.decode("utf-8").partition("@")
+        month = domain.month_start(domain.month_from_label(label))
+        chunk = orjson.loads(value)
+        width = len(self.dimensions)
+        users = [
+            [month, user_id, ts, *self._segments(attributes, width), VERSION_BASE - ts]
+            for user_id, ts, attributes in chunk["a"]
+        ]
+        tickets = [
+            [
+                ticket_id,
+                user[0] if user else "",
+                month,
+                ts,
+                attributes[-1],
+                *self._segments(attributes[:-1], width),
+                VERSION_BASE - ts,
+            ]
+            for ticket_id, ts, attributes, *user in chunk["t"]
+        ]
+        return users, tickets
