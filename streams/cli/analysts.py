@@ -26,7 +26,8 @@ def query_command(ctx: click.Context, sql: str, fmt: str) -> None:
     With the embedded store, a running worker (on CCI_WEB_PORT) answers; otherwise the store is
     opened directly. A failing query prints ClickHouse's error and exits with status 1.
     """
-    from streams.store.query import QueryError, format_result, run_query
+    from streams.store.query import QueryError, run_query
+    from streams.store.report import format_result
 
     try:
         result = run_query(settings_of(ctx), sql)
@@ -42,13 +43,8 @@ def query_command(ctx: click.Context, sql: str, fmt: str) -> None:
 @click.pass_context
 def report(ctx: click.Context, month: str | None, dimension: str | None) -> None:
     """CCI per segment for a month, with the change from the month before."""
-    from streams.store.query import (
-        REPORT_SQL,
-        QueryError,
-        render_report,
-        report_parameters,
-        run_query,
-    )
+    from streams.store.query import QueryError, run_query
+    from streams.store.report import REPORT_SQL, render_report, report_parameters
 
     try:
         parameters = report_parameters(month, dimension)

@@ -124,7 +124,7 @@ def forecast_command(
             click.echo(f"Headcount plan: {source}", err=True)  # stdout stays pure JSON
         click.echo(forecast.json_text(plans), nl=False)
         return
-    from streams.store.query import render_table
+    from streams.store.report import render_table
 
     headers, rows = forecast.table_cells(plans)
     numeric = [False, *(True for _ in plans)]

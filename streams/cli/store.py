@@ -26,7 +26,8 @@ def store_ddl(ctx: click.Context, cluster: str | None) -> None:
     schemas/clickhouse/. On a cluster: replicated local tables, Distributed tables under the names
     analysts query, and views, all ON CLUSTER (docs/clickhouse-cluster.md).
     """
-    from streams.store.clickhouse import StoreError, check_cluster_name, schema_ddl
+    from streams.store.errors import StoreError
+    from streams.store.schema import check_cluster_name, schema_ddl
 
     if cluster is None:
         cluster = settings_of(ctx).clickhouse_cluster

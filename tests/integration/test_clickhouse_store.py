@@ -28,13 +28,12 @@ from streams.store.clickhouse import (
     QUERY_MEMORY_BYTES,
     QUERY_RESULT_ROWS,
     QUERY_SECONDS,
-    SCHEMA_DIR,
     QueryRefused,
     Store,
     StoreError,
-    load_migrations,
     open_store,
 )
+from streams.store.schema import SCHEMA_DIR, load_migrations
 
 DIMENSIONS = domain.user_dimensions(("company_size",))
 

@@ -21,13 +21,11 @@ from streams.sink.rows import (
 from streams.store.clickhouse import (
     ANALYST_LIMITS,
     QUERY_SECONDS,
-    SCHEMA_DIR,
     StoreError,
     embedded_path,
-    load_migrations,
     open_store,
-    split_statements,
 )
+from streams.store.schema import SCHEMA_DIR, load_migrations, split_statements
 
 
 def test_statements_end_with_a_line_ending_in_a_semicolon_and_comments_are_not_sent() -> None:

@@ -18,14 +18,12 @@ from click.testing import CliRunner
 
 from streams.cli import cli
 from streams.settings import SettingsError, load_settings
-from streams.store.clickhouse import (
+from streams.store.clickhouse import Store, StoreError, open_store
+from streams.store.schema import (
     LOCAL_SUFFIX,
     SHARDING_KEYS,
-    Store,
-    StoreError,
     cluster_statements,
     load_migrations,
-    open_store,
     schema_ddl,
     split_statements,
 )

@@ -15,14 +15,12 @@ import pytest
 from streams.store.clickhouse import QueryResult, StoreError
 from streams.store.query import (
     answer_query,
-    format_result,
     json_value,
-    render_report,
-    report_parameters,
     result_from_payload,
     result_payload,
     same_store,
 )
+from streams.store.report import format_result, render_report, report_parameters
 from streams.web.guard import allowed_hosts, refusal
 
 RESULT = QueryResult(

@@ -1,0 +1,15 @@
+"""What the store raises: ClickHouse refused or could not run something."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """ClickHouse refused or could not run something; the message is ClickHouse's own."""
+
+
+class QueryRefused(StoreError):
+    """The statement may not run (not one read-only statement, or against the query policy)."""
+
+
+class StoreBusy(StoreError):
+    """QUERY_SLOTS analyst queries are already running."""
