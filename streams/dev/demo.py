@@ -118,7 +118,7 @@ DEMO_WORKER_SETTINGS = {
 }
 # Without CCI_ALERT_RULES the demo's worker alerts with these example rules (package data), so a
 # new user sees alerts fire on the dashboard without writing a rules file.
-DEMO_ALERT_RULES = Path(__file__).resolve().parent / "dev" / "demo-alert-rules.toml"
+DEMO_ALERT_RULES = Path(__file__).resolve().parent / "demo-alert-rules.toml"
 _UNSET_FOR_DEMO = {
     "CCI_KAFKA_SASL_MECHANISM",
     "CCI_KAFKA_SASL_USERNAME",
