@@ -24,13 +24,9 @@ import orjson
 import pytest
 
 from streams.dev.broker import LOOPBACK, free_port
-from streams.dev.demo import (
-    DEMO_ALERT_RULES,
-    UpdatesView,
-    live_cohort,
-    table_dimensions,
-    worker_environment,
-)
+from streams.dev.demo import DEMO_ALERT_RULES, worker_environment
+from streams.dev.demo_table import UpdatesView, table_dimensions
+from streams.dev.demo_traffic import live_cohort
 from streams.pipeline.alerts import load_rules
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
 
