@@ -19,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Mapping
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ from streams.dev.demo_traffic import (
 )
 from streams.dev.generate import generate
 from streams.dev.produce import produce_records
-from streams.dev.worker_process import WorkerProcess
+from streams.dev.worker_process import WorkerProcess, worker_environment
 from streams.kafka.admin import TopicCreationError, create_topics
 from streams.settings import TOPIC_PROFILES, Settings
 from streams.topics import topic_catalogue
@@ -87,57 +86,26 @@ def choose_web_port(preferred: int) -> int:
     return preferred if port_is_free(preferred) else free_port()
 
 
-# Settings the demo decides itself: everything on loopback against the embedded broker, in plain
-# text, with the embedded store (the settings' defaults, spelled out).
-DEMO_WORKER_SETTINGS = {
-    "CCI_EMBEDDED_BROKER": "true",
-    "CCI_WEB_HOST": LOOPBACK,
-    "CCI_DATA_DIR": str(STATE_DIR / "data"),
-    "CCI_CLICKHOUSE_URL": f"chdb://{STATE_DIR / 'clickhouse'}",
-    "CCI_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
-}
 # Without CCI_ALERT_RULES the demo's worker alerts with these example rules (package data), so a
 # new user sees alerts fire on the dashboard without writing a rules file.
 DEMO_ALERT_RULES = Path(__file__).resolve().parent / "demo-alert-rules.toml"
-_UNSET_FOR_DEMO = {
-    "CCI_KAFKA_SASL_MECHANISM",
-    "CCI_KAFKA_SASL_USERNAME",
-    "CCI_KAFKA_SASL_PASSWORD",
-    "CCI_KAFKA_SSL_CAFILE",
-}
+DEMO_CLICKHOUSE_URL = f"chdb://{STATE_DIR / 'clickhouse'}"
 
 
-def worker_environment(
+def demo_worker_environment(
     settings: Settings, bootstrap: str, web_port: int, base: Mapping[str, str]
 ) -> dict[str, str]:
-    """The worker's environment: the caller's pipeline settings, pointed at the loopback demo.
-
-    ``CCI_*`` variables of ``base`` are dropped; every setting of ``settings`` (the environment
-    with flags applied) that differs from its default is passed on, except those the demo decides
-    (broker, web address, store, security). Without alert rules of the caller's, the demo's
-    example rules (``DEMO_ALERT_RULES``).
-    """
-    env = {key: value for key, value in base.items() if not key.startswith("CCI_")}
-    if settings.alert_rules.path is None:
-        env["CCI_ALERT_RULES"] = str(DEMO_ALERT_RULES)
-    for spec in fields(Settings):
-        name = spec.metadata["env"]
-        value = getattr(settings, spec.name)
-        if name in DEMO_WORKER_SETTINGS or name in _UNSET_FOR_DEMO or value == spec.default:
-            continue
-        env[name] = _setting_text(value)
-    env.update(DEMO_WORKER_SETTINGS)
-    env.update(CCI_KAFKA_BOOTSTRAP=bootstrap, CCI_WEB_PORT=str(web_port))
-    return env
-
-
-def _setting_text(value: object) -> str:
-    """A setting's value as its ``CCI_*`` variable spells it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return ",".join(str(part) for part in value)
-    return str(value)
+    """The worker's environment: the caller's pipeline settings, pointed at the loopback demo,
+    its state in ``STATE_DIR``; without alert rules of the caller's, ``DEMO_ALERT_RULES``."""
+    return worker_environment(
+        bootstrap,
+        data_dir=STATE_DIR / "data",
+        clickhouse_url=DEMO_CLICKHOUSE_URL,
+        settings=settings,
+        base=base,
+        web_port=web_port,
+        default_alert_rules=DEMO_ALERT_RULES,
+    )
 
 
 def health_status(port: int) -> int | None:
@@ -310,7 +278,7 @@ class Demo:
             self.say(
                 f"port {self.settings.web_port} is busy: the worker's web server uses {web_port}"
             )
-        env = worker_environment(self.settings, broker.bootstrap, web_port, os.environ)
+        env = demo_worker_environment(self.settings, broker.bootstrap, web_port, os.environ)
         shutil.rmtree(STATE_DIR, ignore_errors=True)
         STATE_DIR.mkdir(parents=True)
         worker = WorkerProcess(env, WORKER_LOG, port=web_port)
@@ -325,7 +293,7 @@ class Demo:
             )
         # The demo's store is its own (see STATE_DIR): analysts name it to query it meanwhile.
         self.say(
-            f"query it meanwhile: CCI_CLICKHOUSE_URL={DEMO_WORKER_SETTINGS['CCI_CLICKHOUSE_URL']}"
+            f"query it meanwhile: CCI_CLICKHOUSE_URL={DEMO_CLICKHOUSE_URL}"
             + ("" if web_port == 6066 else f" CCI_WEB_PORT={web_port}")
             + " .venv/bin/cci report"
         )
