@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -19,6 +18,7 @@ from rich.text import Text
 from streams import domain
 from streams.dev.demo_traffic import TrafficCounters
 from streams.settings import TOPIC_UPDATES, Settings
+from streams.web.dashboard.view import LatestBook, Record, is_figure, segment_order
 
 RATE_WINDOW_S = 5.0
 
@@ -56,61 +56,42 @@ class CciRow:
 
 @dataclass
 class UpdatesView:
-    """The newest ``cci-updates`` figures per key, and the table rows of one month."""
+    """The newest ``cci-updates`` figure per key (the dashboard's ``LatestBook``: highest version
+    wins, unreadable values are ignored), and the table rows of one month."""
 
-    # key → (version, month, row)
-    latest: dict[str, tuple[int, str, CciRow]] = field(default_factory=dict)
+    book: LatestBook = field(default_factory=lambda: LatestBook(accepts=is_figure))
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
-        """Keep the record if its version is the key's newest; ignore what cannot be read."""
-        if key is None or value is None:
-            return
-        try:
-            record = orjson.loads(value)
-            text = key.decode("utf-8")
-            version = int(record["version"])
-            month = str(record["month"])
-            row = CciRow(
-                dimension=str(record["dimension"]),
-                segment=str(record["segment"]),
-                tickets=int(record["tickets"]),
-                active_users=int(record["active_users"]),
-                cci=record.get("cci"),
-                contact_rate_pct=record.get("contact_rate_pct"),
-            )
-        except (orjson.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
-            return
-        held = self.latest.get(text)
-        if held is None or version > held[0]:
-            self.latest[text] = (version, month, row)
+        self.book.apply(key, value)
 
     def rows(self, month: str, dimensions: Sequence[str]) -> list[CciRow]:
-        """The month's segments, dimensions in ``dimensions`` order (others after), emptied
-        segments (no tickets, no active users) left out."""
+        """The month's segments, dimensions in ``dimensions`` order (others after), segments in
+        the dashboard's order, emptied segments (no tickets, no active users) left out."""
         order = {dimension: index for index, dimension in enumerate(dimensions)}
         rows = [
-            row
-            for _, row_month, row in self.latest.values()
-            if row_month == month and (row.tickets or row.active_users)
+            _row(record)
+            for record in self.book.records.values()
+            if record["month"] == month and (record["tickets"] or record["active_users"])
         ]
         return sorted(
             rows,
             key=lambda row: (
                 order.get(row.dimension, len(order)),
                 row.dimension,
-                _segment_rank(row.dimension, row.segment),
-                row.segment,
+                segment_order(row.dimension, row.segment),
             ),
         )
 
 
-def _segment_rank(dimension: str, segment: str) -> int:
-    # Tenure buckets read in time order; "unknown" comes last in every dimension.
-    if segment == domain.UNKNOWN:
-        return len(domain.TENURE_BUCKETS) + 1
-    if dimension == domain.TENURE and segment in domain.TENURE_BUCKETS:
-        return domain.TENURE_BUCKETS.index(segment)
-    return 0
+def _row(record: Record) -> CciRow:
+    return CciRow(
+        dimension=record["dimension"],
+        segment=record["segment"],
+        tickets=record["tickets"],
+        active_users=record["active_users"],
+        cci=record.get("cci"),
+        contact_rate_pct=record.get("contact_rate_pct"),
+    )
 
 
 def table_dimensions(settings: Settings) -> tuple[str, ...]:
