@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.bench.measure import describe_difference
 from streams.dev.broker import free_port
 from streams.dev.produce import key_of, produce_records
 from streams.dev.worker_process import WorkerProcess as WorkerProcess  # re-exported for tests
@@ -146,17 +147,9 @@ def wait_for_figures(
         if actual == expected:
             return actual
         time.sleep(1.0)
-    details = [describe_difference(expected, actual)]
+    details = ["figures differ:", *describe_difference(expected, actual, limit=20)]
     details += [worker.diagnostics() for worker in workers if worker.process is not None]
     raise AssertionError("\n".join(details))
-
-
-def describe_difference(expected: Figures, actual: Figures, limit: int = 20) -> str:
-    rows = []
-    for key in sorted(set(expected) | set(actual)):
-        if expected.get(key) != actual.get(key):
-            rows.append(f"  {key}: expected {expected.get(key)}, got {actual.get(key)}")
-    return f"{len(rows)} figures differ:\n" + "\n".join(rows[:limit])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> None:
