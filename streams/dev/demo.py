@@ -16,8 +16,6 @@ import shutil
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,10 +47,9 @@ from streams.dev.demo_traffic import (
     HISTORY_SEED,
     TrafficCounters,
     TrafficFeeder,
-    user_key,
 )
 from streams.dev.generate import generate
-from streams.dev.produce import produce_records
+from streams.dev.produce import key_of, produce_records
 from streams.dev.worker_process import WorkerProcess, worker_environment
 from streams.kafka.admin import TopicCreationError, create_topics
 from streams.settings import TOPIC_PROFILES, Settings
@@ -106,18 +103,6 @@ def demo_worker_environment(
         web_port=web_port,
         default_alert_rules=DEMO_ALERT_RULES,
     )
-
-
-def health_status(port: int) -> int | None:
-    """HTTP status of the worker's ``/health``, None when nothing answers."""
-    url = f"http://{LOOPBACK}:{port}/health"
-    try:
-        with urllib.request.urlopen(url, timeout=HEALTH_REQUEST_TIMEOUT_S) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
 
 
 def describe_health(status: int | None) -> str:
@@ -267,7 +252,7 @@ class Demo:
         profiles = produce_records(
             broker.bootstrap,
             TOPIC_PROFILES,
-            ((user_key(value), value) for value in history.profiles),
+            ((key_of(value), value) for value in history.profiles),
             one_record_batches=True,
         )
         if not await self._unless_stopped(profiles):
@@ -344,7 +329,7 @@ class Demo:
                         f"the worker {describe_exit(code)} while starting; "
                         f"the end of {WORKER_LOG}:\n{worker.log_tail(LOG_TAIL_LINES)}"
                     )
-                status = await asyncio.to_thread(health_status, worker.port)
+                status = await asyncio.to_thread(worker.health, HEALTH_REQUEST_TIMEOUT_S)
                 self.health = describe_health(status)
                 if status == 200:
                     self.say("worker healthy: loading the history, then live traffic")
@@ -381,7 +366,9 @@ class Demo:
             if not broker.running:
                 self.fail(f"the broker exited; its output ends with:\n{broker.log_tail()}")
                 return
-            self.health = describe_health(await asyncio.to_thread(health_status, worker.port))
+            self.health = describe_health(
+                await asyncio.to_thread(worker.health, HEALTH_REQUEST_TIMEOUT_S)
+            )
             await asyncio.sleep(HEALTH_POLL_S)
 
     def fail(self, reason: str) -> None:

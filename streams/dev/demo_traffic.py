@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams.dev.generate import Dataset, generate
-from streams.dev.produce import Record
+from streams.dev.produce import Record, key_of
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS
 
@@ -54,12 +54,6 @@ class TrafficCounters:
     @property
     def events(self) -> int:
         return self.history_sent + self.live_sent
-
-
-def user_key(value: bytes) -> bytes | None:
-    """The record key the topics are partitioned by: the user_id."""
-    user_id = orjson.loads(value).get("user_id")
-    return user_id.encode() if isinstance(user_id, str) else None
 
 
 def history_events(dataset: Dataset) -> Iterator[tuple[str, bytes]]:
@@ -171,7 +165,7 @@ class TrafficFeeder:
     async def _history(self, producer: AIOKafkaProducer) -> None:
         pending: list[asyncio.Future[Any]] = []
         for topic, value in history_events(self.history):
-            pending.append(await producer.send(topic, value=value, key=user_key(value)))
+            pending.append(await producer.send(topic, value=value, key=key_of(value)))
             if len(pending) >= HISTORY_WINDOW:
                 self.counters.history_sent += len(await asyncio.gather(*pending))
                 pending.clear()

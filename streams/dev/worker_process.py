@@ -127,9 +127,11 @@ class WorkerProcess:
         """The exit code once the process has ended, None while it runs (or before start)."""
         return None if self.process is None else self.process.poll()
 
-    def health(self) -> int | None:
+    def health(self, timeout_s: float = 2.0) -> int | None:
+        """HTTP status of the worker's ``/health``, None when nothing answers."""
+        url = f"http://{LOOPBACK}:{self.port}/health"
         try:
-            with urllib.request.urlopen(f"http://{LOOPBACK}:{self.port}/health", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=timeout_s) as r:
                 return int(r.status)
         except urllib.error.HTTPError as exc:
             return exc.code
