@@ -129,23 +129,18 @@ def retimed(topic: str, record: Mapping[str, Any], moment: datetime) -> Record:
     return _key_of_record(record), orjson.dumps({**record, TIME_FIELDS[topic]: stamp})
 
 
+@dataclass
 class TrafficFeeder:
     """Produces the history's events as fast as the broker takes them, then live traffic."""
 
-    def __init__(
-        self,
-        bootstrap: str,
-        history: Dataset,
-        rate: int,
-        zone: ZoneInfo,
-        counters: TrafficCounters,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.history = history
-        self.rate = rate
-        self.zone = zone
-        self.counters = counters
-        counters.history_total = len(history.activity) + len(history.tickets)
+    bootstrap: str
+    history: Dataset
+    rate: int
+    zone: ZoneInfo
+    counters: TrafficCounters
+
+    def __post_init__(self) -> None:
+        self.counters.history_total = len(self.history.activity) + len(self.history.tickets)
 
     async def run(self) -> None:
         # One record per batch: the embedded broker misreports offsets of multi-record batches.
