@@ -56,10 +56,10 @@ from streams.bench.measure import (
 from streams.bench.report import BenchReport, CeilingRun, LatencyRun, PeerRun, PipelineRun, RunInfo
 from streams.bench.traffic import LatencyEvent, cut_to, due_events, latency_events, users_for_events
 from streams.dev.broker import EmbeddedBroker, terminate_group
-from streams.dev.demo import worker_environment
+from streams.dev.demo import DEMO_ALERT_RULES
 from streams.dev.generate import generate
 from streams.dev.produce import key_of, produce_records
-from streams.dev.worker_process import WorkerProcess
+from streams.dev.worker_process import WorkerProcess, worker_environment
 from streams.kafka.admin import TopicSpec, create_topics
 from streams.pipeline.recount import recount
 from streams.settings import (
@@ -639,12 +639,15 @@ def process_environment(
 ) -> dict[str, str]:
     """The worker's (and the peer's) environment: the caller's pipeline settings, on the bench's
     broker, with state and store in ``state_dir`` (``cci soak`` passes its own)."""
-    env = worker_environment(settings, bootstrap, settings.web_port, os.environ)
     state = state_dir.resolve()
-    env.update(
-        CCI_DATA_DIR=str(state / "data"), CCI_CLICKHOUSE_URL=f"chdb://{state / 'clickhouse'}"
+    return worker_environment(
+        bootstrap,
+        data_dir=state / "data",
+        clickhouse_url=f"chdb://{state / 'clickhouse'}",
+        settings=settings,
+        web_port=settings.web_port,
+        default_alert_rules=DEMO_ALERT_RULES,
     )
-    return env
 
 
 def run_bench(settings: Settings, options: BenchOptions, say: Say) -> BenchReport:

@@ -1,8 +1,9 @@
 """``cci worker`` as a child process: started, health-checked, measured and stopped from outside.
 
-Shared by the integration tests (``tests/integration/harness.py``), ``cci bench`` and
-``cci demo``. The worker leads its own process group: signals to it reach its children, and a
-Ctrl-C in the terminal does not reach it (its owner stops it, in order).
+Shared by the integration tests (``tests/integration/harness.py``), ``cci bench``, ``cci soak``
+and ``cci demo``, as is ``worker_environment``, the one way they build its environment. The
+worker leads its own process group: signals to it reach its children, and a Ctrl-C in the
+terminal does not reach it (its owner stops it, in order).
 """
 
 from __future__ import annotations
@@ -16,12 +17,73 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 
 from streams import children
 from streams.dev.broker import LOOPBACK, free_port, terminate_group
+from streams.settings import Settings
 
 STOP_GRACE_S = 30.0
+
+# The caller's credentials for its own Kafka: never handed to a worker on the loopback broker.
+_NOT_PASSED_ON = {
+    "CCI_KAFKA_SASL_MECHANISM",
+    "CCI_KAFKA_SASL_USERNAME",
+    "CCI_KAFKA_SASL_PASSWORD",
+    "CCI_KAFKA_SSL_CAFILE",
+}
+
+
+def worker_environment(
+    bootstrap: str,
+    *,
+    data_dir: Path,
+    clickhouse_url: str,
+    settings: Settings | None = None,
+    base: Mapping[str, str] | None = None,
+    web_port: int | None = None,
+    default_alert_rules: Path | None = None,
+    **overrides: str,
+) -> dict[str, str]:
+    """The environment of a ``cci worker`` on the loopback embedded broker at ``bootstrap``.
+
+    ``base`` (default: this process's environment) without its ``CCI_*`` variables; then every
+    setting of ``settings`` that differs from its default, credentials left out; then what this
+    decides: the embedded broker in plain text, the web server on loopback, state in ``data_dir``
+    and the store at ``clickhouse_url``; ``default_alert_rules`` when ``settings`` names none;
+    ``overrides`` last.
+    """
+    source = os.environ if base is None else base
+    env = {key: value for key, value in source.items() if not key.startswith("CCI_")}
+    if default_alert_rules is not None and (settings is None or settings.alert_rules.path is None):
+        env["CCI_ALERT_RULES"] = str(default_alert_rules)
+    for spec in fields(Settings) if settings is not None else ():
+        name = spec.metadata["env"]
+        value = getattr(settings, spec.name)
+        if name not in _NOT_PASSED_ON and value != spec.default:
+            env[name] = setting_text(value)
+    env.update(
+        CCI_KAFKA_BOOTSTRAP=bootstrap,
+        CCI_EMBEDDED_BROKER="true",
+        CCI_KAFKA_SECURITY_PROTOCOL="PLAINTEXT",
+        CCI_WEB_HOST=LOOPBACK,
+        CCI_DATA_DIR=str(data_dir),
+        CCI_CLICKHOUSE_URL=clickhouse_url,
+    )
+    if web_port is not None:
+        env["CCI_WEB_PORT"] = str(web_port)
+    env.update(overrides)
+    return env
+
+
+def setting_text(value: object) -> str:
+    """A setting's value as its ``CCI_*`` variable spells it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(part) for part in value)
+    return str(value)
 
 
 class WorkerStartError(RuntimeError):
@@ -65,9 +127,11 @@ class WorkerProcess:
         """The exit code once the process has ended, None while it runs (or before start)."""
         return None if self.process is None else self.process.poll()
 
-    def health(self) -> int | None:
+    def health(self, timeout_s: float = 2.0) -> int | None:
+        """HTTP status of the worker's ``/health``, None when nothing answers."""
+        url = f"http://{LOOPBACK}:{self.port}/health"
         try:
-            with urllib.request.urlopen(f"http://{LOOPBACK}:{self.port}/health", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=timeout_s) as r:
                 return int(r.status)
         except urllib.error.HTTPError as exc:
             return exc.code

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -15,9 +14,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.bench.measure import describe_difference
 from streams.dev.broker import free_port
 from streams.dev.produce import key_of, produce_records
 from streams.dev.worker_process import WorkerProcess as WorkerProcess  # re-exported for tests
+from streams.dev.worker_process import worker_environment
 from streams.kafka.admin import create_topics
 from streams.kafka.embedded import true_end_offsets
 from streams.pipeline.emit import update_value
@@ -30,17 +31,13 @@ Figures = dict[tuple[str, str, str], tuple[int, int]]
 
 
 def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CCI_")}
-    env.update(
-        CCI_KAFKA_BOOTSTRAP=bootstrap,
-        CCI_EMBEDDED_BROKER="true",
-        CCI_DATA_DIR=str(data_dir),
-        CCI_CLICKHOUSE_URL=f"chdb://{data_dir / 'clickhouse'}",
-        CCI_EMIT_INTERVAL="0.3",
-        CCI_LOG_LEVEL="INFO",
+    """The tests' worker: state and store in ``data_dir``, emitting quickly; ``extra`` last."""
+    return worker_environment(
+        bootstrap,
+        data_dir=data_dir,
+        clickhouse_url=f"chdb://{data_dir / 'clickhouse'}",
+        **{"CCI_EMIT_INTERVAL": "0.3", "CCI_LOG_LEVEL": "INFO", **extra},
     )
-    env.update(extra)
-    return env
 
 
 def run_cci(*args: str, env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -150,17 +147,9 @@ def wait_for_figures(
         if actual == expected:
             return actual
         time.sleep(1.0)
-    details = [describe_difference(expected, actual)]
+    details = ["figures differ:", *describe_difference(expected, actual, limit=20)]
     details += [worker.diagnostics() for worker in workers if worker.process is not None]
     raise AssertionError("\n".join(details))
-
-
-def describe_difference(expected: Figures, actual: Figures, limit: int = 20) -> str:
-    rows = []
-    for key in sorted(set(expected) | set(actual)):
-        if expected.get(key) != actual.get(key):
-            rows.append(f"  {key}: expected {expected.get(key)}, got {actual.get(key)}")
-    return f"{len(rows)} figures differ:\n" + "\n".join(rows[:limit])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> None:

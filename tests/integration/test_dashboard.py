@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from streams.bench.measure import describe_difference
 from streams.dev.generate import generate
 from streams.dev.produce import produce_records
 from streams.pipeline.recount import recount
@@ -30,7 +31,7 @@ from streams.settings import (
     load_settings,
 )
 from tests.integration.browser import Browser, chromium_or_skip
-from tests.integration.harness import Figures, describe_difference, produce, wait_until
+from tests.integration.harness import Figures, produce, wait_until
 
 DOCS_SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard.png"
 WAIT = 60.0
@@ -66,7 +67,7 @@ def wait_for_page(browser: Browser, expected: dict[tuple[str, str], tuple[int, i
     except AssertionError:
         shown = {("page", *k): v for k, v in shown_figures(browser).items()}
         wanted = {("page", *k): v for k, v in expected.items()}
-        raise AssertionError(describe_difference(wanted, shown)) from None
+        raise AssertionError("\n".join(describe_difference(wanted, shown))) from None
 
 
 def badges(browser: Browser) -> dict[tuple[str, str], list[str]]:

@@ -24,13 +24,9 @@ import orjson
 import pytest
 
 from streams.dev.broker import LOOPBACK, free_port
-from streams.dev.demo import (
-    DEMO_ALERT_RULES,
-    UpdatesView,
-    live_cohort,
-    table_dimensions,
-    worker_environment,
-)
+from streams.dev.demo import DEMO_ALERT_RULES, demo_worker_environment
+from streams.dev.demo_table import UpdatesView, table_dimensions
+from streams.dev.demo_traffic import live_cohort
 from streams.pipeline.alerts import load_rules
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
 
@@ -276,7 +272,7 @@ def test_live_cohorts_bring_new_users_with_their_profiles() -> None:
     assert not set(tickets) & others
 
 
-def test_worker_environment_points_at_the_demo_and_keeps_pipeline_settings() -> None:
+def test_demo_worker_environment_points_at_the_demo_and_keeps_pipeline_settings() -> None:
     base = {
         "PATH": "/bin",
         "CCI_KAFKA_BOOTSTRAP": "prod:9092",
@@ -287,7 +283,7 @@ def test_worker_environment_points_at_the_demo_and_keeps_pipeline_settings() -> 
         "CCI_EXTRA_DIMENSIONS": "company_size",
     }
     settings = load_settings(base)
-    env = worker_environment(settings, "127.0.0.1:40000", 6067, base)
+    env = demo_worker_environment(settings, "127.0.0.1:40000", 6067, base)
     assert env["PATH"] == "/bin"
     assert env["CCI_KAFKA_BOOTSTRAP"] == "127.0.0.1:40000"
     assert env["CCI_EMBEDDED_BROKER"] == "true"
@@ -304,7 +300,7 @@ def test_worker_environment_points_at_the_demo_and_keeps_pipeline_settings() -> 
 
 def test_the_demo_alerts_with_its_example_rules_unless_given_others(tmp_path: Path) -> None:
     settings = load_settings({})
-    env = worker_environment(settings, "127.0.0.1:40000", 6067, {})
+    env = demo_worker_environment(settings, "127.0.0.1:40000", 6067, {})
     assert env["CCI_ALERT_RULES"] == str(DEMO_ALERT_RULES)
     rules = load_settings(env).alert_rules.rules
     assert {rule.name for rule in rules} >= {"plan-above-target", "region-out-of-range"}
@@ -312,5 +308,5 @@ def test_the_demo_alerts_with_its_example_rules_unless_given_others(tmp_path: Pa
     own = tmp_path / "rules.toml"
     own.write_text('[[rule]]\nname = "mine"\ndimension = "all"\nsegment = "all"\nabove = 1\n')
     base = {"CCI_ALERT_RULES": str(own)}
-    env = worker_environment(load_settings(base), "127.0.0.1:40000", 6067, base)
+    env = demo_worker_environment(load_settings(base), "127.0.0.1:40000", 6067, base)
     assert env["CCI_ALERT_RULES"] == str(own)
