@@ -425,9 +425,7 @@ def create_app(settings: Settings) -> faust.App:
             generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
 
-    web_hosts = web_guard.allowed_hosts(
-        settings.web_host, settings.web_port, settings.web_allowed_hosts
-    )
+    web_hosts = _web_hosts(settings)
 
     @app.page(query.QUERY_PATH)
     class QueryPage(faust.web.View):  # type: ignore[misc]
@@ -454,31 +452,27 @@ def create_app(settings: Settings) -> faust.App:
     async def dashboard_static(web: Any, request: Any, name: str) -> Any:
         return dashboard_web.static_file(name)
 
-    # The data routes answer only the worker's own Host and Origin (streams/web/guard.py): a page
-    # of another site, or one whose name was rebound to this address, cannot read them.
-    def refused(request: Any) -> Any:
-        reason = web_guard.refusal(request.headers, web_hosts)
-        return None if reason is None else dashboard_web.json_response({"error": reason}, 403)
+    # The Host/Origin guard in front of these routes is a middleware (_web_application_options).
 
     @app.page(dashboard_web.API_CCI_PATH)
     async def api_cci(web: Any, request: Any) -> Any:
-        return refused(request) or dashboard_web.api_answer(request, dashboard.view.api_cci)
+        return dashboard_web.api_answer(request, dashboard.view.api_cci)
 
     @app.page(dashboard_web.API_HISTORY_PATH)
     async def api_cci_history(web: Any, request: Any) -> Any:
-        return refused(request) or dashboard_web.api_answer(request, dashboard.view.api_history)
+        return dashboard_web.api_answer(request, dashboard.view.api_history)
 
     @app.page(dashboard_web.API_ALERTS_PATH)
     async def api_alerts(web: Any, request: Any) -> Any:
-        return refused(request) or dashboard_web.api_answer(request, dashboard.view.api_alerts)
+        return dashboard_web.api_answer(request, dashboard.view.api_alerts)
 
     @app.page(dashboard_web.API_STREAM_PATH)
     async def api_stream(web: Any, request: Any) -> Any:
-        return refused(request) or await dashboard_web.live_stream(request, dashboard)
+        return await dashboard_web.live_stream(request, dashboard)
 
     @app.page(forecast_web.API_FORECAST_PATH)
     async def api_forecast(web: Any, request: Any) -> Any:
-        return refused(request) or await forecast_web.forecast_answer(request, settings, sink.store)
+        return await forecast_web.forecast_answer(request, settings, sink.store)
 
     return app
 
@@ -561,11 +555,14 @@ def _expire_months(month_table: Any, partition: int, runtime: Runtime) -> None:
             del month_table[key]
 
 
+def _web_hosts(settings: Settings) -> frozenset[str]:
+    return web_guard.allowed_hosts(settings.web_host, settings.web_port, settings.web_allowed_hosts)
+
+
 def _web_application_options(settings: Settings) -> dict[str, Any]:
-    """aiohttp's options: the token check in front of every page when CCI_WEB_TOKEN is set."""
-    if not settings.web_token:
-        return {}
-    return {"middlewares": [web_auth.token_middleware(settings.web_token)]}
+    """aiohttp's options: the Host/Origin guard, and the token check when CCI_WEB_TOKEN is set,
+    in front of every page but /health, /metrics and /login (streams/web/auth.py)."""
+    return {"middlewares": web_auth.middlewares(settings.web_token, _web_hosts(settings))}
 
 
 def _broker_credentials(settings: Settings) -> Any:
