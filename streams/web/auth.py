@@ -1,4 +1,8 @@
-"""Optional protection of the worker's web server: ``CCI_WEB_TOKEN`` (docs/security.md).
+"""Who may use the worker's web server: the rules in front of every route (docs/security.md).
+
+Two aiohttp middlewares, so that no route can forget either: the Host/Origin guard against
+cross-site requests and DNS rebinding (streams/web/guard.py), always on; and the optional
+``CCI_WEB_TOKEN``. Both leave ``OPEN_PATHS`` (``/health``, ``/metrics``, the login page) open.
 
 When the token is set, every path but ``/health``, ``/metrics`` and the login page needs it:
 ``Authorization: Bearer <token>`` (programs, ``cci query``), or the session cookie the login
@@ -19,6 +23,8 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
+from streams.web import guard as web_guard
+
 LOGIN_PATH = "/login"
 OPEN_PATHS = frozenset({"/health", "/metrics", LOGIN_PATH})
 COOKIE_NAME = "cci_session"
@@ -27,6 +33,33 @@ MAX_LOGIN_BODY = 4096  # bytes of a login form; more is refused before it is rea
 AFTER_LOGIN = "/dashboard"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+def middlewares(token: str, allowed_hosts: frozenset[str]) -> list[Middleware]:
+    """The worker's middlewares, outermost first: the token (when set), then the guard."""
+    token_check = [token_middleware(token)] if token else []
+    return [*token_check, guard_middleware(allowed_hosts)]
+
+
+def guard_middleware(allowed_hosts: frozenset[str]) -> Middleware:
+    """An aiohttp middleware that answers 403 on every path but ``OPEN_PATHS`` to a request whose
+    Host or Origin is not this worker's own (streams/web/guard.py)."""
+
+    @web.middleware
+    async def require_own_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            reason = web_guard.refusal(request.headers, allowed_hosts)
+            if reason is not None:
+                return web.Response(
+                    status=403,
+                    body=orjson.dumps({"error": reason}),
+                    content_type="application/json",
+                    charset="utf-8",
+                )
+        return await handler(request)
+
+    return require_own_host
 
 
 def session_value(token: str) -> str:
@@ -49,7 +82,7 @@ def is_authorised(request: web.Request, token: str) -> bool:
     return bool(cookie) and hmac.compare_digest(cookie.encode(), session_value(token).encode())
 
 
-def token_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def token_middleware(token: str) -> Middleware:
     """An aiohttp middleware that asks for ``token`` on every path but ``OPEN_PATHS``."""
 
     @web.middleware

@@ -4,10 +4,11 @@ DNS rebinding (docs/security.md, "Query API").
 A web page the user visits can make the browser send requests to ``127.0.0.1:6066``, and a
 DNS-rebinding page can even read the answers (its own name now points at the worker). Both show in
 the headers: such a request names another host in ``Host`` (rebinding) or another site in
-``Origin`` (cross-site). So a route that returns data or changes state answers only requests whose
-``Host`` is one of the worker's own addresses (loopback at its port, its bind address, or
-``CCI_WEB_ALLOWED_HOSTS``) and whose ``Origin``, when sent, is that same host. Pure: composes with
-any further check (e.g. a token) in the route.
+``Origin`` (cross-site). So every route but ``/health``, ``/metrics`` and the login page answers
+only requests whose ``Host`` is one of the worker's own addresses (loopback at its port, its bind
+address, or ``CCI_WEB_ALLOWED_HOSTS``) and whose ``Origin``, when sent, is that same host. Pure (no
+web server library): ``streams/web/auth.py`` applies it to every route as a middleware; the query
+API's own answer (``streams/store/query.py``) checks it too.
 """
 
 from __future__ import annotations
