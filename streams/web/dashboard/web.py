@@ -1,7 +1,7 @@
 """The dashboard's HTTP side: the page, its static files, the JSON API and the live stream.
 
 Faust's web server is aiohttp, so the handlers answer with aiohttp responses;
-``streams/worker/app.py`` only routes to them. The live stream is server-sent events: the page's
+``streams/worker/routes.py`` only routes to them. The live stream is server-sent events: the page's
 ``EventSource`` reconnects by itself after a worker restart.
 """
 
