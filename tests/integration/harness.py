@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.dev.broker import free_port
 from streams.dev.produce import key_of, produce_records
@@ -170,3 +171,40 @@ def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> N
             return
         time.sleep(0.5)
     raise AssertionError(message)
+
+
+def samples_by_label(page: str, name: str, label: str) -> dict[str, float]:
+    """The samples of metric ``name`` (a counter by its ``_total`` sample) in a Prometheus text
+    page, keyed by the value of ``label``."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name in (name, f"{name}_total") and label in sample.labels:
+                values[sample.labels[label]] = sample.value
+    return values
+
+
+def wait_consumed(
+    worker: WorkerProcess, produced: Mapping[str, int], timeout: float = 90.0
+) -> dict[str, float]:
+    """Poll the worker's /metrics until its ingest has read at least ``produced[topic]`` records
+    of each topic (``cci_events_consumed_total``, counted since the worker started) and has no
+    lag on them (``cci_consumer_lag_records``). Figures compared before that prove nothing
+    about the records still unread."""
+    deadline = time.monotonic() + timeout
+    consumed: dict[str, float] = {}
+    lag: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        page = worker.get("/metrics")
+        consumed = samples_by_label(page, "cci_events_consumed", "topic")
+        lag = samples_by_label(page, "cci_consumer_lag_records", "topic")
+        if all(
+            consumed.get(topic, 0) >= count and lag.get(topic) == 0
+            for topic, count in produced.items()
+        ):
+            return consumed
+        time.sleep(0.5)
+    raise AssertionError(
+        f"ingest did not read everything produced: produced {dict(produced)}, consumed "
+        f"{consumed}, lag {lag}\n{worker.diagnostics()}"
+    )
