@@ -114,6 +114,24 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | N
     return asyncio.run(read())
 
 
+def partitions_with_records(bootstrap: str, topic: str) -> int:
+    """How many partitions of ``topic`` hold at least one record (end offset above 0)."""
+
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            if not tps:
+                return 0
+            end = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
+            return sum(1 for tp in tps if end[tp] > 0)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())
+
+
 def latest_updates(bootstrap: str) -> dict[str, dict[str, Any]]:
     """The newest cci-updates value per key, asserting that versions rise strictly per key."""
     latest: dict[str, dict[str, Any]] = {}

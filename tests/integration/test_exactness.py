@@ -66,9 +66,10 @@ def test_resent_events_count_once(pipeline, dataset) -> None:
     assert busiest <= elapsed / 0.3 + 3 and busiest < events / 20, (busiest, events, elapsed)
     page = worker.get("/metrics")
     repeats_before = samples_by_label(page, "cci_repeat_facts", "kind")
-    active_facts = len(data.activity) - metric_values(page, ["cci_inactive_activities"])[
-        "cci_inactive_activities"
-    ]
+    active_facts = (
+        len(data.activity)
+        - metric_values(page, ["cci_inactive_activities"])["cci_inactive_activities"]
+    )
     # A producer that resends everything (and then some, out of order) changes nothing.
     _produce_events(pipeline.bootstrap, data, slice(None, None, -1))
     _produce_events(pipeline.bootstrap, data)
