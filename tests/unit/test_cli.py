@@ -6,9 +6,6 @@ Nothing here needs a broker: every failing case must stop before one would be co
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import datetime, timedelta
@@ -420,41 +417,6 @@ def test_generate_is_deterministic_for_a_seed_apart_from_the_clock(tmp_path: Pat
         return [json.loads(line)["ticket_id"] for line in path.read_text().splitlines()]
 
     assert ids(first / "tickets.jsonl") == ids(second / "tickets.jsonl")
-
-
-# --- the real process ----------------------------------------------------------------------------
-
-
-def _process_env(**extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("CCI_")}
-    return {**env, "CCI_KAFKA_BOOTSTRAP": UNREACHABLE_BOOTSTRAP, **extra}
-
-
-def test_python_m_streams_runs_the_cli() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "streams", "--help"],
-        capture_output=True,
-        text=True,
-        env=_process_env(),
-        timeout=60,
-    )
-
-    assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.startswith("Usage: cci ")
-
-
-def test_the_process_exits_2_on_a_bad_environment_value() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "streams", "topics", "create"],
-        capture_output=True,
-        text=True,
-        env=_process_env(CCI_PARTITIONS="x"),
-        timeout=60,
-    )
-
-    assert completed.returncode == 2
-    assert "CCI_PARTITIONS" in completed.stderr
-    assert "Traceback" not in completed.stderr
 
 
 @pytest.mark.parametrize(
