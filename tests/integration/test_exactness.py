@@ -91,11 +91,12 @@ def test_resent_events_count_once(pipeline, dataset) -> None:
     assert figures_of(latest_updates(pipeline.bootstrap)) == expected
 
 
-# "auto": the switch forgotten (issue 13, point 11) must not matter on the embedded broker.
-@pytest.mark.parametrize("switch", ["true", "auto"])
-def test_sigkill_mid_stream_then_restart(pipeline, dataset, switch: str) -> None:
+def test_sigkill_mid_stream_then_restart(pipeline, dataset) -> None:
     data, expected = dataset
-    pipeline.env["CCI_EMBEDDED_BROKER"] = switch
+    # "auto": the switch forgotten (issue 13, point 11) must not matter on the embedded broker.
+    # It resolves to the same workarounds as "true" (asserted from the log below), which every
+    # other pipeline test sets, so the kill is not run a second time with "true".
+    pipeline.env["CCI_EMBEDDED_BROKER"] = "auto"
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
     half = len(data.activity) // 2
     produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[:half])
