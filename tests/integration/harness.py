@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.bench.measure import describe_difference
 from streams.dev.broker import free_port
@@ -110,6 +111,24 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | N
     return asyncio.run(read())
 
 
+def partitions_with_records(bootstrap: str, topic: str) -> int:
+    """How many partitions of ``topic`` hold at least one record (end offset above 0)."""
+
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            if not tps:
+                return 0
+            end = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
+            return sum(1 for tp in tps if end[tp] > 0)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())
+
+
 def latest_updates(bootstrap: str) -> dict[str, dict[str, Any]]:
     """The newest cci-updates value per key, asserting that versions rise strictly per key."""
     latest: dict[str, dict[str, Any]] = {}
@@ -159,3 +178,40 @@ def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> N
             return
         time.sleep(0.5)
     raise AssertionError(message)
+
+
+def samples_by_label(page: str, name: str, label: str) -> dict[str, float]:
+    """The samples of metric ``name`` (a counter by its ``_total`` sample) in a Prometheus text
+    page, keyed by the value of ``label``."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name in (name, f"{name}_total") and label in sample.labels:
+                values[sample.labels[label]] = sample.value
+    return values
+
+
+def wait_consumed(
+    worker: WorkerProcess, produced: Mapping[str, int], timeout: float = 90.0
+) -> dict[str, float]:
+    """Poll the worker's /metrics until its ingest has read at least ``produced[topic]`` records
+    of each topic (``cci_events_consumed_total``, counted since the worker started) and has no
+    lag on them (``cci_consumer_lag_records``). Figures compared before that prove nothing
+    about the records still unread."""
+    deadline = time.monotonic() + timeout
+    consumed: dict[str, float] = {}
+    lag: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        page = worker.get("/metrics")
+        consumed = samples_by_label(page, "cci_events_consumed", "topic")
+        lag = samples_by_label(page, "cci_consumer_lag_records", "topic")
+        if all(
+            consumed.get(topic, 0) >= count and lag.get(topic) == 0
+            for topic, count in produced.items()
+        ):
+            return consumed
+        time.sleep(0.5)
+    raise AssertionError(
+        f"ingest did not read everything produced: produced {dict(produced)}, consumed "
+        f"{consumed}, lag {lag}\n{worker.diagnostics()}"
+    )

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from streams.bench.measure import metric_values
 from streams.dev.generate import Dataset, generate
 from streams.pipeline.recount import recount
 from streams.settings import (
@@ -28,6 +29,8 @@ from tests.integration.harness import (
     latest_updates,
     produce,
     read_topic,
+    samples_by_label,
+    wait_consumed,
     wait_for_figures,
     wait_until,
 )
@@ -50,7 +53,7 @@ def _produce_events(bootstrap: str, data: Dataset, part: slice = slice(None)) ->
 def test_resent_events_count_once(pipeline, dataset) -> None:
     data, expected = dataset
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
-    pipeline.worker()
+    worker = pipeline.worker()
     started = time.monotonic()
     _produce_events(pipeline.bootstrap, data)
     wait_for_figures(pipeline.bootstrap, expected)
@@ -61,18 +64,39 @@ def test_resent_events_count_once(pipeline, dataset) -> None:
     busiest = max(per_key.values())
     events = len(data.activity) + len(data.tickets)
     assert busiest <= elapsed / 0.3 + 3 and busiest < events / 20, (busiest, events, elapsed)
+    page = worker.get("/metrics")
+    repeats_before = samples_by_label(page, "cci_repeat_facts", "kind")
+    active_facts = (
+        len(data.activity)
+        - metric_values(page, ["cci_inactive_activities"])["cci_inactive_activities"]
+    )
     # A producer that resends everything (and then some, out of order) changes nothing.
     _produce_events(pipeline.bootstrap, data, slice(None, None, -1))
     _produce_events(pipeline.bootstrap, data)
-    time.sleep(3)
-    wait_for_figures(pipeline.bootstrap, expected)
+    # The figures are already right, so comparing them proves something only once the resends
+    # were read (ingest) and reached the aggregate (every resent fact counted as a repeat).
+    wait_consumed(
+        worker, {TOPIC_ACTIVITY: 3 * len(data.activity), TOPIC_TICKETS: 3 * len(data.tickets)}
+    )
+    resent = {"active": 2 * active_facts, "ticket": 2 * len(data.tickets)}
+
+    def repeats_added() -> dict[str, float]:
+        now = samples_by_label(worker.get("/metrics"), "cci_repeat_facts", "kind")
+        return {kind: now.get(kind, 0) - repeats_before.get(kind, 0) for kind in resent}
+
+    deadline = time.monotonic() + 60
+    while (added := repeats_added()) != resent and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert added == resent, f"repeat facts after the resends: {added}, expected {resent}"
+    assert figures_of(latest_updates(pipeline.bootstrap)) == expected
 
 
-# "auto": the switch forgotten (issue 13, point 11) must not matter on the embedded broker.
-@pytest.mark.parametrize("switch", ["true", "auto"])
-def test_sigkill_mid_stream_then_restart(pipeline, dataset, switch: str) -> None:
+def test_sigkill_mid_stream_then_restart(pipeline, dataset) -> None:
     data, expected = dataset
-    pipeline.env["CCI_EMBEDDED_BROKER"] = switch
+    # "auto": the switch forgotten (issue 13, point 11) must not matter on the embedded broker.
+    # It resolves to the same workarounds as "true" (asserted from the log below), which every
+    # other pipeline test sets, so the kill is not run a second time with "true".
+    pipeline.env["CCI_EMBEDDED_BROKER"] = "auto"
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
     half = len(data.activity) // 2
     produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[:half])

@@ -195,8 +195,9 @@ def test_every_activity_counts_when_no_types_are_configured() -> None:
 
 def test_only_configured_activity_types_make_a_user_active() -> None:
     strict = enricher(active=frozenset({"login", "purchase"}))
-    assert strict.active_fact(activity(kind="login"), NOW) is not None
-    assert strict.active_fact(activity(kind="purchase"), NOW) is not None
+    for kind in ("login", "purchase"):
+        fact = strict.active_fact(activity(kind=kind), NOW)
+        assert fact is not None and fact.user_id == "u-1", kind
     assert strict.active_fact(activity(kind="page_view"), NOW) is None
     assert strict.active_fact(activity(kind=None), NOW) is None
 
@@ -214,7 +215,8 @@ def reason(call: object) -> str:
 def test_months_older_than_retained_are_too_late() -> None:
     # 13 months kept as of March 2026: March 2025 is the oldest.
     kept = enricher()
-    assert kept.active_fact(activity(at="2025-03-01T00:00:00Z"), NOW) is not None
+    oldest = kept.active_fact(activity(at="2025-03-01T00:00:00Z"), NOW)
+    assert oldest is not None and domain.month_label(oldest.month) == "2025-03"
     assert reason(lambda: kept.active_fact(activity(at="2025-02-28T23:59:59Z"), NOW)) == TOO_LATE
     assert reason(lambda: kept.ticket_fact(ticket(at="2024-12-01T00:00:00Z"), NOW)) == TOO_LATE
     one_month = enricher(retain_months=1)

@@ -205,9 +205,14 @@ def test_only_the_workers_own_host_and_origin_are_answered() -> None:
         refusal({"Host": "cci.example.com:6066", "Origin": "https://cci.example.com:6066"}, hosts)
         is None
     )
-    assert refusal({"Host": "rebound.example:6066"}, hosts) is not None
-    assert refusal({}, hosts) is not None
-    assert refusal({"Host": "127.0.0.1:6067"}, hosts) is not None
-    assert refusal({"Host": "127.0.0.1:6066", "Origin": "http://evil.example"}, hosts) is not None
-    assert refusal({"Host": "127.0.0.1:6066", "Origin": "null"}, hosts) is not None
-    assert refusal({"Host": "127.0.0.1:6066", "Origin": "file://127.0.0.1:6066"}, hosts) is not None
+    for host in ("rebound.example:6066", "127.0.0.1:6067"):
+        assert refusal({"Host": host}, hosts) == (
+            f"Host {host!r} is not this worker's address (see CCI_WEB_ALLOWED_HOSTS)"
+        )
+    assert refusal({}, hosts) == (
+        "Host '(none)' is not this worker's address (see CCI_WEB_ALLOWED_HOSTS)"
+    )
+    for origin in ("http://evil.example", "null", "file://127.0.0.1:6066"):
+        assert refusal({"Host": "127.0.0.1:6066", "Origin": origin}, hosts) == (
+            f"Origin {origin!r} is not this worker's own"
+        )
