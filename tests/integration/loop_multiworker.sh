@@ -4,6 +4,7 @@
 #   tests/integration/loop_multiworker.sh [N]        (TESTS="three_workers" for one of them)
 #
 # Each run is a fresh embedded broker and fresh workers (tests/integration/test_exactness.py):
+#   sigkill        one worker killed -9 mid-stream and restarted
 #   two_workers    two workers share the group, one is killed -9, the other carries on
 #   three_workers  three workers, one killed -9 and restarted, one leaving cleanly
 # Every run must reach the batch recount exactly. The log of each failed run is kept (its path
@@ -14,7 +15,7 @@ runs="${1:-10}"
 python="${PYTHON:-.venv/bin/python}"
 logs="$(mktemp -d -t cci-multiworker-XXXXXX)"
 failed=0
-for test in ${TESTS:-two_workers three_workers}; do
+for test in ${TESTS:-sigkill two_workers three_workers}; do
     passed=0
     for run in $(seq 1 "$runs"); do
         log="$logs/$test-$run.log"
