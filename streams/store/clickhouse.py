@@ -39,11 +39,13 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.binding import bind_query
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.ctypes import RespBuffCls
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.insert import InsertContext
+from clickhouse_connect.driver.transform import NativeTransform
 
 from streams.redaction import redact_url
-from streams.store import query_policy
+from streams.store import native_cost, query_policy
 from streams.store.errors import QueryRefused, StoreBusy, StoreError
 from streams.store.schema import (
     MIGRATIONS_TABLE,
@@ -397,36 +399,63 @@ _CANCELLED = "the query was cancelled (QUERY_WAS_CANCELLED)"
 def _bounded_result(
     client: Client, sql: str, parameters: dict[str, Any], cancelled: Callable[[], bool]
 ) -> QueryResult:
-    """The rows, read block by block and stopped at QUERY_RESULT_BYTES. ClickHouse's own
-    max_result_bytes counts a constant column (``repeat('x', 1000)``) as one value, so a result
-    of 100 MB passed it and took 450 MiB of the process to convert."""
-    rows: list[tuple[Any, ...]] = []
-    size = 0
-    with client.query_row_block_stream(sql, parameters=parameters or None) as stream:
-        columns = tuple(stream.source.column_names)
-        types = tuple(t.name for t in stream.source.column_types)
-        for block in stream:
+    """The rows, read as ClickHouse's Native bytes and stopped at QUERY_RESULT_BYTES before any
+    Python value is made: as sent, and as Python values will cost (streams/store/native_cost.py).
+    ClickHouse's own max_result_bytes counts a constant column (``repeat('x', 1000)``) as one
+    value and a date as 2 bytes: 16 million dates in one array passed it and took a gigabyte of
+    the process to convert before the old, per-block count refused them."""
+    data = bytearray()
+    walk = native_cost.Walk()
+    with contextlib.closing(
+        client.raw_stream(sql, parameters=parameters or None, fmt="Native")
+    ) as stream:
+        while chunk := stream.read(RESULT_CHUNK_BYTES):
             if cancelled():
                 raise StoreError(_CANCELLED)
-            size += sum(_value_bytes(value) for row in block for value in row)
-            if size > QUERY_RESULT_BYTES:
-                raise StoreError(
-                    f"Limit for result exceeded, max bytes: {QUERY_RESULT_BYTES / 2**20:.2f} MiB "
-                    "(TOO_MANY_ROWS_OR_BYTES): add a LIMIT or aggregate"
-                )
-            rows.extend(tuple(row) for row in block)
-    return QueryResult(columns, types, rows)
+            data += chunk
+            native_cost.walk_blocks(data, walk, QUERY_RESULT_BYTES)
+            if len(data) > QUERY_RESULT_BYTES or walk.cost > QUERY_RESULT_BYTES:
+                raise StoreError(_TOO_BIG)
+    native_cost.walk_blocks(data, walk, QUERY_RESULT_BYTES, final=True)
+    if walk.cost > QUERY_RESULT_BYTES:
+        raise StoreError(_TOO_BIG)
+    if walk.end != len(data):
+        # An HTTP server reports an error met while sending after the rows it sent.
+        tail = bytes(data[walk.end :][-4096:]).decode("utf-8", errors="replace")
+        found = tail.find("Code: ")
+        raise StoreError(tail[found:].strip() if found >= 0 else "the result was cut short")
+    context = client.create_query_context(query=sql, parameters=parameters or None)
+    result = NativeTransform.parse_response(RespBuffCls(_Bytes(bytes(data))), context)
+    return QueryResult(
+        tuple(result.column_names),
+        tuple(t.name for t in result.column_types),
+        [tuple(row) for row in result.result_rows],
+    )
 
 
-def _value_bytes(value: Any) -> int:
-    """About the bytes ClickHouse counts for a value (uncompressed)."""
-    if isinstance(value, str | bytes):
-        return len(value) + 1
-    if isinstance(value, list | tuple):
-        return 8 + sum(_value_bytes(v) for v in value)
-    if isinstance(value, dict):
-        return 8 + sum(_value_bytes(k) + _value_bytes(v) for k, v in value.items())
-    return 8
+RESULT_CHUNK_BYTES = 1 << 20
+_TOO_BIG = (
+    f"Limit for result exceeded, max bytes: {QUERY_RESULT_BYTES / 2**20:.2f} MiB "
+    "(TOO_MANY_ROWS_OR_BYTES): add a LIMIT or aggregate"
+)
+
+
+class _Bytes:
+    """A whole result's bytes as the source clickhouse-connect's Native parser reads."""
+
+    last_message: bytes | None = None
+    exception_tag: str | None = None
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @property
+    def gen(self) -> Iterator[bytes]:
+        if self.data:
+            yield self.data
+
+    def close(self) -> None:
+        self.data = b""
 
 
 def _without_transport_format(lines: list[str]) -> str:
