@@ -217,6 +217,14 @@ ingest_stalled = Gauge(
     registry=registry,
 )
 
+live_streams_refused = Counter(
+    "cci_live_streams_refused_total",
+    "Dashboard live streams (/api/stream) refused: `worker` beyond CCI_LIVE_STREAMS (503), "
+    "`client` beyond CCI_LIVE_STREAMS_PER_CLIENT from one address (429)",
+    ["cap"],
+    registry=registry,
+)
+
 # --- alerts (streams/worker/alert_publisher.py) ---------------------------------------------------
 alerts_emitted = Counter(
     "cci_alerts_emitted_total",

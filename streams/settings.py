@@ -283,6 +283,12 @@ class Settings:
         _parse_positive_int,
         "dashboard live streams (/api/stream) one worker serves at once; more are answered 503",
     )
+    live_streams_per_client: int = _setting(
+        "CCI_LIVE_STREAMS_PER_CLIENT",
+        10,
+        _parse_positive_int,
+        "live streams one client address may hold at once (of CCI_LIVE_STREAMS); more are 429",
+    )
     data_dir: Path = _setting(  # noqa: RUF009 - Path is immutable, safe as a shared default
         "CCI_DATA_DIR", Path(".cci/data"), _parse_path, "worker state directory"
     )

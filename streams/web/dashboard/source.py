@@ -10,6 +10,7 @@ partitions it owns. Replaying the topics at start is cheap: they are compacted, 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,8 @@ class DashboardSource:
         self._events_generation = -1
         self.max_live_streams = settings.live_streams
         self.live_streams = 0  # open now
+        self.max_live_streams_per_client = settings.live_streams_per_client
+        self.live_streams_by_client: collections.Counter[str] = collections.Counter()
 
     def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         self._unpublished |= self.view.apply(topic, key, value)

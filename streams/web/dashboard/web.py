@@ -8,6 +8,7 @@ Faust's web server is aiohttp, so the handlers answer with aiohttp responses;
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from streams import metrics
 from streams.web.dashboard.source import DashboardSource, Sent
 from streams.web.dashboard.view import BadParameter, Query, Record
 
@@ -30,6 +32,7 @@ API_STREAM_PATH = "/api/stream"
 PUSH_INTERVAL = 0.5  # least seconds between two pushes to one client: bursts coalesce
 KEEPALIVE_SECONDS = 15.0  # a comment line this often finds closed connections (and proxies)
 RECONNECT_MS = 2000  # EventSource's retry delay after the stream ends
+DISCONNECT_POLL = 0.5  # seconds between checks that a live stream's client is still there
 BUSY_RETRY_SECONDS = 10  # Retry-After of a live stream refused for the CCI_LIVE_STREAMS cap
 CONTENT_TYPES = {
     ".html": "text/html",
@@ -89,26 +92,43 @@ def api_answer(request: web.Request, answer: Callable[[Query, datetime], Record]
 async def live_stream(request: web.Request, source: DashboardSource) -> web.StreamResponse:
     """``GET /api/stream[?month=]``: a ``cci`` event with the whole month now, then a
     ``cci-changes`` event with what changed after every change (see view.live_changes); 503
-    beyond ``CCI_LIVE_STREAMS`` open streams."""
+    beyond ``CCI_LIVE_STREAMS`` open streams, 429 beyond ``CCI_LIVE_STREAMS_PER_CLIENT`` from the
+    client's address (so one client cannot take them all)."""
     try:
         month = source.view.stream_month(query_of(request), datetime.now(UTC))
     except BadParameter as exc:
         return json_response(exc.body(), status=400)
+    client = request.remote or ""
     if source.live_streams >= source.max_live_streams:
-        response = json_response(
-            {
-                "error": f"this worker serves at most {source.max_live_streams} live streams "
-                "(CCI_LIVE_STREAMS); try again later"
-            },
-            status=503,
+        return _refused(
+            "worker",
+            503,
+            f"this worker serves at most {source.max_live_streams} live streams "
+            "(CCI_LIVE_STREAMS); try again later",
         )
-        response.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
-        return response
+    if source.live_streams_by_client[client] >= source.max_live_streams_per_client:
+        return _refused(
+            "client",
+            429,
+            f"at most {source.max_live_streams_per_client} live streams per client address "
+            "(CCI_LIVE_STREAMS_PER_CLIENT); close one first",
+        )
     source.live_streams += 1
+    source.live_streams_by_client[client] += 1
     try:
         return await _stream(request, source, month)
     finally:
         source.live_streams -= 1
+        source.live_streams_by_client[client] -= 1
+        if not source.live_streams_by_client[client]:
+            del source.live_streams_by_client[client]
+
+
+def _refused(cap: str, status: int, message: str) -> web.Response:
+    metrics.live_streams_refused.labels(cap).inc()
+    response = json_response({"error": message}, status=status)
+    response.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
+    return response
 
 
 async def _stream(
@@ -122,17 +142,29 @@ async def _stream(
         }
     )
     await response.prepare(request)
+
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
     seen = -1
     sent: Sent | None = None
+    quiet_since = time.monotonic()
     with contextlib.suppress(ConnectionResetError):
         await response.write(f"retry: {RECONNECT_MS}\n\n".encode())
-        while not source.closed.is_set():
+        while not source.closed.is_set() and not gone():
             if source.generation != seen:
                 seen = source.generation
                 event, sent = source.live_update(month, sent)
                 if event is not None:
                     await response.write(event)
+                    quiet_since = time.monotonic()
                     await source.pause(PUSH_INTERVAL)
-            elif await source.wait_for_change(seen, KEEPALIVE_SECONDS) == seen:
+            elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
                 await response.write(b": keepalive\n\n")
+                quiet_since = time.monotonic()
+            else:
+                # Short waits: a client that hung up is seen within DISCONNECT_POLL, not at the
+                # next write (its slot was held up to KEEPALIVE_SECONDS).
+                await source.wait_for_change(seen, DISCONNECT_POLL)
     return response
