@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import clickhouse_connect
 from clickhouse_connect.driver.binding import bind_query
@@ -64,7 +64,11 @@ QUERY_RESULT_ROWS = 100_000  # most rows a query may return (more is an error: a
 QUERY_RESULT_BYTES = 32 * 1024 * 1024  # most bytes a query may return, uncompressed
 QUERY_THREADS = 2  # threads one analyst query may use
 QUERY_BLOCK_ROWS = 8192  # rows per result block: the result is counted block by block
-QUERY_SLOTS = 2  # analyst queries running at once in one process; QUERY_SLOTS x memory is the cap
+QUERY_SLOTS = 2  # ad hoc analyst queries running at once in one process
+# /api/forecast's queries at once, apart from the ad hoc ones, so that neither kind can starve the
+# other; (QUERY_SLOTS + FORECAST_QUERY_SLOTS) x QUERY_MEMORY_BYTES is the engine's memory cap.
+FORECAST_QUERY_SLOTS = 2
+QueryBudget = Literal["ad hoc", "forecast"]
 # Applied in this order, then log_comment (the query's tag) and readonly = 1 last: once readonly
 # is set, no setting can change, so a query's own SETTINGS clause cannot lift these.
 ANALYST_LIMITS: dict[str, Any] = {
@@ -124,7 +128,10 @@ class Store:
         # a client of their own (see the module docstring).
         self._writer: Client | None = None
         self._write_lock = threading.Lock()
-        self._query_slots = threading.BoundedSemaphore(QUERY_SLOTS)
+        self._query_slots: dict[QueryBudget, threading.BoundedSemaphore] = {
+            "ad hoc": threading.BoundedSemaphore(QUERY_SLOTS),
+            "forecast": threading.BoundedSemaphore(FORECAST_QUERY_SLOTS),
+        }
         self._cancelled: set[str] = set()  # tags of running queries cancel() was asked to stop
         self._closed = False
         # (table, columns) → the writer's insert context, reused until an error or a schema
@@ -255,17 +262,25 @@ class Store:
                 raise StoreError(str(exc)) from exc
 
     def query(
-        self, sql: str, parameters: Mapping[str, Any] | None = None, *, tag: str | None = None
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        tag: str | None = None,
+        budget: QueryBudget = "ad hoc",
     ) -> QueryResult:
         """Run one analyst statement (see the module docstring); ``{name:Type}`` placeholders take
         ``parameters``. ``tag`` names it for ``cancel``. QueryRefused before it runs when it may
-        not; StoreBusy when QUERY_SLOTS queries run already; StoreError with ClickHouse's
-        message when ClickHouse refuses it or it breaks a limit."""
+        not; StoreBusy when the slots of its ``budget`` (QUERY_SLOTS ad hoc queries,
+        FORECAST_QUERY_SLOTS forecasts' queries) are taken; StoreError with ClickHouse's message
+        when ClickHouse refuses it or it breaks a limit."""
         if self._closed:
             raise StoreError("the store is closed")
-        if not self._query_slots.acquire(blocking=False):
+        slots = self._query_slots[budget]
+        if not slots.acquire(blocking=False):
+            count = QUERY_SLOTS if budget == "ad hoc" else FORECAST_QUERY_SLOTS
             raise StoreBusy(
-                f"{QUERY_SLOTS} queries are running already; try again when one has finished"
+                f"{count} {budget} queries are running already; try again when one has finished"
             )
         tag = tag or f"cci-query-{uuid.uuid4()}"
         try:
@@ -278,7 +293,7 @@ class Store:
                 client.close()
         finally:
             self._cancelled.discard(tag)
-            self._query_slots.release()
+            slots.release()
 
     def cancel(self, tag: str) -> None:
         """Stop the analyst query tagged ``tag`` (if it still runs); it fails as cancelled. Also

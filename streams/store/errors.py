@@ -12,4 +12,4 @@ class QueryRefused(StoreError):
 
 
 class StoreBusy(StoreError):
-    """QUERY_SLOTS analyst queries are already running."""
+    """Every slot of the query's budget (ad hoc or forecast) is taken."""

@@ -16,7 +16,7 @@ from aiohttp import web
 from streams import forecast
 from streams.settings import Settings
 from streams.store import query
-from streams.store.clickhouse import Store, StoreError
+from streams.store.clickhouse import Store, StoreBusy, StoreError
 from streams.web.dashboard.view import BadParameter, read_params
 from streams.web.dashboard.web import json_response, query_of
 
@@ -31,7 +31,8 @@ async def forecast_answer(
 ) -> web.Response:
     """``GET /api/forecast``: what ``cci forecast --format json`` prints for the same parameters
     (docs/forecast.md), byte for byte; without ``cci``, from this worker's own store. 400 names a
-    bad parameter, 404 says which figure the store lacks, 503 while the store is not open."""
+    bad parameter, 404 says which figure the store lacks, 429 while FORECAST_QUERY_SLOTS forecasts
+    read the store, 503 while the store is not open."""
     try:
         params = read_params(query_of(request), forecast.PARAMETERS)
         plan_request = forecast.parse_request(params)
@@ -47,7 +48,9 @@ async def forecast_answer(
 
     def run(sql: str, parameters: Any) -> query.QueryResult:
         assert store is not None
-        return query.portable(store.query(sql, parameters))
+        # Slots of its own: ad hoc queries (POST /api/query) cannot starve forecasts nor
+        # forecasts them.
+        return query.portable(store.query(sql, parameters, budget="forecast"))
 
     try:
         plans, source = await asyncio.to_thread(
@@ -55,6 +58,10 @@ async def forecast_answer(
         )
     except query.NoFigure as exc:
         return json_response({"error": str(exc)}, status=404)
+    except StoreBusy as exc:
+        busy = json_response({"error": f"the store is busy with forecasts: {exc}"}, status=429)
+        busy.headers["Retry-After"] = "1"
+        return busy
     except StoreError as exc:
         return json_response({"error": f"the store could not answer: {exc}"}, status=503)
     return web.Response(

@@ -15,8 +15,10 @@ import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 
 from streams.dev.broker import free_port
+from streams.settings import load_settings
 from streams.store import query
-from streams.store.clickhouse import QUERY_SLOTS, Store, open_store
+from streams.store.clickhouse import FORECAST_QUERY_SLOTS, QUERY_SLOTS, Store, StoreBusy, open_store
+from streams.web import forecast as forecast_web
 from streams.web import guard as web_guard
 
 HEAVY = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 1"
@@ -26,6 +28,14 @@ class Api:
     def __init__(self, port: int, store: Store) -> None:
         self.port, self.store = port, store
         self.url = f"http://127.0.0.1:{port}{query.QUERY_PATH}"
+
+    async def forecast(self, parameters: str) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.port}{forecast_web.API_FORECAST_PATH}?{parameters}"
+        async with (
+            ClientSession(timeout=ClientTimeout(total=30)) as session,
+            session.get(url) as response,
+        ):
+            return response.status, orjson.loads(await response.read())
 
     async def post(
         self, body: Any, headers: dict[str, str] | None = None, timeout: float = 60
@@ -62,8 +72,14 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                 body=answer.body, status=answer.status, content_type="application/json"
             )
 
+        settings = load_settings({})
+
+        async def forecast_route(request: web.Request) -> web.StreamResponse:
+            return await forecast_web.forecast_answer(request, settings, store)
+
         app = web.Application()
         app.router.add_post(query.QUERY_PATH, route)
+        app.router.add_get(forecast_web.API_FORECAST_PATH, forecast_route)
         runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -170,3 +186,43 @@ async def test_at_most_query_slots_run_at_once(api: Api) -> None:
     while (await api.post({"sql": "SELECT 2"}))[0] != 200:
         assert time.monotonic() < deadline, "the slots never came free"
         await asyncio.sleep(0.2)
+
+
+async def test_forecasts_and_ad_hoc_queries_have_budgets_of_their_own(api: Api) -> None:
+    segment = "dimension=all&segment=all&customers=100&tickets_per_agent=70"
+    # Ad hoc queries take every analyst slot: a forecast still reads the store (which has no
+    # figure yet: 404 saying so, not 503 "queries are running already").
+    heavy = [asyncio.ensure_future(api.post({"sql": HEAVY}, timeout=5)) for _ in range(QUERY_SLOTS)]
+    deadline = time.monotonic() + 30
+    while await api.running("sipHash64") < QUERY_SLOTS:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert (await api.post({"sql": "SELECT 2"}))[0] == 429
+    status, body = await api.forecast(segment)
+    assert status == 404 and "no CCI" in body["error"], body
+    for task in heavy:
+        with pytest.raises(asyncio.TimeoutError):
+            await task
+
+    # Forecasts take every slot of theirs: ad hoc queries still run, a further forecast is busy.
+    tags = [f"forecast-{n}" for n in range(FORECAST_QUERY_SLOTS)]
+    held = [
+        asyncio.ensure_future(asyncio.to_thread(api.store.query, HEAVY, tag=tag, budget="forecast"))
+        for tag in tags
+    ]
+    deadline = time.monotonic() + 30
+    while await api.running("sipHash64") < FORECAST_QUERY_SLOTS:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    deadline = time.monotonic() + 15
+    while (answered := await api.post({"sql": "SELECT 2"}))[0] != 200:
+        assert time.monotonic() < deadline, answered  # the ad hoc slots come free as above
+        await asyncio.sleep(0.2)
+    status, body = await api.forecast(segment)
+    assert status == 429 and "forecast" in body["error"], body
+    with pytest.raises(StoreBusy):
+        api.store.query("SELECT 1", budget="forecast")
+    for tag, task in zip(tags, held, strict=True):
+        await asyncio.to_thread(api.store.cancel, tag)
+        with pytest.raises(Exception, match="cancel"):
+            await task
