@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import unicodedata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -100,6 +101,28 @@ class SeriesGuard:
                 del self._segments[(month, dimension)]
 
 
+_UNPRINTABLE = frozenset({"Cc", "Zl", "Zp"})  # control characters, line and paragraph separators
+
+
+def label_value(value: str) -> str:
+    """A label value from data, with no control character in it. The exposition format escapes
+    only ``\\``, ``"`` and newline; a NUL, a carriage return or U+2028 went out raw (Prometheus
+    takes them, but they garble the page for people and line-based tools). Each becomes
+    ``\\xNN`` or ``\\uNNNN``, and a backslash ``\\\\``, so two values never become one series."""
+    if "\\" not in value and not any(unicodedata.category(c) in _UNPRINTABLE for c in value):
+        return value
+    return "".join(_escaped(c) for c in value)
+
+
+def _escaped(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    if unicodedata.category(char) not in _UNPRINTABLE:
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
 _current_guard = SeriesGuard(SEGMENT_SERIES_LIMIT)
 _guard_warned: set[tuple[str, str]] = set()
 
@@ -107,9 +130,9 @@ _guard_warned: set[tuple[str, str]] = set()
 def set_current_cci(month: str, dimension: str, segment: str, value: float) -> None:
     """``cci_current`` of a figure, within the segment series limit."""
     if _current_guard.admit(month, dimension, segment):
-        current_cci.labels(month, dimension, segment).set(value)
+        current_cci.labels(month, label_value(dimension), label_value(segment)).set(value)
         return
-    current_cci_dropped.labels(dimension).inc()
+    current_cci_dropped.labels(label_value(dimension)).inc()
     if (month, dimension) not in _guard_warned:
         _guard_warned.add((month, dimension))
         log.warning(
@@ -126,7 +149,7 @@ def forget_current_cci(month: str, dimension: str, segment: str) -> None:
     _current_guard.forget(month, dimension, segment)
     _guard_warned.discard((month, dimension))
     with contextlib.suppress(KeyError):  # a dropped segment never had one
-        current_cci.remove(month, dimension, segment)
+        current_cci.remove(month, label_value(dimension), label_value(segment))
 
 
 state_rebuilds = Counter(

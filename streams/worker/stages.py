@@ -235,7 +235,7 @@ def _owned_partitions(app: faust.App, topic: str) -> set[int]:
 def _report_guard(state: PartitionState, partition: int, max_values: int) -> None:
     """A metric and a log line each time the cardinality guard starts folding a dimension."""
     for month, dimension, values in state.guard_started:
-        metrics.segment_guard_acted.labels(dimension).inc()
+        metrics.segment_guard_acted.labels(metrics.label_value(dimension)).inc()
         log.warning(
             "cardinality guard: %s of %s has %d distinct values in facts partition %d; beyond "
             "the %d smallest they count as segment %r (CCI_MAX_SEGMENT_VALUES, docs/limits.md)",
