@@ -350,6 +350,7 @@ def open_store(
     return store
 
 
+_ENDS_IN_LIMIT_0 = re.compile(r"\bLIMIT\s+0\s*$", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
 
 
@@ -381,7 +382,12 @@ def _checked_query(
         if not bound:
             raise QueryRefused("parameters need {name:Type} placeholders in the query")
     try:
-        explained = client.query(f"EXPLAIN AST {canonical}", parameters=parameters or None)
+        explain = f"EXPLAIN AST {canonical}"
+        if _ENDS_IN_LIMIT_0.search(canonical):
+            # clickhouse-connect takes a text ending in LIMIT 0 for a probe of column names (and
+            # the EXPLAIN failed); with the FORMAT it would append written out, it is not.
+            explain += "\nFORMAT Native"
+        explained = client.query(explain, parameters=parameters or None)
     except ClickHouseError as exc:
         raise QueryRefused(str(exc)) from exc
     ast = _without_transport_format([row[0] for row in explained.result_rows])
@@ -439,6 +445,15 @@ def _bounded_result(
         tail = bytes(data[walk.end :][-4096:]).decode("utf-8", errors="replace")
         found = tail.find("Code: ")
         raise StoreError(tail[found:].strip() if found >= 0 else "the result was cut short")
+    if not data:
+        # chDB sends no block at all for an empty result: its columns come from DESCRIBE, which
+        # does not run the statement.
+        described = client.query(f"DESCRIBE TABLE ({sql})", parameters=parameters or None)
+        return QueryResult(
+            tuple(str(row[0]) for row in described.result_rows),
+            tuple(str(row[1]) for row in described.result_rows),
+            [],
+        )
     context = client.create_query_context(query=sql, parameters=parameters or None)
     result = NativeTransform.parse_response(RespBuffCls(_Bytes(bytes(data))), context)
     return QueryResult(

@@ -510,3 +510,17 @@ def test_a_cancelled_query_stops_even_before_it_reaches_the_engine(store: Store)
     with pytest.raises(StoreError, match="QUERY_WAS_CANCELLED"):
         store.query("SELECT 1", tag="cci-query-early")
     assert store.query("SELECT 1", tag="cci-query-early").rows == [(1,)]  # the tag is free again
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT number AS n, toDate(number) AS d FROM numbers(10) WHERE n > {low:UInt64} LIMIT 0",
+        "SELECT number AS n, toDate(number) AS d FROM numbers(10) WHERE n > {low:UInt64} AND 0",
+        "SELECT number AS n, toDate(number) AS d FROM numbers(10) WHERE n > {low:UInt64} "
+        "LIMIT 0 OFFSET 5",
+    ],
+)
+def test_an_empty_result_has_its_columns_and_types(store: Store, sql: str) -> None:
+    found = store.query(sql, {"low": 3})
+    assert (found.columns, found.types, found.rows) == (("n", "d"), ("UInt64", "Date"), [])
