@@ -44,6 +44,7 @@ from streams.store.clickhouse import (
     open_store,
 )
 from streams.web import guard as web_guard
+from streams.web import json_body
 
 log = logging.getLogger("streams.store.query")
 
@@ -128,11 +129,11 @@ async def answer_query(
 ) -> Answer:
     """The worker's answer to ``POST /api/query`` with ``{"sql", "parameters"?, "store"?}``:
     200 with columns, types and rows; 400 with ClickHouse's error or why the statement may not
-    run; 403 for a caller not on this machine (the web server may listen on every address, the
-    query API only serves local analysts) or a request from another site (web_guard); 409 when
-    the caller meant another store; 415 for a body that is not declared JSON; 429 when
-    QUERY_SLOTS queries run already; 503 while the store is not open. A query whose asker went
-    away (``gone``) is cancelled."""
+    run, or for a body that is not strict JSON (a key twice: json_body); 403 for a caller not
+    on this machine (the web server may listen on every address, the query API only serves local
+    analysts) or a request from another site (web_guard); 409 when the caller meant another
+    store; 415 for a body that is not declared JSON; 429 when QUERY_SLOTS queries run already;
+    503 while the store is not open. A query whose asker went away (``gone``) is cancelled."""
     if remote is not None and remote not in LOOPBACK:
         return _error(403, "the query API answers only on loopback")
     refused = web_guard.refusal(headers, allowed_hosts)
@@ -142,12 +143,15 @@ async def answer_query(
     if content_type != "application/json":
         return _error(415, "the query API takes Content-Type: application/json")
     try:
-        request = orjson.loads(body)
+        request = json_body.parse(body)
+    except json_body.BadBody as exc:
+        return _error(400, str(exc))
+    try:
         sql = request["sql"]
         parameters = request.get("parameters") or {}
         if not isinstance(sql, str) or not isinstance(parameters, dict):
             raise TypeError
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return _error(400, 'expected a JSON body {"sql": "...", "parameters": {...}}')
     wanted = request.get("store")
     if isinstance(wanted, str) and not same_store(wanted, own_url):

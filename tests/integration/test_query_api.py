@@ -226,3 +226,19 @@ async def test_forecasts_and_ad_hoc_queries_have_budgets_of_their_own(api: Api) 
         await asyncio.to_thread(api.store.cancel, tag)
         with pytest.raises(Exception, match="cancel"):
             await task
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"sql": "SELECT 1", "sql": "SELECT 2"}', "sql"),
+        (b'{"sql": "SELECT {x:UInt8}", "parameters": {"x": 1, "x": 2}}', "x"),
+        (b'{"store": "chdb://a", "sql": "SELECT 1", "store": "chdb://b"}', "store"),
+    ],
+)
+async def test_a_body_with_a_key_twice_is_refused_naming_it(
+    api: Api, body: bytes, key: str
+) -> None:
+    status, answer = await api.post(body)
+    assert status == 400, answer
+    assert f"duplicate key {key!r}" in answer["error"]
