@@ -328,5 +328,6 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             f"SELECT topic, partition, max(next_offset) FROM {OFFSETS_TABLE} "
             "WHERE group_id = {group:String} GROUP BY topic, partition",
             {"group": self._group_id},
+            budget="sink",
         )
         return {TopicPartition(str(t), int(p)): int(n) for t, p, n in result.rows}

@@ -66,9 +66,17 @@ QUERY_THREADS = 2  # threads one analyst query may use
 QUERY_BLOCK_ROWS = 8192  # rows per result block: the result is counted block by block
 QUERY_SLOTS = 2  # ad hoc analyst queries running at once in one process
 # /api/forecast's queries at once, apart from the ad hoc ones, so that neither kind can starve the
-# other; (QUERY_SLOTS + FORECAST_QUERY_SLOTS) x QUERY_MEMORY_BYTES is the engine's memory cap.
+# other; (sum of BUDGET_SLOTS) x QUERY_MEMORY_BYTES is the most all reads may take in the engine.
 FORECAST_QUERY_SLOTS = 2
-QueryBudget = Literal["ad hoc", "forecast"]
+# The sink's own reads (the offsets the store holds, once per assignment): never kept waiting,
+# and failing, because analysts hold every ad hoc slot.
+SINK_QUERY_SLOTS = 1
+QueryBudget = Literal["ad hoc", "forecast", "sink"]
+BUDGET_SLOTS: dict[QueryBudget, int] = {
+    "ad hoc": QUERY_SLOTS,
+    "forecast": FORECAST_QUERY_SLOTS,
+    "sink": SINK_QUERY_SLOTS,
+}
 # Applied in this order, then log_comment (the query's tag) and readonly = 1 last: once readonly
 # is set, no setting can change, so a query's own SETTINGS clause cannot lift these.
 ANALYST_LIMITS: dict[str, Any] = {
@@ -129,8 +137,7 @@ class Store:
         self._writer: Client | None = None
         self._write_lock = threading.Lock()
         self._query_slots: dict[QueryBudget, threading.BoundedSemaphore] = {
-            "ad hoc": threading.BoundedSemaphore(QUERY_SLOTS),
-            "forecast": threading.BoundedSemaphore(FORECAST_QUERY_SLOTS),
+            budget: threading.BoundedSemaphore(count) for budget, count in BUDGET_SLOTS.items()
         }
         self._cancelled: set[str] = set()  # tags of running queries cancel() was asked to stop
         self._closed = False
@@ -271,16 +278,15 @@ class Store:
     ) -> QueryResult:
         """Run one analyst statement (see the module docstring); ``{name:Type}`` placeholders take
         ``parameters``. ``tag`` names it for ``cancel``. QueryRefused before it runs when it may
-        not; StoreBusy when the slots of its ``budget`` (QUERY_SLOTS ad hoc queries,
-        FORECAST_QUERY_SLOTS forecasts' queries) are taken; StoreError with ClickHouse's message
-        when ClickHouse refuses it or it breaks a limit."""
+        not; StoreBusy when the slots of its ``budget`` (BUDGET_SLOTS) are taken; StoreError
+        with ClickHouse's message when ClickHouse refuses it or it breaks a limit."""
         if self._closed:
             raise StoreError("the store is closed")
         slots = self._query_slots[budget]
         if not slots.acquire(blocking=False):
-            count = QUERY_SLOTS if budget == "ad hoc" else FORECAST_QUERY_SLOTS
             raise StoreBusy(
-                f"{count} {budget} queries are running already; try again when one has finished"
+                f"{BUDGET_SLOTS[budget]} {budget} queries are running already; "
+                "try again when one has finished"
             )
         tag = tag or f"cci-query-{uuid.uuid4()}"
         try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,8 +30,10 @@ from streams.store.clickhouse import (
     QUERY_MEMORY_BYTES,
     QUERY_RESULT_ROWS,
     QUERY_SECONDS,
+    QUERY_SLOTS,
     QueryRefused,
     Store,
+    StoreBusy,
     StoreError,
     open_store,
 )
@@ -524,3 +528,37 @@ def test_a_cancelled_query_stops_even_before_it_reaches_the_engine(store: Store)
 def test_an_empty_result_has_its_columns_and_types(store: Store, sql: str) -> None:
     found = store.query(sql, {"low": 3})
     assert (found.columns, found.types, found.rows) == (("n", "d"), ("UInt64", "Date"), [])
+
+
+def test_the_sinks_own_reads_are_not_kept_waiting_by_analysts(store: Store) -> None:
+    # The sink reads the offsets the store holds when partitions are assigned to it; analysts
+    # holding every ad hoc slot must not make that read fail (the sink would stop).
+    heavy = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 1"
+    tags = [f"analyst-{n}" for n in range(QUERY_SLOTS)]
+    errors: list[BaseException] = []
+
+    def run(tag: str) -> None:
+        try:
+            store.query(heavy, tag=tag)
+        except BaseException as exc:  # cancelled below: expected
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(tag,)) for tag in tags]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                store.query("SELECT 1")
+            except StoreBusy:
+                break
+            assert time.monotonic() < deadline, "the analysts never took every slot"
+            time.sleep(0.05)
+        assert store.query("SELECT 1", budget="sink").rows == [(1,)]
+    finally:
+        for tag in tags:
+            store.cancel(tag)
+        for thread in threads:
+            thread.join(30)
+    assert len(errors) == QUERY_SLOTS
