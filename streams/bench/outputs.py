@@ -4,7 +4,7 @@ its figures equal the recount, and when they first did."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -12,13 +12,13 @@ from typing import Self
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.bench.measure import Figure, FigureHistory, FigureKey, describe_difference
+from streams.bench.measure import EMPTY, Figure, FigureHistory, FigureKey, describe_difference
 from streams.bench.phase import STALL_TIMEOUT_S, Figures
 
 READ_TIMEOUT_MS = 500
 
 
-Decoder = Callable[[bytes | None, bytes | None], Iterable[tuple[FigureKey, Figure]]]
+Decoder = Callable[[bytes | None, bytes | None], list[tuple[FigureKey, Figure]]]
 
 
 def decode_update(key: bytes | None, value: bytes | None) -> list[tuple[FigureKey, Figure]]:
@@ -29,13 +29,33 @@ def decode_update(key: bytes | None, value: bytes | None) -> list[tuple[FigureKe
     return [((u["month"], u["dimension"], u["segment"]), (u["tickets"], u["active_users"]))]
 
 
-def decode_peer(key: bytes | None, value: bytes | None) -> list[tuple[FigureKey, Figure]]:
-    """A peer output record: ``{"month", "figures": [[dimension, segment, tickets, users], …]}``."""
-    if value is None:
-        return []
-    document = orjson.loads(value)
-    month = document["month"]
-    return [((month, d, s), (t, u)) for d, s, t, u in document["figures"]]
+class PeerDecoder:
+    """Decodes a peer's output records: ``{"month", "figures": [[dimension, segment, tickets,
+    users], …]}``, the figures a step changed.
+
+    Two optional fields serve a peer whose output is a table's change stream (Pathway):
+    ``"complete": true`` says the record lists every figure of its month, so a figure it no longer
+    lists is back to zero; ``"diff": -1`` marks the retraction of a month's previous record, which
+    the insertion replacing it (``"diff": 1``, the same engine time) supersedes, so it is skipped.
+    """
+
+    def __init__(self) -> None:
+        self.listed: dict[str, set[tuple[str, str]]] = {}  # per month, of complete records
+
+    def __call__(self, key: bytes | None, value: bytes | None) -> list[tuple[FigureKey, Figure]]:
+        if value is None:
+            return []
+        document = orjson.loads(value)
+        if document.get("diff", 1) < 0:
+            return []
+        month = document["month"]
+        figures = [((month, d, s), (t, u)) for d, s, t, u in document["figures"]]
+        if document.get("complete"):
+            listed = {(d, s) for d, s, _, _ in document["figures"]}
+            gone = self.listed.get(month, set()) - listed
+            self.listed[month] = listed
+            figures += [((month, d, s), EMPTY) for d, s in sorted(gone)]
+        return figures
 
 
 class OutputTail:
@@ -48,6 +68,7 @@ class OutputTail:
         self.decode = decode
         self.history = FigureHistory()
         self.watched: dict[FigureKey, list[tuple[int, Figure]]] = {}
+        self.first_record_ms: int | None = None  # the timestamp of the first record with figures
         self.consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> Self:
@@ -78,7 +99,10 @@ class OutputTail:
         count = 0
         for records in batches.values():
             for record in records:
-                for key, figure in self.decode(record.key, record.value):
+                figures = self.decode(record.key, record.value)
+                if figures and self.first_record_ms is None:
+                    self.first_record_ms = record.timestamp
+                for key, figure in figures:
                     self.history.apply(key, figure, record.timestamp)
                     if key in self.watched:
                         self.watched[key].append((record.timestamp, figure))

@@ -1,5 +1,5 @@
-"""The peer phase of ``cci bench``: a peer's process through the backlog until its output equals
-the recount; then it is stopped, before the worker starts."""
+"""The peer phase of ``cci bench``: each peer's process through the backlog until its output equals
+the recount; then it is stopped, before the next peer or the worker starts."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from streams import children
 from streams.bench.measure import memory_of, per_second, ratio
-from streams.bench.outputs import OutputTail, decode_peer, wait_settled
+from streams.bench.outputs import OutputTail, PeerDecoder, wait_settled
+from streams.bench.peers import Peer
+from streams.bench.peers.environments import peer_environment
 from streams.bench.phase import (
     METRICS_POLL_S,
     START_TIMEOUT_S,
@@ -27,10 +28,6 @@ from streams.bench.report import PeerRun
 from streams.bench.workload import Workload
 from streams.dev.broker import terminate_group
 
-PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "quix_cci.py"
-PEER_NAME = "Quix Streams"
-PEER_OUTPUT_TOPIC = "cci-bench-peer-updates"
-
 
 def _status_lines(path: Path) -> dict[str, dict[str, object]]:
     try:
@@ -41,31 +38,39 @@ def _status_lines(path: Path) -> dict[str, dict[str, object]]:
 
 
 async def run_peer(
-    bootstrap: str, env: dict[str, str], workload: Workload, stack: contextlib.ExitStack, say: Say
+    peer: Peer,
+    python: Path,
+    bootstrap: str,
+    env: dict[str, str],
+    workload: Workload,
+    stack: contextlib.ExitStack,
+    say: Say,
 ) -> PeerRun:
-    status_path = STATE_DIR / "peer-status.jsonl"
-    log_path = STATE_DIR / "peer.log"
+    """Run ``peer`` with ``python`` (its environment's interpreter) over the loaded backlog."""
+    status_path = STATE_DIR / f"peer-{peer.name}-status.jsonl"
+    log_path = STATE_DIR / f"peer-{peer.name}.log"
     command = [
-        sys.executable,
-        str(PEER_SCRIPT),
+        str(python),
+        str(peer.script),
         "--output-topic",
-        PEER_OUTPUT_TOPIC,
+        peer.output_topic,
         "--state-dir",
-        str(STATE_DIR / "peer-state"),
+        str(STATE_DIR / f"peer-{peer.name}-state"),
         "--status-file",
         str(status_path),
     ]
     with log_path.open("wb") as log:
         process = children.popen(
             command,
-            env=env,
+            env=peer_environment(peer, env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     stack.callback(terminate_group, process)
-    say(f"peer ({PEER_NAME}): pid {process.pid}, log {log_path}; waiting for its first event…")
+    what = f"peer ({peer.title})"
+    say(f"{what}: pid {process.pid}, log {log_path}; waiting for its first event…")
 
     def problem() -> str | None:
         code = process.poll()
@@ -76,17 +81,19 @@ async def run_peer(
         if (trouble := problem()) is not None:
             raise BenchFailed(trouble)
         if time.monotonic() > deadline:
-            raise BenchFailed(f"the peer consumed nothing in {START_TIMEOUT_S:.0f} s")
+            raise BenchFailed(f"{what} consumed nothing in {START_TIMEOUT_S:.0f} s")
         await asyncio.sleep(METRICS_POLL_S)
     first_ms = int(float(str(status["first_message"]["at"])) * 1000)
     start_rss = status.get("ready", {}).get("rss_bytes")
-    async with OutputTail(bootstrap, PEER_OUTPUT_TOPIC, decode_peer) as tail:
+    async with OutputTail(bootstrap, peer.output_topic, PeerDecoder()) as tail:
         settled = await wait_settled(tail, workload.expected, problem)
-    memory = memory_of(process.pid)
-    terminate_group(process)  # before the worker starts: the machine is the worker's alone
-    run = PeerRun(name=PEER_NAME, exact=settled.exact, difference=settled.difference)
+    memory = memory_of(process.pid, with_children=True)
+    terminate_group(process)  # before the next process starts: the machine is its alone
+    run = PeerRun(name=peer.title, exact=settled.exact, difference=settled.difference)
     run.peak_rss_bytes = memory.peak_rss_bytes
     run.start_rss_bytes = start_rss if isinstance(start_rss, int) else None
+    if tail.first_record_ms is not None:
+        run.first_output_seconds = (tail.first_record_ms - first_ms) / 1000
     if settled.at_ms is not None:
         run.seconds = (settled.at_ms - first_ms) / 1000
         run.events_per_s = per_second(workload.events, run.seconds)
@@ -94,5 +101,5 @@ async def run_peer(
         run.rss_growth_bytes_per_user_month = ratio(
             memory.rss_bytes - run.start_rss_bytes, workload.user_months
         )
-    say(summary(f"peer ({PEER_NAME})", run.exact, run.events_per_s, run.seconds))
+    say(summary(what, run.exact, run.events_per_s, run.seconds))
     return run

@@ -103,6 +103,8 @@ async def run_pipeline(
         now_rss = memory_of(worker.pid or 0, with_children=True).rss_bytes
         if now_rss is not None and start_rss is not None:
             run.rss_growth_bytes_per_user_month = ratio(now_rss - start_rss, workload.user_months)
+        if tail.first_record_ms is not None:
+            run.first_output_seconds = (tail.first_record_ms - first_ms) / 1000
         if settled.at_ms is not None:
             run.seconds = (settled.at_ms - first_ms) / 1000
             run.events_per_s = per_second(workload.events, run.seconds)

@@ -32,7 +32,9 @@ from pathlib import Path
 from streams.bench.ceiling import consume_ceiling
 from streams.bench.measure import memory_of
 from streams.bench.outputs import OutputTail, decode_update
-from streams.bench.peer_run import PEER_OUTPUT_TOPIC, PEER_SCRIPT, run_peer
+from streams.bench.peer_run import run_peer
+from streams.bench.peers import PEERS
+from streams.bench.peers.environments import PeerEnvironmentError, ensure
 from streams.bench.phase import (
     STALL_TIMEOUT_S,
     START_TIMEOUT_S,
@@ -52,7 +54,6 @@ from streams.settings import Settings
 
 # Named here too: ``cci bench`` and ``cci soak`` import them from this module.
 __all__ = [
-    "PEER_SCRIPT",
     "STALL_TIMEOUT_S",
     "START_TIMEOUT_S",
     "BenchFailed",
@@ -103,6 +104,13 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say) -> BenchRepor
     could not run. Results that differ from the recount are in the report, not raised."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    peers = [PEERS[name] for name in options.peers]
+    pythons = {}
+    for peer in peers:  # before any data: a peer that cannot run stops the bench at once
+        try:
+            pythons[peer.name] = ensure(peer, say)
+        except PeerEnvironmentError as exc:
+            raise BenchFailed(f"{peer.title} cannot run: {exc}") from exc
     workload = prepare_workload(settings, options, say)
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     STATE_DIR.mkdir(parents=True)
@@ -110,15 +118,19 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say) -> BenchRepor
         say("starting the embedded broker…")
         broker = stack.enter_context(EmbeddedBroker())
         say(f"broker: {broker.bootstrap} (pid {broker.process.pid if broker.process else '?'})")
-        asyncio.run(create_topics(broker.bootstrap, bench_topics(settings, PEER_OUTPUT_TOPIC)))
+        topics = bench_topics(settings, [peer.output_topic for peer in peers])
+        asyncio.run(create_topics(broker.bootstrap, topics))
         say(f"loading {workload.events:,} events and {len(workload.profiles):,} profiles…")
         asyncio.run(load_inputs(broker.bootstrap, workload))
         ceiling = asyncio.run(consume_ceiling(broker.bootstrap, workload.events, settings))
         say(f"consume ceiling: {ceiling.events_per_s or 0:,.0f} events/s ({ceiling.seconds:.2f} s)")
         env = process_environment(settings, broker.bootstrap)
-        peer = None
-        if not options.skip_peer:
-            peer = asyncio.run(run_peer(broker.bootstrap, env, workload, stack, say))
+        peer_runs = [
+            asyncio.run(
+                run_peer(peer, pythons[peer.name], broker.bootstrap, env, workload, stack, say)
+            )
+            for peer in peers
+        ]
         pipeline, latency = asyncio.run(
             run_pipeline(broker.bootstrap, env, settings, workload, options, stack, say)
         )
@@ -141,7 +153,7 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say) -> BenchRepor
         ),
         ceiling=ceiling,
         pipeline=pipeline,
-        peer=peer,
+        peers=peer_runs,
         latency=latency,
         broker_peak_rss_bytes=broker_memory.peak_rss_bytes,
         bench_peak_rss_bytes=memory_of("self").peak_rss_bytes,

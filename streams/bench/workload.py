@@ -26,7 +26,7 @@ class BenchOptions:
     offered_rate: float = 10_000
     latency_seconds: float = 20.0
     seed: int = 1
-    skip_peer: bool = False
+    peers: tuple[str, ...] = ("quix",)  # names in streams.bench.peers.PEERS, run in this order
     skip_latency: bool = False
 
 
@@ -71,11 +71,12 @@ def prepare_workload(settings: Settings, options: BenchOptions, say: Say) -> Wor
     )
 
 
-def bench_topics(settings: Settings, peer_output: str) -> dict[str, TopicSpec]:
-    """The pipeline's topics and the peer's output, all with explicit configs (the embedded
+def bench_topics(settings: Settings, peer_outputs: list[str]) -> dict[str, TopicSpec]:
+    """The pipeline's topics and the peers' outputs, all with explicit configs (the embedded
     broker reports none for a topic created without)."""
     topics = topic_catalogue(settings)
-    topics[peer_output] = topics[TOPIC_UPDATES]
+    for output in peer_outputs:
+        topics[output] = topics[TOPIC_UPDATES]
     return topics
 
 

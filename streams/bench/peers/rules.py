@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from streams import domain
-from streams.pipeline.enrich import Attributes
+from streams.pipeline.enrich import Attributes, Profile, newer_profile, profile_from_event
+from streams.pipeline.validate import InvalidEvent, parse_profile
+from streams.settings import Settings
 
 GLOBAL_KEY = f"{domain.ALL}|{domain.ALL}"
 CHANNEL_PREFIX = f"{domain.CHANNEL}|"
@@ -120,3 +122,21 @@ class MonthCounts:
             figures.append([dimension, segment, tickets, users])
         return figures
 
+
+def fold_profile(
+    profiles: dict[str, Profile], key: bytes | None, value: bytes | None, settings: Settings
+) -> dict[str, Profile]:
+    """``profiles`` with one profile record applied as the worker's profile book applies it: the
+    newest valid version of a user's profile wins, a tombstone deletes it, invalid records are
+    ignored."""
+    if value is None:
+        if key is not None:
+            profiles.pop(key.decode("utf-8", "replace"), None)
+        return profiles
+    try:
+        event = parse_profile(value, settings.max_event_bytes)
+    except InvalidEvent:
+        return profiles
+    profile = profile_from_event(event, settings.zone)
+    profiles[event.user_id] = newer_profile(profiles.get(event.user_id), profile)
+    return profiles
