@@ -24,6 +24,7 @@ CHANNELS_KEY = "#channels"  # the month's channel segments: republished when the
 ACTIVE, TICKET = "a", "t"
 
 Delta = list[Any]  # [attributes, +1 | -1]
+SEPARATOR = "\x00"  # in version_order: sorts below every character an attribute holds
 
 
 # --- pure rules ----------------------------------------------------------------------------------
@@ -140,3 +141,36 @@ def fold_profile(
     profile = profile_from_event(event, settings.zone)
     profiles[event.user_id] = newer_profile(profiles.get(event.user_id), profile)
     return profiles
+
+
+# --- for a table engine (Pathway): a version as one sortable string, a month's rows as figures ---
+
+
+def version_order(ts: int, month: str, attributes: tuple[str, ...]) -> str:
+    """A string that sorts as (ts, attributes) does: ts is non-negative (epoch µs), the month
+    follows from ts, and NUL sorts below every other character. It relies on no attribute holding
+    a NUL (none of the generated data does; the pipeline relies on nothing of the kind)."""
+    return SEPARATOR.join((f"{ts:020d}", month, *attributes))
+
+
+def parse_order(order: str) -> tuple[str, tuple[str, ...]]:
+    """(month, attributes) of a ``version_order`` string."""
+    _, month, *attributes = order.split(SEPARATOR)
+    return month, tuple(attributes)
+
+
+def month_figures(
+    month_rows: tuple[tuple[str, str, int, int], ...],
+) -> list[list[Any]]:
+    """A month's figures from its (dimension, segment, tickets, users) rows: a channel's active
+    users are the month's while it has tickets (the batch recount's rule)."""
+    global_users = next(
+        (users for d, s, _, users in month_rows if (d, s) == (domain.ALL, domain.ALL)), 0
+    )
+    figures = []
+    for dimension, segment, tickets, users in sorted(month_rows):
+        if dimension == domain.CHANNEL:
+            users = global_users if tickets else 0
+        if tickets or users:
+            figures.append([dimension, segment, tickets, users])
+    return figures
