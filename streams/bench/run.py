@@ -4,12 +4,12 @@ The phases run one after the other, so none measures another's CPU use:
 
 1. **data** — ``streams.dev.generate`` traffic cut to N events, and its batch recount (the expected
    figures every result is checked against);
-2. **load** — a fresh broker, every topic created up front with configs (the peer's output too),
+2. **load** — a fresh broker, every topic created up front with configs (the peers' outputs too),
    profiles produced one record per batch (the worker reads them to their end offsets), activity
    and tickets batched, all keyed by ``user_id``;
 3. **ceiling** — one aiokafka consumer in a group fetching and parsing every input record;
-4. **peer** — ``streams/bench/peers/quix_cci.py`` in its own process until its output equals the
-   recount; then it is stopped;
+4. **peers** — each ``--peer`` (``streams/bench/peers/``) in its own process, in turn, until its
+   output equals the recount; then it is stopped;
 5. **pipeline** — one ``cci worker`` until ``cci-updates`` equals the recount, then until its
    ClickHouse store does; its gauges from ``GET /metrics``;
 6. **latency** — the same worker fed new events at the offered rate (see ``LATENCY_DEFINITION``
