@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 # Lint only the source folders that exist yet, so a partial tree still passes `make test`.
 LINT_DIRS := $(wildcard streams tests bench)
 
-.PHONY: install test demo lint clean lock browser prometheus screenshot
+.PHONY: install test demo lint clean lock browser prometheus screenshot bench-peers
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ prometheus:
 # Runs the dashboard's browser test and keeps its screenshot as docs/dashboard.png (README).
 screenshot: install browser
 	CCI_UPDATE_SCREENSHOT=1 $(BIN)/pytest -q tests/integration/test_dashboard.py
+
+# The peers `cci bench --peer bytewax|pathway|all` runs, each in a virtual environment of its own
+# under .cci/peers/ (pinned in streams/bench/peers/__init__.py; never the product's dependencies:
+# Pathway's licence is the Business Source License). `cci bench` makes a missing one on first use.
+bench-peers: install
+	$(BIN)/python -m streams.bench.peers.environments
 
 clean:
 	rm -rf .cci .pytest_cache .ruff_cache build dist *.egg-info

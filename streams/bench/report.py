@@ -8,7 +8,7 @@ from typing import Any
 
 from streams.bench.measure import ratio
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ``peers`` (a list) instead of ``peer``; first output; ratios per peer
 LATENCY_DEFINITION = (
     "After the throughput phases the bench produces events at the offered rate for the latency "
     "phase's duration. Each event is a new user's activity (one more active user) or a new "
@@ -26,6 +26,18 @@ THROUGHPUT_DEFINITION = (
     "ClickHouse: to the first poll (every 0.5 s) at which cci_segment_monthly FINAL equals it. "
     "Ceiling: one aiokafka consumer in a group, getmany(max_records=10000) + orjson.loads of every "
     "input record, from its first batch to its last record."
+)
+FIRST_OUTPUT_DEFINITION = (
+    "first output = seconds from the first input event the process consumed to the timestamp of "
+    "its first output record carrying figures, with the whole backlog waiting: when a user first "
+    "sees a figure. The worker's first event is seen through /metrics (its ingest process counts a "
+    "batch once processed and reports every 0.1 s; the bench polls every 0.1 s), so on a loaded "
+    "host its first output can come before it: negative, and its events/s flattered as much."
+)
+RATIO_DEFINITION = (
+    "Ratios are pipeline / peer of one run: events/s (above 1: the pipeline is faster), first "
+    "output and peak RSS (below 1: the pipeline is quicker, smaller). A peer whose output differs "
+    "from the recount gets no ratio and no rank."
 )
 
 
@@ -60,6 +72,7 @@ class PipelineRun:
     clickhouse_exact: bool | None = None
     clickhouse_seconds: float | None = None
     clickhouse_events_per_s: float | None = None
+    first_output_seconds: float | None = None
     start_rss_bytes: int | None = None
     peak_rss_bytes: int | None = None
     rss_growth_bytes_per_user_month: float | None = None
@@ -76,6 +89,7 @@ class PeerRun:
     exact: bool
     seconds: float | None = None
     events_per_s: float | None = None
+    first_output_seconds: float | None = None
     start_rss_bytes: int | None = None
     peak_rss_bytes: int | None = None
     rss_growth_bytes_per_user_month: float | None = None
@@ -110,11 +124,37 @@ class LatencyRun:
 
 
 @dataclass
+class PeerRatios:
+    """Pipeline / peer of one run; None where either side has no figure."""
+
+    events_per_s: float | None
+    first_output: float | None
+    peak_rss: float | None
+
+
+def peer_ratios(pipeline: PipelineRun, peer: PeerRun) -> PeerRatios | None:
+    """None for a peer whose output differs from the recount: its speed is not comparable."""
+    if not peer.exact:
+        return None
+    return PeerRatios(
+        events_per_s=ratio(pipeline.events_per_s, peer.events_per_s),
+        first_output=ratio(pipeline.first_output_seconds, peer.first_output_seconds),
+        peak_rss=ratio(pipeline.peak_rss_bytes, peer.peak_rss_bytes),
+    )
+
+
+def ranking(peers: list[PeerRun]) -> list[PeerRun]:
+    """The exact peers, fastest first; a peer without a speed is not ranked."""
+    ranked = [peer for peer in peers if peer.exact and peer.events_per_s is not None]
+    return sorted(ranked, key=lambda peer: -(peer.events_per_s or 0))
+
+
+@dataclass
 class BenchReport:
     run: RunInfo
     ceiling: CeilingRun
     pipeline: PipelineRun
-    peer: PeerRun | None = None
+    peers: list[PeerRun] = field(default_factory=list)
     latency: LatencyRun | None = None
     broker_peak_rss_bytes: int | None = None
     bench_peak_rss_bytes: int | None = None
@@ -125,16 +165,22 @@ class BenchReport:
         return (
             self.pipeline.exact
             and self.pipeline.clickhouse_exact is not False
-            and (self.peer is None or self.peer.exact)
+            and all(peer.exact for peer in self.peers)
             and (self.latency is None or self.latency.exact)
         )
 
-    def ratios(self) -> dict[str, float | None]:
+    def ratios(self) -> dict[str, Any]:
+        fastest = ranking(self.peers)[:1]
         return {
             "pipeline_vs_ceiling": ratio(self.pipeline.events_per_s, self.ceiling.events_per_s),
-            "pipeline_vs_peer": ratio(
-                self.pipeline.events_per_s, self.peer.events_per_s if self.peer else None
+            "pipeline_vs_fastest_peer": (
+                ratio(self.pipeline.events_per_s, fastest[0].events_per_s) if fastest else None
             ),
+            "fastest_peer": fastest[0].name if fastest else None,
+            "peers": {
+                peer.name: (None if (r := peer_ratios(self.pipeline, peer)) is None else asdict(r))
+                for peer in self.peers
+            },
         }
 
 
@@ -149,7 +195,12 @@ def report_json(report: BenchReport) -> str:
         "exact": report.exact,
         **asdict(report),
         "ratios": report.ratios(),
-        "definitions": {"throughput": THROUGHPUT_DEFINITION, "latency": LATENCY_DEFINITION},
+        "definitions": {
+            "throughput": THROUGHPUT_DEFINITION,
+            "first_output": FIRST_OUTPUT_DEFINITION,
+            "ratios": RATIO_DEFINITION,
+            "latency": LATENCY_DEFINITION,
+        },
     }
     return json.dumps(document, indent=1)
 
@@ -193,7 +244,8 @@ def render_table(report: BenchReport) -> str:
         f"commit {run.commit or 'unknown'}; preliminary on a shared machine",
         "",
     ]
-    rows = [("", "events/s", "seconds", "exact", "peak RSS")]
+    pipeline = report.pipeline
+    rows = [("", "events/s", "seconds", "first output", "exact", "peak RSS")]
     rows.append(
         (
             "consume ceiling",
@@ -201,14 +253,15 @@ def render_table(report: BenchReport) -> str:
             _seconds(report.ceiling.seconds),
             "-",
             "-",
+            "-",
         )
     )
-    pipeline = report.pipeline
     rows.append(
         (
             "pipeline → cci-updates",
             _count(pipeline.events_per_s),
             _seconds(pipeline.seconds),
+            _seconds(pipeline.first_output_seconds),
             _yes(pipeline.exact),
             _mib(pipeline.peak_rss_bytes),
         )
@@ -218,45 +271,61 @@ def render_table(report: BenchReport) -> str:
             "pipeline → ClickHouse",
             _count(pipeline.clickhouse_events_per_s),
             _seconds(pipeline.clickhouse_seconds),
+            "",
             _yes(pipeline.clickhouse_exact),
             "",
         )
     )
-    if report.peer is not None:
-        peer = report.peer
+    for peer in report.peers:
         rows.append(
             (
                 f"peer: {peer.name}",
                 _count(peer.events_per_s),
                 _seconds(peer.seconds),
+                _seconds(peer.first_output_seconds),
                 _yes(peer.exact),
                 _mib(peer.peak_rss_bytes),
             )
         )
-    rows.append(("broker (Tansu)", "", "", "", _mib(report.broker_peak_rss_bytes)))
-    rows.append(("bench itself", "", "", "", _mib(report.bench_peak_rss_bytes)))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    rows.append(("broker (Tansu)", "", "", "", "", _mib(report.broker_peak_rss_bytes)))
+    rows.append(("bench itself", "", "", "", "", _mib(report.bench_peak_rss_bytes)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [
             c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
         ]
         lines.append("  ".join(cells).rstrip())
     ratios = report.ratios()
-    lines += [
-        "",
-        f"pipeline/ceiling {_ratio(ratios['pipeline_vs_ceiling'])}, "
-        f"pipeline/peer {_ratio(ratios['pipeline_vs_peer'])}",
+    lines += ["", f"pipeline/ceiling {_ratio(ratios['pipeline_vs_ceiling'])}"]
+    if report.peers:
+        lines.append(
+            "pipeline / peer (events/s: above 1 the pipeline is faster; first output, peak RSS: "
+            "below 1 it is quicker, smaller):"
+        )
+    rank = {peer.name: place for place, peer in enumerate(ranking(report.peers), start=1)}
+    for peer in report.peers:
+        ratio_of = peer_ratios(pipeline, peer)
+        if ratio_of is None:
+            lines.append(f"  {peer.name}: output differs from the recount, not ranked")
+            continue
+        lines.append(
+            f"  {peer.name} (#{rank[peer.name]} of the peers): events/s "
+            f"{_ratio(ratio_of.events_per_s)}, first output {_ratio(ratio_of.first_output)}, "
+            f"peak RSS {_ratio(ratio_of.peak_rss)}"
+            if peer.name in rank
+            else f"  {peer.name}: no speed measured, not ranked"
+        )
+    lines.append(
         "state per user-month: "
         f"cci_dedup_state_bytes {_count(pipeline.state_bytes_per_user_month)} B "
         f"(gauges: {_count(pipeline.user_months_gauge)} user-months, "
         f"{_count(pipeline.dedup_state_bytes_gauge)} bytes); RSS growth: worker "
         f"{_count(pipeline.rss_growth_bytes_per_user_month)} B"
-        + (
-            f", peer {_count(report.peer.rss_growth_bytes_per_user_month)} B"
-            if report.peer is not None
-            else ""
-        ),
-    ]
+        + "".join(
+            f", {peer.name} {_count(peer.rss_growth_bytes_per_user_month)} B"
+            for peer in report.peers
+        )
+    )
     latency = report.latency
     if latency is not None:
         lines.append(
@@ -273,7 +342,7 @@ def render_table(report: BenchReport) -> str:
         )
     for name, difference in (
         ("pipeline", pipeline.difference),
-        ("peer", report.peer.difference if report.peer else []),
+        *((f"peer {peer.name}", peer.difference) for peer in report.peers),
         ("latency phase", latency.difference if latency else []),
     ):
         if difference:

@@ -51,7 +51,15 @@ T = TypeVar("T")
     help="How long the latency phase offers events.",
 )
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--skip-peer", is_flag=True, help="Do not run the Quix Streams peer.")
+@click.option(
+    "--peer",
+    "peer_choice",
+    default="quix",
+    show_default=True,
+    help="The peer(s) run before the pipeline: quix, bytewax, pathway or all. Bytewax and "
+    "Pathway run in environments of their own, made on first use (make bench-peers).",
+)
+@click.option("--skip-peer", is_flag=True, help="Run no peer.")
 @click.option("--skip-latency", is_flag=True, help="Do not run the latency phase.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON only.")
 @click.pass_context
@@ -65,18 +73,25 @@ def bench(
     offered_rate: int,
     latency_seconds: float,
     seed: int,
+    peer_choice: str,
     skip_peer: bool,
     skip_latency: bool,
     as_json: bool,
 ) -> None:
-    """Measure the pipeline against a raw consumer and a Quix Streams peer, on a fresh broker.
+    """Measure the pipeline against a raw consumer and peer frameworks, on a fresh broker.
 
-    Exits 1 when the pipeline's or the peer's figures differ from the batch recount.
+    Exits 1 when the pipeline's or a peer's figures differ from the batch recount.
     """
     import importlib.util
 
+    from streams.bench.peers import peers_of
     from streams.bench.report import exit_status, render_table, report_json
-    from streams.bench.run import PEER_SCRIPT, BenchOptions, run_bench
+    from streams.bench.run import BenchOptions, run_bench
+
+    try:
+        peers = () if skip_peer else peers_of(peer_choice)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--peer") from None
 
     settings = settings_of(ctx).with_overrides(partitions=partitions)
     if extra_dimensions is not None:
@@ -90,14 +105,14 @@ def bench(
             f"{months} months is more than CCI_RETAIN_MONTHS={settings.retain_months}",
             param_hint="--months",
         )
-    if not skip_peer and (
-        not PEER_SCRIPT.exists() or importlib.util.find_spec("quixstreams") is None
-    ):
-        raise click.BadParameter(
-            f"the peer needs {PEER_SCRIPT} and quixstreams (pip install -e '.[dev]'); "
-            "or pass --skip-peer",
-            param_hint="--skip-peer",
-        )
+    for peer in peers:
+        if not peer.script.exists():
+            raise click.BadParameter(f"{peer.script} is missing", param_hint="--peer")
+        if not peer.own_environment and importlib.util.find_spec("quixstreams") is None:
+            raise click.BadParameter(
+                f"{peer.title} needs quixstreams (pip install -e '.[dev]'); or pass --skip-peer",
+                param_hint="--peer",
+            )
     options = BenchOptions(
         events=events,
         users=users,
@@ -105,7 +120,7 @@ def bench(
         offered_rate=offered_rate,
         latency_seconds=latency_seconds,
         seed=seed,
-        skip_peer=skip_peer,
+        peers=tuple(peer.name for peer in peers),
         skip_latency=skip_latency,
     )
 

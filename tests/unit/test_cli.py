@@ -127,6 +127,8 @@ def test_settings_shows_the_current_value_and_hides_passwords() -> None:
         (("bench", "--offered-rate", "fast"), "--offered-rate"),
         (("bench", "--latency-seconds", "0"), "--latency-seconds"),
         (("bench", "--extra-dimensions", "company size"), "--extra-dimensions"),
+        (("bench", "--peer", "flink"), "--peer"),
+        (("bench", "--peer", "Quix"), "--peer"),
         (("soak", "--months", "1"), "--months"),
         (("soak", "--months", "3", "--retain-months", "3"), "--months"),
         (("soak", "--retain-months", "0"), "--retain-months"),

@@ -41,11 +41,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import time
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,145 +50,12 @@ from quixstreams import Application
 from quixstreams.state.memory import MemoryStore
 
 from streams import domain
-from streams.pipeline.enrich import Attributes, Enricher, Profile
+from streams.bench.peers.rules import ACTIVE, TICKET, MonthCounts, ticket_change, user_month_change
+from streams.bench.peers.status import Clock, StatusFile, rss_bytes
+from streams.pipeline.enrich import Enricher, Profile
 from streams.pipeline.validate import InvalidEvent, parse_activity, parse_ticket
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, Settings, load_settings
 from streams.worker.profiles import ProfileBook
-
-GLOBAL_KEY = f"{domain.ALL}|{domain.ALL}"
-CHANNEL_PREFIX = f"{domain.CHANNEL}|"
-CHANNELS_KEY = "#channels"  # the month's channel segments: republished when the global count moves
-ACTIVE, TICKET = "a", "t"
-NOW_REFRESH_S = 1.0  # "now" (retention, future timestamps) is read once a second, not per event
-
-Delta = list[Any]  # [attributes, +1 | -1]
-
-
-# --- pure rules ----------------------------------------------------------------------------------
-
-
-def _wins(ts: int, attributes: list[str], held: list[Any] | None) -> bool:
-    """Earliest version wins, ties broken by the smaller attribute tuple (the pipeline's rule)."""
-    return held is None or (ts, attributes) < (held[0], held[1])
-
-
-def user_month_change(
-    held: list[Any] | None, ts: int, attributes: Attributes
-) -> tuple[list[Any] | None, list[Delta]]:
-    """A user-month's new state ([ts, attributes]) and count deltas, given one of its versions.
-
-    (None, []) when the held winner stays.
-    """
-    candidate = list(attributes)
-    if not _wins(ts, candidate, held):
-        return None, []
-    if held is None:
-        return [ts, candidate], [[candidate, 1]]
-    if held[1] == candidate:
-        return [ts, candidate], []  # earlier, with the same segments: the counts stay
-    return [ts, candidate], [[held[1], -1], [candidate, 1]]
-
-
-def ticket_change(
-    held: list[Any] | None, ts: int, attributes: Attributes, month: str
-) -> tuple[list[Any] | None, list[tuple[str, list[Delta]]]]:
-    """A ticket's new state ([ts, attributes, month]) and count deltas per month.
-
-    (None, []) when the held winner stays. An earlier version may fall in another month: the
-    ticket then leaves the month it was counted in.
-    """
-    candidate = list(attributes)
-    if not _wins(ts, candidate, held):
-        return None, []
-    winner = [ts, candidate, month]
-    if held is None:
-        return winner, [(month, [[candidate, 1]])]
-    if held[2] != month:
-        return winner, [(held[2], [[held[1], -1]]), (month, [[candidate, 1]])]
-    if held[1] == candidate:
-        return winner, []
-    return winner, [(month, [[held[1], -1], [candidate, 1]])]
-
-
-def segment_keys(dimensions: tuple[str, ...], attributes: Iterable[str]) -> list[str]:
-    return [f"{d}|{s}" for d, s in domain.segment_keys(dimensions, tuple(attributes))]
-
-
-class MonthCounts:
-    """The count step of one month over a key-value state (Quix's, or a dict in tests)."""
-
-    def __init__(
-        self,
-        get: Callable[[str], Any],
-        set_: Callable[[str, Any], None],
-        user_dimensions: tuple[str, ...],
-    ) -> None:
-        self.get = get
-        self.set = set_
-        self.user_dimensions = user_dimensions
-        self.ticket_dimensions = (*user_dimensions, domain.CHANNEL)
-
-    def apply(self, kind: str, deltas: list[Delta]) -> list[list[Any]]:
-        """Apply a dedup step's deltas; the figures they change as [dimension, segment, t, u]."""
-        column = 0 if kind == TICKET else 1
-        dimensions = self.ticket_dimensions if kind == TICKET else self.user_dimensions
-        counts: dict[str, list[int]] = {}
-        for attributes, sign in deltas:
-            for key in segment_keys(dimensions, attributes):
-                held = counts.get(key) or self.get(key) or [0, 0]
-                held[column] += sign
-                counts[key] = held
-        for key, held in counts.items():
-            self.set(key, held)
-        touched = set(counts)
-        channels: list[str] = self.get(CHANNELS_KEY) or []
-        if kind == TICKET:
-            new = [k for k in touched if k.startswith(CHANNEL_PREFIX) and k not in channels]
-            if new:
-                channels = sorted({*channels, *new})
-                self.set(CHANNELS_KEY, channels)
-        elif GLOBAL_KEY in touched:
-            touched.update(channels)  # every channel's denominator is the global count
-        global_users = (counts.get(GLOBAL_KEY) or self.get(GLOBAL_KEY) or [0, 0])[1]
-        figures = []
-        for key in sorted(touched):
-            tickets, users = counts.get(key) or self.get(key) or [0, 0]
-            if key.startswith(CHANNEL_PREFIX):
-                # As the batch recount: a channel exists while it has tickets.
-                users = global_users if tickets else 0
-            dimension, _, segment = key.partition("|")
-            figures.append([dimension, segment, tickets, users])
-        return figures
-
-
-# --- Quix glue -----------------------------------------------------------------------------------
-
-
-class StatusFile:
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.first_message_seen = False
-
-    def write(self, event: str, **fields: Any) -> None:
-        if self.path is None:
-            return
-        with self.path.open("a") as status:
-            status.write(json.dumps({"event": event, "at": time.time(), **fields}) + "\n")
-
-    def first_message(self) -> None:
-        if not self.first_message_seen:
-            self.first_message_seen = True
-            self.write("first_message")
-
-
-def rss_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 async def load_profiles(settings: Settings) -> dict[str, Profile]:
@@ -208,20 +72,6 @@ async def load_profiles(settings: Settings) -> dict[str, Profile]:
     finally:
         await book.stop()
     return book.profiles
-
-
-class Clock:
-    """datetime.now(UTC), refreshed at most once a second."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-        self.read_at = time.monotonic()
-
-    def __call__(self) -> datetime:
-        if time.monotonic() - self.read_at > NOW_REFRESH_S:
-            self.now = datetime.now(UTC)
-            self.read_at = time.monotonic()
-        return self.now
 
 
 def build(
