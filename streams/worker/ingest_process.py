@@ -39,6 +39,7 @@ from mode.utils.logging import setup_logging
 
 from streams import children, metrics
 from streams.logs import logging_config, quiet_repeats
+from streams.loops import Ended, Loop
 from streams.pipeline.enrich import Enricher
 from streams.redaction import install_log_redaction
 from streams.settings import TOPIC_PROFILES, Settings
@@ -87,18 +88,21 @@ def write_message(writer: asyncio.StreamWriter, message: Any) -> None:
 # --- the worker's side ---------------------------------------------------------------------------
 
 
-class IngestProcess:
+class IngestProcess(Loop):
     """Runs ingest in a child process, starts another when it dies, and relays its reports."""
 
+    what = "ingest process"
+    backoff_initial, backoff_max = BACKOFF_FIRST_S, BACKOFF_MOST_S
+    stop_within = 20.0
+
     def __init__(self, settings: Settings, facts_topic: str) -> None:
+        super().__init__()
         self.settings = settings
         self.facts_topic = facts_topic
         self.report = Report()
         self.pid: int | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._last_exit = ""  # how the last child ended, while its successor is not running yet
 
     @property
@@ -117,45 +121,32 @@ class IngestProcess:
     def _show_problem(self) -> None:
         metrics.ingest_stalled.set(1 if self.problem else 0)
 
-    async def start(self) -> None:
-        self._task = asyncio.ensure_future(self._supervise())
-
-    async def stop(self, timeout: float = 20.0) -> None:
-        self._stopping.set()
+    async def on_stop(self) -> None:
         self._send_stop()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            log.warning("the ingest process did not stop within %.0fs; killing it", timeout)
-            if self._process is not None and self._process.returncode is None:
-                self._process.kill()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await super().on_stop()
+
+    async def on_stop_timeout(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
 
     def _send_stop(self) -> None:
         if self._writer is not None and not self._writer.is_closing():
             write_message(self._writer, STOP)
 
-    async def _supervise(self) -> None:
-        delay = BACKOFF_FIRST_S
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                code: int | None = await self._run_child()
-            except Exception:
-                log.exception("the ingest process failed")
-                code = None
-            if self._stopping.is_set():
-                return
-            if time.monotonic() - started > STABLE_AFTER_S:
-                delay = BACKOFF_FIRST_S
-            self._last_exit = f"the ingest process exited (code {code}); restarting it"
-            self._show_problem()
-            log.error("the ingest process exited (code %s); starting another in %.1fs", code, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, BACKOFF_MOST_S)
+    async def run(self) -> None:
+        started = time.monotonic()
+        code = await self._run_child()
+        if self.should_stop:
+            return
+        if time.monotonic() - started > STABLE_AFTER_S:
+            self.progressed()  # it had run long enough: start the next one soon
+        raise Ended(f"the ingest process exited (code {code})")
+
+    async def on_failure(self, exc: Exception) -> None:
+        self._last_exit = f"the ingest process exited; restarting it ({exc})"
+        if isinstance(exc, Ended):
+            self._last_exit = f"{exc}; restarting it"
+        self._show_problem()
 
     async def _run_child(self) -> int:
         ours, theirs = socket.socketpair()
@@ -179,7 +170,7 @@ class IngestProcess:
         try:
             write_message(writer, (self.settings, self.facts_topic))
             self._writer = writer
-            if self._stopping.is_set():  # stop() came while the child was starting
+            if self.should_stop:  # stop() came while the child was starting
                 self._send_stop()
             while (report := await read_message(reader)) is not None:
                 metrics.apply_snapshot(metrics.INGEST_METRICS, previous, report.metrics)
@@ -196,7 +187,7 @@ class IngestProcess:
             self._writer = None
             self.report = Report()
             writer.close()
-        if not self._stopping.is_set():
+        if not self.should_stop:
             # Its end closed: it died, or it is dying. Kill it only if it does not exit: killing
             # a process that has exited reaps it (``Popen.send_signal`` polls first), and asyncio
             # then reports 255 for a status it never saw.
