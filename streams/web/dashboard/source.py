@@ -14,6 +14,8 @@ import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mode import Service
+
 from streams.kafka.follow import TopicFollower
 from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, Settings
 from streams.web.dashboard.view import DashboardView, Record, live_changes, sse_event
@@ -28,19 +30,23 @@ class Sent:
     payload: Record
 
 
-class DashboardSource:
-    """The view, kept current by topic followers; ``generation`` counts the changes applied."""
+class DashboardSource(Service):
+    """The view, kept current by topic followers (dependencies: started and stopped with it);
+    ``generation`` counts the changes applied."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.view = DashboardView.from_settings(settings)
         self.followers = [
-            TopicFollower(
-                settings.kafka_bootstrap,
-                topic,
-                lambda key, value, topic=topic: self.apply(topic, key, value),
-                settings.kafka_client_kwargs(),
-                true_ends=bool(settings.embedded_broker),
-                after_poll=self.publish_changes,
+            self.add_dependency(
+                TopicFollower(
+                    settings.kafka_bootstrap,
+                    topic,
+                    lambda key, value, topic=topic: self.apply(topic, key, value),
+                    settings.kafka_client_kwargs(),
+                    true_ends=bool(settings.embedded_broker),
+                    after_poll=self.publish_changes,
+                )
             )
             for topic in (TOPIC_UPDATES, TOPIC_ALERTS)
         ]
@@ -95,14 +101,8 @@ class DashboardSource:
             self._events[event_key] = sse_event("cci-changes", changes) if changes else None
         return self._events[event_key], now_sent
 
-    async def start(self) -> None:
-        for follower in self.followers:
-            await follower.start()
-
-    async def stop(self) -> None:
-        self.close()
-        for follower in self.followers:
-            await follower.stop()
+    async def on_stop(self) -> None:
+        self.close()  # mode then stops the followers
 
     def close(self) -> None:
         """End the live streams (the web server waits for open requests when it stops)."""
