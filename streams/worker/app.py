@@ -14,7 +14,7 @@ started and stopped with it (ingest, sink, broker watch, alert publisher, dashbo
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import faust
 
@@ -59,8 +59,10 @@ def create_app(settings: Settings) -> faust.App:
     # Every worker follows cci-updates and cci-alerts whole for its dashboard.
     dashboard = DashboardSource(settings)
     app.cci_dashboard = dashboard  # type: ignore[attr-defined]
-    for part in (alerts, sink, broker, ingest, dashboard):
-        app.service(_service_running(part))
+    # Every background part is a mode.Service (streams/loops.py), started and stopped with the app;
+    # the broker watch outlives it (streams/worker/run.py).
+    for service in (alerts, sink, ingest, dashboard):
+        app.service(service)
 
     add_stages(app, runtime, tables, topics, alerts, producer_watch)
     add_operations_routes(app, runtime, broker, ingest, alerts, producer_watch)
@@ -111,26 +113,6 @@ def _watched_topics(settings: Settings) -> list[str]:
         names["partials"],
         changelog_topic(settings.app_id),
     ]
-
-
-class Startable(Protocol):
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-def _service_running(part: Startable) -> type[faust.Service]:
-    """A Faust service, named after ``part``, that starts it with the worker and stops it."""
-
-    async def on_start(self: faust.Service) -> None:
-        await part.start()
-
-    async def on_stop(self: faust.Service) -> None:
-        await part.stop()
-
-    # Built with type() so mode registers the service under its own name.
-    name = f"{type(part).__name__}Service"
-    return type(name, (faust.Service,), {"on_start": on_start, "on_stop": on_stop})
 
 
 def _broker_credentials(settings: Settings) -> Any:
