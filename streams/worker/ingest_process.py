@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mode import Service
 from mode.utils.logging import setup_logging
 
 from streams import children, metrics
@@ -222,74 +223,95 @@ async def _serve(sock: socket.socket) -> None:
     install_log_redaction(settings)
     quiet_repeats()
     collector.configure()
-    profiles = ProfileBook(
-        settings.kafka_bootstrap,
-        TOPIC_PROFILES,
-        settings.zone,
-        settings.max_event_bytes,
-        settings.kafka_client_kwargs(),
-        on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
-        max_segment_chars=settings.max_segment_chars,
-    )
-    runner = IngestRunner(
-        settings, Enricher.from_settings(settings, profiles.get), facts_topic, profiles.wait_loaded
-    )
-    stop = asyncio.Event()
-    watch = asyncio.create_task(_watch_worker(reader, stop))
-    await profiles.start()
-    await runner.start()
-    freeze = asyncio.create_task(_freeze_when_loaded(profiles))
+    child = IngestChild(settings, facts_topic, reader, writer)
+    await child.start()
     log.info(
         "ingest process %d: loading profiles, then ingesting into %s", os.getpid(), facts_topic
     )
-
-    def report() -> None:
-        write_message(
-            writer,
-            Report(
-                runner.running.is_set(),
-                profiles.loaded.is_set(),
-                metrics.snapshot(metrics.INGEST_METRICS),
-                runner.stalled,
-            ),
-        )
-
-    failed = False
     try:
-        while not stop.is_set():
-            if profiles.follower.failed.is_set():
-                # Logged by the follower. Exit: the worker shows it on /health and starts
-                # another ingest process, rather than this one waiting for profiles for ever.
-                log.error("ingest process %d: the profile table failed; exiting", os.getpid())
-                failed = True
-                break
-            report()
-            await writer.drain()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), REPORT_INTERVAL)
+        await child.done.wait()
     finally:
-        await runner.stop()
-        await profiles.stop()
-        for task in (watch, freeze):
-            task.cancel()
+        await child.stop()
         with contextlib.suppress(ConnectionError):
-            report()  # the counts of the last batches
+            child.report()  # the counts of the last batches
             await writer.drain()
         writer.close()
     log.info("ingest process %d: stopped", os.getpid())
-    if failed:
+    if child.failed:
         sys.exit(1)
 
 
-async def _watch_worker(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
-    if await read_message(reader) == STOP:
-        stop.set()
-        return
-    # The worker has gone without a word: go too, at once, as if we had died with it.
-    log.error("ingest process %d: the worker has gone; exiting", os.getpid())
-    os._exit(1)
+class IngestChild(Service):
+    """The child's side: the profile table and ingest (dependencies, stopped ingest first), a
+    report to the worker every ``REPORT_INTERVAL``, and the worker's STOP awaited."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        facts_topic: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        super().__init__()
+        self.reader, self.writer = reader, writer
+        self.profiles = ProfileBook(
+            settings.kafka_bootstrap,
+            TOPIC_PROFILES,
+            settings.zone,
+            settings.max_event_bytes,
+            settings.kafka_client_kwargs(),
+            on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
+            max_segment_chars=settings.max_segment_chars,
+        )
+        self.runner = IngestRunner(
+            settings,
+            Enricher.from_settings(settings, self.profiles.get),
+            facts_topic,
+            self.profiles.wait_loaded,
+        )
+        self.add_dependency(self.profiles)
+        self.add_dependency(self.runner)
+        self.done = asyncio.Event()  # the worker said STOP, or this process must exit
+        self.failed = False
 
-async def _freeze_when_loaded(profiles: ProfileBook) -> None:
-    await profiles.wait_loaded()
-    collector.freeze_survivors()  # the profile table is loaded: keep full collections short
+    def report(self) -> None:
+        write_message(
+            self.writer,
+            Report(
+                self.runner.running.is_set(),
+                self.profiles.loaded.is_set(),
+                metrics.snapshot(metrics.INGEST_METRICS),
+                self.runner.stalled,
+            ),
+        )
+
+    @Service.task
+    async def _report_until_done(self) -> None:
+        while not self.done.is_set():
+            if self.profiles.follower.failed.is_set():
+                # Logged by the follower. Exit: the worker shows it on /health and starts
+                # another ingest process, rather than this one waiting for profiles for ever.
+                log.error("ingest process %d: the profile table failed; exiting", os.getpid())
+                self.failed = True
+                break
+            try:
+                self.report()
+                await self.writer.drain()
+            except ConnectionError:
+                break  # the worker has gone: _watch_worker exits
+            await self.sleep(REPORT_INTERVAL)
+        self.done.set()
+
+    @Service.task
+    async def _watch_worker(self) -> None:
+        if await read_message(self.reader) == STOP:
+            self.done.set()
+            return
+        # The worker has gone without a word: go too, at once, as if we had died with it.
+        log.error("ingest process %d: the worker has gone; exiting", os.getpid())
+        os._exit(1)
+
+    @Service.task
+    async def _freeze_when_loaded(self) -> None:
+        await self.profiles.wait_loaded()
+        collector.freeze_survivors()  # the profile table is loaded: keep full collections short
