@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 
+from streams.clock import clock_for
 from streams.kafka import embedded
 from streams.kafka.broker_watch import BrokerWatch
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, TOPIC_UPDATES, Settings
@@ -37,7 +38,7 @@ def create_app(settings: Settings) -> faust.App:
     """The Faust app with every topic, table, agent and web page of the pipeline."""
     app = _faust_app(settings)
     embedded.install(app, settings)
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, clock=clock_for(settings))
     app.cci_runtime = runtime  # type: ignore[attr-defined]
     recovery = RebuildingRecovery(app, app.tables, beacon=app.tables.beacon, loop=app.loop)
     app.tables._recovery = recovery  # read through app.tables.recovery, created on first use

@@ -17,7 +17,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import metrics
+from streams.clock import Clock
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
 from streams.loops import Loop
 from streams.pipeline.enrich import Enricher, encode_fact
@@ -144,6 +145,7 @@ class IngestRunner(Loop):
         facts_topic: str,
         wait_ready: Callable[[], Any],
         *,
+        clock: Clock | None = None,
         backoff_initial: float | None = None,
         backoff_max: float | None = None,
     ) -> None:
@@ -152,6 +154,7 @@ class IngestRunner(Loop):
         self.enricher = enricher
         self.facts_topic = facts_topic
         self.wait_ready = wait_ready  # awaited before the first record: profiles fully loaded
+        self.clock = clock or Clock()  # what "now" is: too-late and future events, months
         self.running = asyncio.Event()  # consumer and producer started
 
     async def run(self) -> None:
@@ -216,7 +219,7 @@ class IngestRunner(Loop):
                     self.enricher,
                     settings.max_event_bytes,
                     settings.partitions,
-                    datetime.now(UTC),
+                    self.clock.now(),
                     settings.max_segment_chars,
                 )
                 await self._publish(producer, batch)

@@ -39,6 +39,7 @@ from mode import Service
 from mode.utils.logging import setup_logging
 
 from streams import children, metrics
+from streams.clock import clock_for
 from streams.logs import logging_config, quiet_repeats
 from streams.loops import Ended, Loop
 from streams.pipeline.enrich import Enricher
@@ -268,6 +269,7 @@ class IngestChild(Service):
             Enricher.from_settings(settings, self.profiles.get),
             facts_topic,
             self.profiles.wait_loaded,
+            clock=clock_for(settings),
         )
         self.add_dependency(self.profiles)
         self.add_dependency(self.runner)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from mode import Service
 
+from streams.clock import clock_for
 from streams.kafka.follow import TopicFollower
 from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, Settings
 from streams.web.dashboard.view import DashboardView, Record, live_changes, sse_event
@@ -37,6 +37,7 @@ class DashboardSource(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.view = DashboardView.from_settings(settings)
+        self.clock = clock_for(settings)  # what "now" is: the months retention still shows
         self.followers = [
             self.add_dependency(
                 TopicFollower(
@@ -68,7 +69,7 @@ class DashboardSource(Service):
     def publish_changes(self) -> None:
         """One wake-up per poll, however many records it held: bursts reach clients once."""
         # A month passing out of retention changes what is shown even when no record arrives.
-        self._unpublished |= self.view.forget_expired(datetime.now(UTC))
+        self._unpublished |= self.view.forget_expired(self.clock.now())
         if self._unpublished:
             self._unpublished = False
             self.generation += 1
@@ -80,7 +81,7 @@ class DashboardSource(Service):
         ``sent``: the whole ``cci`` payload first (or when the month's shape changed with
         retention), then ``cci-changes`` events with only what changed (None: nothing did).
         Streams at the same point share one rendering of each."""
-        now = datetime.now(UTC)
+        now = self.clock.now()
         if self._events_generation != self.generation:
             self._payloads.clear()
             self._events.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -78,10 +78,12 @@ def query_of(request: web.Request) -> dict[str, list[str]]:
     return {name: request.query.getall(name) for name in request.query}
 
 
-def api_answer(request: web.Request, answer: Callable[[Query, datetime], Record]) -> web.Response:
-    """200 with ``answer``'s body, or 400 naming the parameter it could not use."""
+def api_answer(
+    request: web.Request, answer: Callable[[Query, datetime], Record], now: datetime
+) -> web.Response:
+    """200 with ``answer``'s body at ``now``, or 400 naming the parameter it could not use."""
     try:
-        return json_response(answer(query_of(request), datetime.now(UTC)))
+        return json_response(answer(query_of(request), now))
     except BadParameter as exc:
         return json_response(exc.body(), status=400)
 
@@ -91,7 +93,7 @@ async def live_stream(request: web.Request, source: DashboardSource) -> web.Stre
     ``cci-changes`` event with what changed after every change (see view.live_changes); 503
     beyond ``CCI_LIVE_STREAMS`` open streams."""
     try:
-        month = source.view.stream_month(query_of(request), datetime.now(UTC))
+        month = source.view.stream_month(query_of(request), source.clock.now())
     except BadParameter as exc:
         return json_response(exc.body(), status=400)
     if source.live_streams >= source.max_live_streams:
