@@ -157,3 +157,35 @@ async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     # topic created after the start would never be seen through it.
     cluster = await consumer._client.fetch_all_metadata()
     return set(cluster.partitions_for_topic(topic) or ())
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    client_kwargs: dict[str, Any] | None = None,
+    *,
+    true_ends: bool = False,
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of ``topic`` (key, value), partition by partition, from the beginning up to
+    the end offsets found at the start: a ``TopicFollower`` stopped once it has loaded. A missing
+    topic reads as empty; a read that fails raises ``RuntimeError`` with the reason."""
+    records: list[tuple[bytes | None, bytes | None]] = []
+    follower = TopicFollower(
+        bootstrap,
+        topic,
+        lambda key, value: records.append((key, value)),
+        client_kwargs,
+        true_ends=true_ends,
+    )
+    await follower.start()
+    try:
+        loaded = asyncio.ensure_future(follower.loaded.wait())
+        failed = asyncio.ensure_future(follower.failed.wait())
+        await asyncio.wait({loaded, failed}, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in (loaded, failed):
+            waiting.cancel()
+        if not follower.loaded.is_set():
+            raise RuntimeError(f"reading {topic} failed: {follower.last_error}")
+    finally:
+        await follower.stop()
+    return records
