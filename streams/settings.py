@@ -292,6 +292,13 @@ class Settings:
     data_dir: Path = _setting(  # noqa: RUF009 - Path is immutable, safe as a shared default
         "CCI_DATA_DIR", Path(".cci/data"), _parse_path, "worker state directory"
     )
+    clock_offset_file: str = _setting(
+        "CCI_CLOCK_OFFSET_FILE",
+        "",
+        str.strip,
+        "testing only: a file holding seconds added to the wall clock the pipeline judges months "
+        "and versions by (`cci soak` moves time with it); empty: the real clock",
+    )
     partitions: int = _setting(
         "CCI_PARTITIONS",
         4,

@@ -1,38 +1,33 @@
 """``cci soak``: one ``cci worker`` living through simulated calendar months, its memory per month.
 
 ``cci bench`` sees three months of wall-clock-now data, so retention (``CCI_RETAIN_MONTHS``,
-counted back from *now*) never expires anything there. Here the worker's wall clock is moved
-forward a month at a time (``streams/bench/clock/sitecustomize.py``: real time plus an offset read
-from a file; no production code knows), and each simulated month gets its own traffic:
+counted back from *now*) never expires anything there. Here the worker's clock is moved forward
+a month at a time (``CCI_CLOCK_OFFSET_FILE``, ``streams/clock.py``: real time plus an offset read
+from a file), and each simulated month gets its own traffic (``soak_traffic.py``):
 
 1. the clock file is set to the 28th, 12:00 UTC, of month ``m``;
-2. every one of ``--users`` users (the same population each month) is active once in month ``m``
-   and about ``--tickets-per-user`` tickets per user are created, event times on days 2–27 (in
-   month ``m`` whatever ``CCI_TIMEZONE``, and never in the clock's future);
+2. every one of ``--users`` users is active once in month ``m`` and about ``--tickets-per-user``
+   tickets per user are created;
 3. once ``cci-updates`` has month ``m``'s ``all|all`` figure, the dedup state holds the expected
    user-months (``min(m, retain) × users``: the months before the retention window expired), the
    sink has written everything and the input lag is 0, the worker's RSS and state gauges are read.
 
-RSS is expected to stop growing once the state holds ``retain`` months; ``flatness`` compares it
-there with the end. Dead letters are counted too: any at all would mean the simulated clock and
-the events disagree. State, log and store are in ``.cci/soak/`` (cleared at every start).
+RSS is expected to stop growing once the state holds ``retain`` months; ``flatness``
+(``soak_report.py``) compares it there with the end. Dead letters are counted too: any at all
+would mean the simulated clock and the events disagree. State, log and store are in
+``.cci/soak/`` (cleared at every start).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
-
-import orjson
 
 from streams import domain
 from streams.bench.measure import memory_of, metric_values
@@ -45,8 +40,17 @@ from streams.bench.run import (
     decode_update,
     process_environment,
 )
+from streams.bench.soak_report import MonthSample, SoakReport, flatness, mib
+from streams.bench.soak_traffic import (
+    clock_moment,
+    clock_offset_seconds,
+    expected_user_months,
+    month_moment,
+    month_of_index,
+    month_traffic,
+    profile_records,
+)
 from streams.dev.broker import EmbeddedBroker
-from streams.dev.generate import PLANS, PRODUCTS, REGIONS
 from streams.dev.produce import key_of, produce_records
 from streams.dev.worker_process import WorkerProcess, WorkerStartError
 from streams.kafka.admin import create_topics
@@ -55,17 +59,11 @@ from streams.store.query import QueryError, run_query
 from streams.topics import topic_catalogue
 
 STATE_DIR = Path(".cci/soak")
-CLOCK_DIR = Path(__file__).resolve().parent / "clock"  # holds the worker's sitecustomize.py
-CLOCK_FILE_ENV = "CCI_SOAK_CLOCK_FILE"  # read by clock/sitecustomize.py
-CLOCK_DAY = 28  # the simulated "now" in each month: the 28th, 12:00 UTC
-FIRST_EVENT_DAY, LAST_EVENT_DAY = 2, 27  # event times fall on these days (UTC), both included
-# The worker re-reads the clock file every 0.2 s; producing only after this long makes sure
-# ingest judges the month's events against the month's clock.
+# The worker re-reads its clock file (CCI_CLOCK_OFFSET_FILE) every 0.2 s; producing only after
+# this long makes sure ingest judges the month's events against the month's clock.
 CLOCK_SETTLE_S = 0.6
 SAMPLE_SETTLE_S = 1.0  # after the month is processed: let timers and the sink go quiet
 POLL_S = 0.2
-FLAT_TOLERANCE_PCT = 5.0  # RSS growth after retention is full that still counts as flat
-MIB = 1024 * 1024
 # Memory the embedded ClickHouse engine (in the worker's process) accounts for itself: what of
 # the RSS is the store's rather than the pipeline's Python objects.
 STORE_MEMORY_SQL = "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'"
@@ -88,239 +86,6 @@ class SoakOptions:
     users: int = 20_000
     tickets_per_user: float = 0.2
     seed: int = 1
-
-
-@dataclass(frozen=True)
-class MonthSample:
-    """The worker after simulated month ``index`` (0: started, before any traffic)."""
-
-    index: int
-    month: str
-    events: int
-    expected_user_months: int
-    user_months: int | None
-    state_bytes: int | None
-    rss_bytes: int | None
-    store_bytes: int | None  # the embedded ClickHouse engine's own memory accounting
-    seconds: float  # from the first event produced to the month processed
-
-
-@dataclass(frozen=True)
-class Flatness:
-    """RSS from the first month whose state holds the whole retention window to the last."""
-
-    from_month: str
-    to_month: str
-    rss_from_bytes: int
-    rss_to_bytes: int
-    growth_bytes: int
-    growth_pct: float
-    slope_bytes_per_month: float  # least squares over those months: growth that is not noise
-    # The same over the later half of them: allocators warm up for a few months after the first
-    # expiry, so a slope that persists here is growth that goes on.
-    late_slope_bytes_per_month: float
-    flat: bool  # growth_pct within FLAT_TOLERANCE_PCT
-
-
-@dataclass
-class SoakReport:
-    started_at: str
-    months: int
-    retain_months: int
-    users: int
-    tickets_per_user: float
-    partitions: int
-    samples: list[MonthSample] = field(default_factory=list)
-    flatness: Flatness | None = None
-    dead_letters: int = 0
-    worker_peak_rss_bytes: int | None = None
-    worker_log: str = ""
-
-
-# --- pure helpers --------------------------------------------------------------------------------
-
-
-def month_of_index(start_month: int, index: int) -> int:
-    """Simulated month ``index`` (1 = ``start_month``) as a month number (domain.month_of)."""
-    return start_month + index - 1
-
-
-def month_moment(month: int, day: int, hour: int = 0) -> datetime:
-    """``day`` of ``month`` at ``hour``:00 UTC."""
-    first = domain.month_start(month)
-    return datetime(first.year, first.month, day, hour, tzinfo=UTC)
-
-
-def clock_moment(month: int) -> datetime:
-    """The simulated "now" while ``month``'s traffic is produced and processed."""
-    return month_moment(month, CLOCK_DAY, 12)
-
-
-def clock_offset_seconds(target: datetime, real_now: datetime) -> float:
-    """What the clock file holds so that real time plus it is ``target``."""
-    return (target - real_now).total_seconds()
-
-
-def expected_user_months(index: int, retain_months: int, users: int) -> int:
-    """User-months the dedup state holds after month ``index``: the retention window's."""
-    return min(index, retain_months) * users
-
-
-def user_id(number: int) -> str:
-    return f"soak-user-{number:07d}"
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def profile_records(users: int, signup: datetime, seed: int) -> list[bytes]:
-    """One profile per user, segments drawn with the generator's weights."""
-    rng = random.Random(seed)
-
-    def pick(pairs: Sequence[tuple[str, float]]) -> str:
-        return rng.choices([v for v, _ in pairs], weights=[w for _, w in pairs])[0]
-
-    stamp = _timestamp(signup)
-    return [
-        orjson.dumps(
-            {
-                "user_id": user_id(n),
-                "signup_at": stamp,
-                "segments": {
-                    "plan": pick(PLANS),
-                    "product": pick(PRODUCTS),
-                    "region": pick(REGIONS),
-                },
-                "updated_at": stamp,
-            }
-        )
-        for n in range(users)
-    ]
-
-
-@dataclass(frozen=True)
-class MonthTraffic:
-    activity: list[bytes]
-    tickets: list[bytes]
-
-    @property
-    def events(self) -> int:
-        return len(self.activity) + len(self.tickets)
-
-
-def month_traffic(
-    month: int, users: int, tickets_per_user: float, seed: int, activity_type: str = "login"
-) -> MonthTraffic:
-    """Every user active once in ``month``; ``round(users × tickets_per_user)`` tickets, each by
-    a user drawn at random (ids unique per month). Event times on days 2–27, UTC."""
-    rng = random.Random(seed * 1_000_003 + month)
-    start = month_moment(month, FIRST_EVENT_DAY)
-    span_ms = int((month_moment(month, LAST_EVENT_DAY + 1) - start) / timedelta(milliseconds=1))
-
-    def moment() -> str:
-        return _timestamp(start + timedelta(milliseconds=rng.randrange(span_ms)))
-
-    activity = [
-        orjson.dumps({"user_id": user_id(n), "occurred_at": moment(), "activity": activity_type})
-        for n in range(users)
-    ]
-    label = domain.month_label(month)
-    tickets = [
-        orjson.dumps(
-            {
-                "ticket_id": f"soak-{label}-{k:07d}",
-                "user_id": user_id(rng.randrange(users)),
-                "created_at": moment(),
-                "channel": rng.choice(("web", "email", "chat", "phone")),
-            }
-        )
-        for k in range(round(users * tickets_per_user))
-    ]
-    return MonthTraffic(activity, tickets)
-
-
-def flatness(
-    samples: Sequence[MonthSample], retain_months: int, tolerance_pct: float = FLAT_TOLERANCE_PCT
-) -> Flatness | None:
-    """RSS growth from month ``retain_months`` (the state first holds the whole window) to the
-    last month; None without two such months with a known RSS."""
-    window = [s for s in samples if s.index >= retain_months and s.rss_bytes is not None]
-    if len(window) < 2:
-        return None
-    first, last = window[0], window[-1]
-    assert first.rss_bytes is not None and last.rss_bytes is not None
-    growth = last.rss_bytes - first.rss_bytes
-    growth_pct = 100.0 * growth / first.rss_bytes
-    points = [(float(s.index), float(s.rss_bytes or 0)) for s in window]
-    return Flatness(
-        from_month=first.month,
-        to_month=last.month,
-        rss_from_bytes=first.rss_bytes,
-        rss_to_bytes=last.rss_bytes,
-        growth_bytes=growth,
-        growth_pct=growth_pct,
-        slope_bytes_per_month=slope(points),
-        late_slope_bytes_per_month=slope(points[len(points) // 2 :]),
-        flat=growth_pct <= tolerance_pct,
-    )
-
-
-def slope(points: Sequence[tuple[float, float]]) -> float:
-    """Least-squares slope of (x, y) points; 0 for fewer than two distinct x."""
-    if len(points) < 2:
-        return 0.0
-    mean_x = sum(x for x, _ in points) / len(points)
-    mean_y = sum(y for _, y in points) / len(points)
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    if spread == 0:
-        return 0.0
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
-
-
-def _mib(value: float | None) -> str:
-    return "?" if value is None else f"{value / MIB:,.1f}"
-
-
-def render_table(report: SoakReport) -> str:
-    lines = [
-        f"cci soak: {report.months} simulated months, CCI_RETAIN_MONTHS={report.retain_months}, "
-        f"{report.users:,} active users a month, {report.tickets_per_user:g} tickets per user, "
-        f"{report.partitions} partitions (started {report.started_at})",
-        "",
-        f"{'#':>3}  {'month':<7}  {'events':>8}  {'user-months':>11}  {'expected':>9}  "
-        f"{'state MiB':>9}  {'RSS MiB':>8}  {'store MiB':>9}  {'seconds':>7}",
-    ]
-    for s in report.samples:
-        held = "?" if s.user_months is None else f"{s.user_months:,}"
-        lines.append(
-            f"{s.index:>3}  {s.month:<7}  {s.events:>8,}  {held:>11}  "
-            f"{s.expected_user_months:>9,}  {_mib(s.state_bytes):>9}  {_mib(s.rss_bytes):>8}  "
-            f"{_mib(s.store_bytes):>9}  {s.seconds:>7.1f}"
-        )
-    lines.append("")
-    f = report.flatness
-    if f is None:
-        lines.append("RSS after retention is full: not enough months to tell")
-    else:
-        verdict = "flat" if f.flat else f"NOT flat (over {FLAT_TOLERANCE_PCT:g} %)"
-        lines.append(
-            f"RSS after retention is full: {_mib(f.rss_from_bytes)} MiB ({f.from_month}) → "
-            f"{_mib(f.rss_to_bytes)} MiB ({f.to_month}): {f.growth_bytes / MIB:+,.1f} MiB "
-            f"({f.growth_pct:+.1f} %), slope {f.slope_bytes_per_month / MIB:+,.2f} MiB/month "
-            f"({f.late_slope_bytes_per_month / MIB:+,.2f} over the later half): {verdict}"
-        )
-    lines.append(
-        f"dead letters: {report.dead_letters}; worker peak RSS {_mib(report.worker_peak_rss_bytes)}"
-        f" MiB; log {report.worker_log}"
-    )
-    return "\n".join(lines)
-
-
-def report_json(report: SoakReport) -> str:
-    document = asdict(report)
-    document["flat_tolerance_pct"] = FLAT_TOLERANCE_PCT
-    return json.dumps(document, indent=2)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -471,8 +236,8 @@ async def _run_months(
             report.dead_letters = int(gauges["cci_dead_letters_total"] or 0)
             say(
                 f"{label}: {traffic.events:,} events in {seconds:.1f} s; user-months "
-                f"{sample.user_months:,}; state {_mib(sample.state_bytes)} MiB; "
-                f"RSS {_mib(sample.rss_bytes)} MiB (store {_mib(sample.store_bytes)} MiB)"
+                f"{sample.user_months:,}; state {mib(sample.state_bytes)} MiB; "
+                f"RSS {mib(sample.rss_bytes)} MiB (store {mib(sample.store_bytes)} MiB)"
             )
 
 
@@ -518,10 +283,7 @@ def run_soak(settings: Settings, options: SoakOptions, say: Say) -> SoakReport:
             )
         )
         env = process_environment(settings, broker.bootstrap, STATE_DIR)
-        env[CLOCK_FILE_ENV] = str(clock_path)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(CLOCK_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
-        )
+        env["CCI_CLOCK_OFFSET_FILE"] = str(clock_path)
         worker = WorkerProcess(env, STATE_DIR / "worker.log")
         report.worker_log = str(worker.log_path)
         stack.callback(worker.stop)

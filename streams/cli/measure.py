@@ -213,7 +213,8 @@ def soak(
     Each month gets its own traffic; RSS should stop growing once the state holds
     --retain-months months. Exits 1 when a month is not processed as expected.
     """
-    from streams.bench.soak import SoakOptions, render_table, report_json, run_soak
+    from streams.bench.soak import SoakOptions, run_soak
+    from streams.bench.soak_report import render_table, report_json
 
     settings = settings_of(ctx).with_overrides(partitions=partitions)
     options = SoakOptions(

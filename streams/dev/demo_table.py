@@ -3,20 +3,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from streams import domain
 from streams.dev.demo_traffic import TrafficCounters
+from streams.kafka.follow import TopicFollower
 from streams.settings import TOPIC_UPDATES, Settings
 from streams.web.dashboard.view import LatestBook, Record, is_figure, segment_order
 
@@ -100,29 +99,15 @@ def table_dimensions(settings: Settings) -> tuple[str, ...]:
 
 
 async def read_updates(bootstrap: str, view: UpdatesView) -> None:
-    """Follow every partition of ``cci-updates`` from the beginning into ``view``, forever."""
-    # No consumer group: the demo's reader owns nothing and must see every partition.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
+    """Follow every partition of ``cci-updates`` from the beginning into ``view`` until cancelled;
+    raises when following fails (the demo then stops with the reason)."""
+    follower = TopicFollower(bootstrap, TOPIC_UPDATES, view.apply)
+    await follower.start()
     try:
-        partitions: set[int] = set()
-        while not partitions:
-            await consumer.topics()  # refreshes the metadata partitions_for_topic reads
-            partitions = consumer.partitions_for_topic(TOPIC_UPDATES) or set()
-            if not partitions:
-                await asyncio.sleep(0.5)
-        tps = [TopicPartition(TOPIC_UPDATES, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for records in batches.values():
-                for record in records:
-                    view.apply(record.key, record.value)
+        await follower.failed.wait()
+        raise RuntimeError(f"following {TOPIC_UPDATES} failed: {follower.last_error}")
     finally:
-        await consumer.stop()
+        await follower.stop()
 
 
 # --- rendering -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import metrics
+from streams.loops import Loop
 from streams.settings import Settings
 
 log = logging.getLogger("streams.broker")
@@ -43,7 +44,13 @@ def stop_for_lost_data(message: str) -> None:
     os._exit(EXIT_BROKER_LOST_DATA)
 
 
-class BrokerWatch:
+class BrokerWatch(Loop):
+    """Probes the broker every ``PROBE_INTERVAL_S``; a probe that fails is the broker "down", not
+    a failure of the loop. ``cci worker`` starts it before the app and stops it after: the stop
+    deadline depends on its answer (``streams/worker/run.py``)."""
+
+    what = "broker watch"
+
     def __init__(
         self,
         settings: Settings,
@@ -51,6 +58,7 @@ class BrokerWatch:
         *,
         on_lost_data: Callable[[str], None] = stop_for_lost_data,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = tuple(topics)
         self.on_lost_data = on_lost_data
@@ -59,21 +67,12 @@ class BrokerWatch:
         self._down_since: float | None = None
         self._last_said: float = 0.0
         self._ends: dict[TopicPartition, int] = {}  # highest end offset seen per partition
-        self._task: asyncio.Task[None] | None = None
         metrics.broker_up.set(0)
 
-    async def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        # The probe goes on while the worker stops: the stop deadline depends on its answer
-        # (streams/worker/run.py). It ends with the event loop.
-        return
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         consumer: AIOKafkaConsumer | None = None
         try:
-            while True:
+            while not self.should_stop:
                 try:
                     if consumer is None:
                         consumer = self._consumer()
@@ -88,7 +87,7 @@ class BrokerWatch:
                 else:
                     self._check(ends)
                     self._came_up()
-                await asyncio.sleep(PROBE_INTERVAL_S)
+                await self.sleep(PROBE_INTERVAL_S)
         finally:
             if consumer is not None:
                 with contextlib.suppress(Exception):

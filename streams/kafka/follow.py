@@ -17,13 +17,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streams.loops import Loop
+
 log = logging.getLogger(__name__)
 
 MISSING_TOPIC_RETRY = 5.0  # seconds between looks for a topic that does not exist yet
 END_OFFSETS_RETRY = 1.0  # seconds before asking again for end offsets the broker did not give
 
 
-class TopicFollower:
+class TopicFollower(Loop):
     """Feeds every record of ``topic`` to ``apply(key, value)``, in order per partition.
 
     ``loaded`` is set once everything up to the end offsets found at start has been applied.
@@ -31,9 +33,13 @@ class TopicFollower:
     counts as one), so a caller can wait until it has seen what others published before it.
 
     A record whose ``apply`` raises is logged, passed to ``on_apply_error`` and skipped: one bad
-    record must not stop following. Should following itself fail, ``failed`` is set and the error
-    logged, so the owner can show it rather than wait for ``loaded`` for ever.
+    record must not stop following. Should following itself fail, the error is logged, ``failed``
+    is set (until it is in sync again), so the owner can show it rather than wait for ``loaded``
+    for ever, and following starts again from the beginning after a back-off
+    (``streams/loops.py``).
     """
+
+    what = "following a topic"
 
     def __init__(
         self,
@@ -45,6 +51,8 @@ class TopicFollower:
         true_ends: bool = False,
         on_apply_error: Callable[[Exception], None] | None = None,
     ) -> None:
+        super().__init__()
+        self.what = f"following {topic}"
         self.bootstrap = bootstrap
         self.topic = topic
         self.apply = apply
@@ -59,30 +67,16 @@ class TopicFollower:
         self.failed = asyncio.Event()
         self.in_sync = asyncio.Event()
         self._sync_requested = True
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name=f"follow-{self.topic}")
-        self._task.add_done_callback(self._ended)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        error = task.exception()
-        log.error("following %s failed: %r", self.topic, error, exc_info=error)
+    async def on_failure(self, exc: Exception) -> None:
         self.failed.set()
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     def catch_up(self) -> None:
         """Ask to apply everything up to the current end offsets; ``in_sync`` clears until then."""
         self._sync_requested = True
         self.in_sync.clear()
 
-    async def _follow(self) -> None:
+    async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -105,7 +99,7 @@ class TopicFollower:
             self.catch_up()  # the topic may have appeared after a first, empty, load
             applied = 0
             pending: dict[TopicPartition, int] = {}
-            while True:
+            while not self.should_stop:
                 if self._sync_requested:
                     self._sync_requested = False
                     try:
@@ -152,6 +146,8 @@ class TopicFollower:
                         log.info("%s loaded: %d records", self.topic, applied)
                         self.loaded.set()
                     self.in_sync.set()
+                    self.failed.clear()
+                    self.progressed()
         finally:
             await consumer.stop()
 
@@ -161,3 +157,35 @@ async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     # topic created after the start would never be seen through it.
     cluster = await consumer._client.fetch_all_metadata()
     return set(cluster.partitions_for_topic(topic) or ())
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    client_kwargs: dict[str, Any] | None = None,
+    *,
+    true_ends: bool = False,
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of ``topic`` (key, value), partition by partition, from the beginning up to
+    the end offsets found at the start: a ``TopicFollower`` stopped once it has loaded. A missing
+    topic reads as empty; a read that fails raises ``RuntimeError`` with the reason."""
+    records: list[tuple[bytes | None, bytes | None]] = []
+    follower = TopicFollower(
+        bootstrap,
+        topic,
+        lambda key, value: records.append((key, value)),
+        client_kwargs,
+        true_ends=true_ends,
+    )
+    await follower.start()
+    try:
+        loaded = asyncio.ensure_future(follower.loaded.wait())
+        failed = asyncio.ensure_future(follower.failed.wait())
+        await asyncio.wait({loaded, failed}, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in (loaded, failed):
+            waiting.cancel()
+        if not follower.loaded.is_set():
+            raise RuntimeError(f"reading {topic} failed: {follower.last_error}")
+    finally:
+        await follower.stop()
+    return records

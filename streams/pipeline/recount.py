@@ -13,10 +13,10 @@ should treat as equal to an absent row.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from streams import domain
 from streams.pipeline.emit import figure_fields
@@ -24,6 +24,8 @@ from streams.pipeline.enrich import Attributes, Enricher, Profile, newer_profile
 from streams.pipeline.partitioning import partition_for
 from streams.pipeline.validate import InvalidEvent, parse_activity, parse_profile, parse_ticket
 from streams.settings import Settings
+
+Fact = TypeVar("Fact")
 
 SegmentKey = tuple[str, str]  # (dimension, segment)
 FigureKey = tuple[str, str, str]  # (month label, dimension, segment)
@@ -64,6 +66,19 @@ def load_profiles(
     return profiles
 
 
+def _valid(
+    raws: Iterable[bytes], fact_of: Callable[[bytes], Fact], dead_letters: Counter[str]
+) -> Iterator[Fact]:
+    """The fact of each raw event; an invalid one is counted by reason (ingest dead-letters it)."""
+    for raw in raws:
+        try:
+            fact = fact_of(raw)
+        except InvalidEvent as error:
+            dead_letters[error.reason] += 1
+            continue
+        yield fact
+
+
 def recount(
     activity: Iterable[bytes],
     tickets: Iterable[bytes],
@@ -81,13 +96,12 @@ def recount(
 
     # (user_id, month) → the winning (ts, attributes) of that user-month.
     active_winners: dict[tuple[str, int], tuple[int, Attributes]] = {}
-    for raw in activity:
-        try:
-            event = parse_activity(raw, settings.max_event_bytes, settings.max_segment_chars)
-            active = enricher.active_fact(event, now)
-        except InvalidEvent as error:
-            dead_letters[error.reason] += 1
-            continue
+    max_bytes, max_chars = settings.max_event_bytes, settings.max_segment_chars
+    for active in _valid(
+        activity,
+        lambda raw: enricher.active_fact(parse_activity(raw, max_bytes, max_chars), now),
+        dead_letters,
+    ):
         if active is None:
             inactive += 1
             continue
@@ -100,13 +114,11 @@ def recount(
     # ticket_id → the winning (ts, attributes, month); month follows from ts, so comparing the
     # whole tuple is comparing (ts, attributes).
     ticket_winners: dict[str, tuple[int, Attributes, int]] = {}
-    for raw in tickets:
-        try:
-            parsed = parse_ticket(raw, settings.max_event_bytes, settings.max_segment_chars)
-            ticket = enricher.ticket_fact(parsed, now)
-        except InvalidEvent as error:
-            dead_letters[error.reason] += 1
-            continue
+    for ticket in _valid(
+        tickets,
+        lambda raw: enricher.ticket_fact(parse_ticket(raw, max_bytes, max_chars), now),
+        dead_letters,
+    ):
         version = (ticket.ts, ticket.attributes, ticket.month)
         held_ticket = ticket_winners.get(ticket.ticket_id)
         if held_ticket is None or version[:2] < held_ticket[:2]:

@@ -20,7 +20,6 @@ Which rows each record becomes: ``streams/sink/rows.py``; the buffer and its ret
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import logging
@@ -32,6 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import domain, metrics
 from streams.kafka.broker_watch import stop_for_lost_data
+from streams.loops import Loop
 from streams.redaction import redact_url
 from streams.settings import TOPIC_UPDATES, Settings
 from streams.sink.batch import Batch, ClickHouseSink, SinkStopped, first_line
@@ -54,8 +54,12 @@ def sink_group(settings: Settings) -> str:
     return f"{settings.app_id}-sink-{digest}"
 
 
-class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Consumes the sink's topics into a ``ClickHouseSink``, committing after each flush."""
+class SinkRunner(Loop, ConsumerRebalanceListener):  # type: ignore[misc]
+    """Consumes the sink's topics into a ``ClickHouseSink``, committing after each flush; a
+    failure restarts the consumer from the committed offsets after a back-off."""
+
+    what = "sink"
+    stop_within = 15.0
 
     def __init__(
         self,
@@ -68,6 +72,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         backoff_max: float = 15.0,
         on_lost_data: Callable[[str], None] = stop_for_lost_data,
     ) -> None:
+        super().__init__(backoff_initial=backoff_initial, backoff_max=backoff_max)
         self.settings = settings
         self.on_lost_data = on_lost_data
         self.store: Store | None = None  # set once open and migrated; the query page reads it
@@ -88,9 +93,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()  # consumer started with the store open
-        self._stop = asyncio.Event()
         self._lock = asyncio.Lock()  # a flush+commit and a rebalance never interleave
-        self._task: asyncio.Task[None] | None = None
         self._read_next: dict[TopicPartition, int] = {}  # per partition: last offset read + 1
 
     def _current_store(self) -> Store:
@@ -98,48 +101,32 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             raise StoreError("the store is not open")
         return self.store
 
-    # --- lifecycle -----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._task = asyncio.ensure_future(self.run())
-
-    async def stop(self, timeout: float = 15.0) -> None:
-        """Write what was read (one attempt: unconfirmed rows are resent after a restart),
-        commit it, and close the consumer and the store."""
-        self._stop.set()
-        self.sink.stopping = True
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            log.warning("sink did not stop within %.0fs; cancelling it", timeout)
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    # --- lifecycle (streams/loops.py) ----------------------------------------------------------
 
     async def run(self) -> None:
-        """Open the store, then consume until stopped; a failure restarts the consumer from the
-        committed offsets after a back-off, so the sink never dies quietly."""
-        delay = self.sink.backoff_initial
-        try:
+        """Open the store (retried until it opens), then consume until stopped."""
+        if self.store is None:
             await self._open_store()
-            while not self._stop.is_set():
-                try:
-                    await self._run_consumer()
-                except SinkStopped as exc:
-                    log.warning("sink stopped before ClickHouse confirmed a batch: %s", exc)
-                    return
-                except Exception:
-                    log.exception("sink failed; restarting its consumer in %.1fs", delay)
-                    self.sink.batch = Batch()  # uncommitted: read again after the restart
-                    await self._close_consumer()
-                    await self._sleep_unless_stopped(delay)
-                    delay = min(delay * 2, self.sink.backoff_max)
-        finally:
-            await self._close_consumer()
-            if self.store is not None:
-                store, self.store = self.store, None
-                await asyncio.to_thread(store.close)
+            if self.store is None:  # stopped before it opened
+                return
+        try:
+            await self._run_consumer()
+        except SinkStopped as exc:
+            log.warning("sink stopped before ClickHouse confirmed a batch: %s", exc)
+
+    async def on_failure(self, exc: Exception) -> None:
+        self.sink.batch = Batch()  # uncommitted: read again after the restart
+        await self._close_consumer()
+
+    async def on_stop(self) -> None:
+        """Write what was read (one attempt: unconfirmed rows are resent after a restart),
+        commit it, and close the consumer and the store."""
+        self.sink.stopping = True
+        await super().on_stop()
+        await self._close_consumer()
+        if self.store is not None:
+            store, self.store = self.store, None
+            await asyncio.to_thread(store.close)
 
     async def _run_consumer(self) -> None:
         self.consumer = self._consumer()
@@ -154,23 +141,19 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         await self._consume()
 
-    async def _sleep_unless_stopped(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
-
     @property
     def _group_id(self) -> str:
         return sink_group(self.settings)
 
     async def _open_store(self) -> None:
         delay = self.sink.backoff_initial
-        while not self._stop.is_set():
+        while not self.should_stop:
             try:
                 store = await asyncio.to_thread(self._store_factory, self.settings.clickhouse_url)
                 await asyncio.to_thread(store.apply_schema)
             except (StoreError, OSError) as exc:
                 log.warning("ClickHouse not ready, retrying in %.1fs: %s", delay, first_line(exc))
-                await self._sleep_unless_stopped(delay)
+                await self.sleep(delay)
                 delay = min(delay * 2, self.sink.backoff_max)
                 continue
             self.store = store
@@ -195,7 +178,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _consume(self) -> None:
         assert self.consumer is not None
         poll_ms = int(min(self.sink.flush_seconds, 0.5) * 1000)
-        while not self._stop.is_set():
+        while not self.should_stop:
             records = await self.consumer.getmany(
                 timeout_ms=poll_ms, max_records=self.sink.batch_rows
             )
@@ -232,6 +215,7 @@ class SinkRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.warning("sink commit failed (rows are written, will be resent): %s", exc)
                 return
             metrics.sink_batches.inc()
+            self.progressed()
 
     def _update_lag(self) -> None:
         consumer = self.consumer

@@ -302,9 +302,10 @@ def _error_message(body: bytes) -> str:
 
 # --- the measured CCI behind `cci forecast` ------------------------------------------------------
 
-# One segment's figure: the given month, or else the latest month before the current one (the
-# latest complete month the store has). Months without active users have no CCI and are skipped.
-MEASURED_CCI_SQL = """
+# The N latest complete months of a segment (or the N months up to {month}) that have active users,
+# newest first, with their figures: the trend of `cci forecast --trend-months`, and (N = 1) the
+# measured CCI. Months without active users have no CCI and are skipped.
+TREND_SQL = """
 SELECT formatDateTime(month, '%Y-%m') AS label, tickets, active_users
 FROM cci_segment_monthly FINAL
 WHERE dimension = {dimension:String}
@@ -312,9 +313,9 @@ WHERE dimension = {dimension:String}
   AND active_users > 0
   AND if({month:String} = '',
          month < toDate(concat({current_month:String}, '-01')),
-         month = toDate(concat({month:String}, '-01')))
+         month <= toDate(concat({month:String}, '-01')))
 ORDER BY month DESC
-LIMIT 1
+LIMIT {months:UInt32}
 """
 
 
@@ -351,11 +352,15 @@ def measured_cci(
         "segment": segment,
         "month": month or "",
         "current_month": current_month,
+        "months": 1,
     }
-    result = (run or partial(run_query, settings))(MEASURED_CCI_SQL, parameters)
+    # The newest month up to ``month`` that has active users: ``month``'s figure if it has one.
+    result = (run or partial(run_query, settings))(TREND_SQL, parameters)
     if not result.rows:
         return None
     label, tickets, active_users = result.rows[0]
+    if month and domain.month_from_label(str(label)) != domain.month_from_label(month):
+        return None  # ``month`` itself has no figure
     ratio = domain.cci_ratio(int(tickets), int(active_users))
     if ratio is None:
         return None
@@ -363,20 +368,6 @@ def measured_cci(
 
 
 # --- the plan behind `cci forecast` and `GET /api/forecast` ------------------------------------
-
-# The N latest complete months of a segment (or the N months up to {month}), with their figures.
-TREND_SQL = """
-SELECT formatDateTime(month, '%Y-%m') AS label, tickets, active_users
-FROM cci_segment_monthly FINAL
-WHERE dimension = {dimension:String}
-  AND segment = {segment:String}
-  AND active_users > 0
-  AND if({month:String} = '',
-         month < toDate(concat({current_month:String}, '-01')),
-         month <= toDate(concat({month:String}, '-01')))
-ORDER BY month DESC
-LIMIT {months:UInt32}
-"""
 
 
 class NoFigure(Exception):

@@ -7,13 +7,13 @@ the topics it follows).
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from streams import forecast
+from streams.clock import clock_for
 from streams.settings import Settings
 from streams.store import query
 from streams.store.clickhouse import Store, StoreBusy, StoreError
@@ -54,7 +54,7 @@ async def forecast_answer(
 
     try:
         plans, source = await asyncio.to_thread(
-            query.forecast_plan, settings, plan_request, datetime.now(UTC), run
+            query.forecast_plan, settings, plan_request, clock_for(settings).now(), run
         )
     except query.NoFigure as exc:
         return json_response({"error": str(exc)}, status=404)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from mode import Service
 
 from streams import metrics
 from streams.kafka.follow import TopicFollower
@@ -18,18 +19,24 @@ from streams.pipeline.alerts import AlertBook, Figure
 from streams.settings import TOPIC_ALERTS, Settings
 
 
-class AlertPublisher:
+class AlertPublisher(Service):
+    """The alert book, kept in step with ``cci-alerts`` by a follower (a dependency: started and
+    stopped with it), and the sending of what it asks for."""
+
     def __init__(self, settings: Settings, topic: Any) -> None:
+        super().__init__()
         self.topic = topic  # the Faust topic cci-alerts
         self.book = AlertBook(settings.alert_rules)
         self.follower: TopicFollower | None = None
         if settings.alert_rules.rules:
-            self.follower = TopicFollower(
-                settings.kafka_bootstrap,
-                TOPIC_ALERTS,
-                self.book.apply,
-                settings.kafka_client_kwargs(),
-                true_ends=bool(settings.embedded_broker),
+            self.follower = self.add_dependency(
+                TopicFollower(
+                    settings.kafka_bootstrap,
+                    TOPIC_ALERTS,
+                    self.book.apply,
+                    settings.kafka_client_kwargs(),
+                    true_ends=bool(settings.embedded_broker),
+                )
             )
 
     @property
@@ -41,14 +48,6 @@ class AlertPublisher:
         """After a rebalance: read what the previous owner of a month published before judging."""
         if self.follower is not None:
             self.follower.catch_up()
-
-    async def start(self) -> None:
-        if self.follower is not None:
-            await self.follower.start()
-
-    async def stop(self) -> None:
-        if self.follower is not None:
-            await self.follower.stop()
 
     def forget_months_before(self, oldest_label: str) -> None:
         self.book.forget_months_before(oldest_label)

@@ -14,10 +14,11 @@ started and stopped with it (ingest, sink, broker watch, alert publisher, dashbo
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import faust
 
+from streams.clock import clock_for
 from streams.kafka import embedded
 from streams.kafka.broker_watch import BrokerWatch
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, TOPIC_UPDATES, Settings
@@ -37,7 +38,7 @@ def create_app(settings: Settings) -> faust.App:
     """The Faust app with every topic, table, agent and web page of the pipeline."""
     app = _faust_app(settings)
     embedded.install(app, settings)
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, clock=clock_for(settings))
     app.cci_runtime = runtime  # type: ignore[attr-defined]
     recovery = RebuildingRecovery(app, app.tables, beacon=app.tables.beacon, loop=app.loop)
     app.tables._recovery = recovery  # read through app.tables.recovery, created on first use
@@ -59,8 +60,10 @@ def create_app(settings: Settings) -> faust.App:
     # Every worker follows cci-updates and cci-alerts whole for its dashboard.
     dashboard = DashboardSource(settings)
     app.cci_dashboard = dashboard  # type: ignore[attr-defined]
-    for part in (alerts, sink, broker, ingest, dashboard):
-        app.service(_service_running(part))
+    # Every background part is a mode.Service (streams/loops.py), started and stopped with the app;
+    # the broker watch outlives it (streams/worker/run.py).
+    for service in (alerts, sink, ingest, dashboard):
+        app.service(service)
 
     add_stages(app, runtime, tables, topics, alerts, producer_watch)
     add_operations_routes(app, runtime, broker, ingest, alerts, producer_watch)
@@ -111,26 +114,6 @@ def _watched_topics(settings: Settings) -> list[str]:
         names["partials"],
         changelog_topic(settings.app_id),
     ]
-
-
-class Startable(Protocol):
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-def _service_running(part: Startable) -> type[faust.Service]:
-    """A Faust service, named after ``part``, that starts it with the worker and stops it."""
-
-    async def on_start(self: faust.Service) -> None:
-        await part.start()
-
-    async def on_stop(self: faust.Service) -> None:
-        await part.stop()
-
-    # Built with type() so mode registers the service under its own name.
-    name = f"{type(part).__name__}Service"
-    return type(name, (faust.Service,), {"on_start": on_start, "on_stop": on_stop})
 
 
 def _broker_credentials(settings: Settings) -> Any:

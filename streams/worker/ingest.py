@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -26,7 +25,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import metrics
+from streams.clock import Clock
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
+from streams.loops import Loop
 from streams.pipeline.enrich import Enricher, encode_fact
 from streams.pipeline.partitioning import partition_for
 from streams.pipeline.records import (
@@ -130,8 +131,12 @@ def ingest_records(
     return batch
 
 
-class IngestRunner:
-    """Consumes the input topics in its own consumer group and publishes facts batches."""
+class IngestRunner(Loop):
+    """Consumes the input topics in its own consumer group and publishes facts batches; a failure
+    restarts it from the committed offsets after a back-off (``streams/loops.py``)."""
+
+    what = "ingest"
+    stop_within = 15.0
 
     def __init__(
         self,
@@ -140,79 +145,36 @@ class IngestRunner:
         facts_topic: str,
         wait_ready: Callable[[], Any],
         *,
-        backoff_initial: float = 0.2,
-        backoff_max: float = 15.0,
+        clock: Clock | None = None,
+        backoff_initial: float | None = None,
+        backoff_max: float | None = None,
     ) -> None:
+        super().__init__(backoff_initial=backoff_initial, backoff_max=backoff_max)
         self.settings = settings
         self.enricher = enricher
         self.facts_topic = facts_topic
         self.wait_ready = wait_ready  # awaited before the first record: profiles fully loaded
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.clock = clock or Clock()  # what "now" is: too-late and future events, months
         self.running = asyncio.Event()  # consumer and producer started
-        # Failures since ingest last made progress (committed a batch, or had nothing to read),
-        # and the last one's text: a record that fails every attempt shows here, not only in logs.
-        self.failures = 0
-        self.last_error = ""
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.ensure_future(self.run())
-
-    async def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            log.warning("ingest did not stop within %.0fs; cancelling it", timeout)
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def run(self) -> None:
-        """Consume until stopped; a failure restarts from the committed offsets after a back-off."""
         await self.wait_ready()
-        delay = self.backoff_initial
-        while not self._stop.is_set():
-            consumer, producer = self._consumer(), self._producer()
-            try:
-                await producer.start()
-                await consumer.start()
-                self.running.set()
-                await self._consume(consumer, producer)
-                return
-            except Exception as exc:
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                metrics.ingest_restarts.inc()
-                log.exception(
-                    "ingest failed (%d time(s) without progress); restarting it in %.1fs",
-                    self.failures,
-                    delay,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                delay = min(delay * 2, self.backoff_max)
-            finally:
-                self.running.clear()
-                for client in (consumer, producer):
-                    try:
-                        await client.stop()
-                    except Exception:  # the broker may be gone; nothing is left to save
-                        log.debug("error stopping an ingest client", exc_info=True)
+        consumer, producer = self._consumer(), self._producer()
+        try:
+            await producer.start()
+            await consumer.start()
+            self.running.set()
+            await self._consume(consumer, producer)
+        finally:
+            self.running.clear()
+            for client in (consumer, producer):
+                try:
+                    await client.stop()
+                except Exception:  # the broker may be gone; nothing is left to save
+                    log.debug("error stopping an ingest client", exc_info=True)
 
-    @property
-    def stalled(self) -> str:
-        """Why ingest is not making progress, or "" while it is."""
-        if not self.failures:
-            return ""
-        return f"failed {self.failures} time(s) without progress; last: {self.last_error}"
-
-    def _progressed(self) -> None:
-        self.failures = 0
-        self.last_error = ""
+    async def on_failure(self, exc: Exception) -> None:
+        metrics.ingest_restarts.inc()
 
     def _consumer(self) -> AIOKafkaConsumer:
         settings = self.settings
@@ -248,7 +210,7 @@ class IngestRunner:
 
     async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         settings = self.settings
-        while not self._stop.is_set():
+        while not self.should_stop:
             fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=INGEST_BATCH)
             if fetched:
                 records = [record for batch in fetched.values() for record in batch]
@@ -257,16 +219,16 @@ class IngestRunner:
                     self.enricher,
                     settings.max_event_bytes,
                     settings.partitions,
-                    datetime.now(UTC),
+                    self.clock.now(),
                     settings.max_segment_chars,
                 )
                 await self._publish(producer, batch)
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
                 await self._commit(consumer, offsets)
                 _count(batch)
-                self._progressed()
+                self.progressed()
             if await self._update_lag(consumer) == 0:
-                self._progressed()  # caught up: nothing is stuck
+                self.progressed()  # caught up: nothing is stuck
 
     async def _publish(self, producer: AIOKafkaProducer, batch: IngestedBatch) -> None:
         sends = [

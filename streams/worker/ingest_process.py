@@ -35,10 +35,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mode import Service
 from mode.utils.logging import setup_logging
 
 from streams import children, metrics
+from streams.clock import clock_for
 from streams.logs import logging_config, quiet_repeats
+from streams.loops import Ended, Loop
 from streams.pipeline.enrich import Enricher
 from streams.redaction import install_log_redaction
 from streams.settings import TOPIC_PROFILES, Settings
@@ -87,18 +90,21 @@ def write_message(writer: asyncio.StreamWriter, message: Any) -> None:
 # --- the worker's side ---------------------------------------------------------------------------
 
 
-class IngestProcess:
+class IngestProcess(Loop):
     """Runs ingest in a child process, starts another when it dies, and relays its reports."""
 
+    what = "ingest process"
+    backoff_initial, backoff_max = BACKOFF_FIRST_S, BACKOFF_MOST_S
+    stop_within = 20.0
+
     def __init__(self, settings: Settings, facts_topic: str) -> None:
+        super().__init__()
         self.settings = settings
         self.facts_topic = facts_topic
         self.report = Report()
         self.pid: int | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._last_exit = ""  # how the last child ended, while its successor is not running yet
 
     @property
@@ -117,45 +123,32 @@ class IngestProcess:
     def _show_problem(self) -> None:
         metrics.ingest_stalled.set(1 if self.problem else 0)
 
-    async def start(self) -> None:
-        self._task = asyncio.ensure_future(self._supervise())
-
-    async def stop(self, timeout: float = 20.0) -> None:
-        self._stopping.set()
+    async def on_stop(self) -> None:
         self._send_stop()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            log.warning("the ingest process did not stop within %.0fs; killing it", timeout)
-            if self._process is not None and self._process.returncode is None:
-                self._process.kill()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await super().on_stop()
+
+    async def on_stop_timeout(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
 
     def _send_stop(self) -> None:
         if self._writer is not None and not self._writer.is_closing():
             write_message(self._writer, STOP)
 
-    async def _supervise(self) -> None:
-        delay = BACKOFF_FIRST_S
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                code: int | None = await self._run_child()
-            except Exception:
-                log.exception("the ingest process failed")
-                code = None
-            if self._stopping.is_set():
-                return
-            if time.monotonic() - started > STABLE_AFTER_S:
-                delay = BACKOFF_FIRST_S
-            self._last_exit = f"the ingest process exited (code {code}); restarting it"
-            self._show_problem()
-            log.error("the ingest process exited (code %s); starting another in %.1fs", code, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, BACKOFF_MOST_S)
+    async def run(self) -> None:
+        started = time.monotonic()
+        code = await self._run_child()
+        if self.should_stop:
+            return
+        if time.monotonic() - started > STABLE_AFTER_S:
+            self.progressed()  # it had run long enough: start the next one soon
+        raise Ended(f"the ingest process exited (code {code})")
+
+    async def on_failure(self, exc: Exception) -> None:
+        self._last_exit = f"the ingest process exited; restarting it ({exc})"
+        if isinstance(exc, Ended):
+            self._last_exit = f"{exc}; restarting it"
+        self._show_problem()
 
     async def _run_child(self) -> int:
         ours, theirs = socket.socketpair()
@@ -179,7 +172,7 @@ class IngestProcess:
         try:
             write_message(writer, (self.settings, self.facts_topic))
             self._writer = writer
-            if self._stopping.is_set():  # stop() came while the child was starting
+            if self.should_stop:  # stop() came while the child was starting
                 self._send_stop()
             while (report := await read_message(reader)) is not None:
                 metrics.apply_snapshot(metrics.INGEST_METRICS, previous, report.metrics)
@@ -196,7 +189,7 @@ class IngestProcess:
             self._writer = None
             self.report = Report()
             writer.close()
-        if not self._stopping.is_set():
+        if not self.should_stop:
             # Its end closed: it died, or it is dying. Kill it only if it does not exit: killing
             # a process that has exited reaps it (``Popen.send_signal`` polls first), and asyncio
             # then reports 255 for a status it never saw.
@@ -231,74 +224,96 @@ async def _serve(sock: socket.socket) -> None:
     install_log_redaction(settings)
     quiet_repeats()
     collector.configure()
-    profiles = ProfileBook(
-        settings.kafka_bootstrap,
-        TOPIC_PROFILES,
-        settings.zone,
-        settings.max_event_bytes,
-        settings.kafka_client_kwargs(),
-        on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
-        max_segment_chars=settings.max_segment_chars,
-    )
-    runner = IngestRunner(
-        settings, Enricher.from_settings(settings, profiles.get), facts_topic, profiles.wait_loaded
-    )
-    stop = asyncio.Event()
-    watch = asyncio.create_task(_watch_worker(reader, stop))
-    await profiles.start()
-    await runner.start()
-    freeze = asyncio.create_task(_freeze_when_loaded(profiles))
+    child = IngestChild(settings, facts_topic, reader, writer)
+    await child.start()
     log.info(
         "ingest process %d: loading profiles, then ingesting into %s", os.getpid(), facts_topic
     )
-
-    def report() -> None:
-        write_message(
-            writer,
-            Report(
-                runner.running.is_set(),
-                profiles.loaded.is_set(),
-                metrics.snapshot(metrics.INGEST_METRICS),
-                runner.stalled,
-            ),
-        )
-
-    failed = False
     try:
-        while not stop.is_set():
-            if profiles.follower.failed.is_set():
-                # Logged by the follower. Exit: the worker shows it on /health and starts
-                # another ingest process, rather than this one waiting for profiles for ever.
-                log.error("ingest process %d: the profile table failed; exiting", os.getpid())
-                failed = True
-                break
-            report()
-            await writer.drain()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), REPORT_INTERVAL)
+        await child.done.wait()
     finally:
-        await runner.stop()
-        await profiles.stop()
-        for task in (watch, freeze):
-            task.cancel()
+        await child.stop()
         with contextlib.suppress(ConnectionError):
-            report()  # the counts of the last batches
+            child.report()  # the counts of the last batches
             await writer.drain()
         writer.close()
     log.info("ingest process %d: stopped", os.getpid())
-    if failed:
+    if child.failed:
         sys.exit(1)
 
 
-async def _watch_worker(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
-    if await read_message(reader) == STOP:
-        stop.set()
-        return
-    # The worker has gone without a word: go too, at once, as if we had died with it.
-    log.error("ingest process %d: the worker has gone; exiting", os.getpid())
-    os._exit(1)
+class IngestChild(Service):
+    """The child's side: the profile table and ingest (dependencies, stopped ingest first), a
+    report to the worker every ``REPORT_INTERVAL``, and the worker's STOP awaited."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        facts_topic: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        super().__init__()
+        self.reader, self.writer = reader, writer
+        self.profiles = ProfileBook(
+            settings.kafka_bootstrap,
+            TOPIC_PROFILES,
+            settings.zone,
+            settings.max_event_bytes,
+            settings.kafka_client_kwargs(),
+            on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
+            max_segment_chars=settings.max_segment_chars,
+        )
+        self.runner = IngestRunner(
+            settings,
+            Enricher.from_settings(settings, self.profiles.get),
+            facts_topic,
+            self.profiles.wait_loaded,
+            clock=clock_for(settings),
+        )
+        self.add_dependency(self.profiles)
+        self.add_dependency(self.runner)
+        self.done = asyncio.Event()  # the worker said STOP, or this process must exit
+        self.failed = False
 
-async def _freeze_when_loaded(profiles: ProfileBook) -> None:
-    await profiles.wait_loaded()
-    collector.freeze_survivors()  # the profile table is loaded: keep full collections short
+    def report(self) -> None:
+        write_message(
+            self.writer,
+            Report(
+                self.runner.running.is_set(),
+                self.profiles.loaded.is_set(),
+                metrics.snapshot(metrics.INGEST_METRICS),
+                self.runner.stalled,
+            ),
+        )
+
+    @Service.task
+    async def _report_until_done(self) -> None:
+        while not self.done.is_set():
+            if self.profiles.follower.failed.is_set():
+                # Logged by the follower. Exit: the worker shows it on /health and starts
+                # another ingest process, rather than this one waiting for profiles for ever.
+                log.error("ingest process %d: the profile table failed; exiting", os.getpid())
+                self.failed = True
+                break
+            try:
+                self.report()
+                await self.writer.drain()
+            except ConnectionError:
+                break  # the worker has gone: _watch_worker exits
+            await self.sleep(REPORT_INTERVAL)
+        self.done.set()
+
+    @Service.task
+    async def _watch_worker(self) -> None:
+        if await read_message(self.reader) == STOP:
+            self.done.set()
+            return
+        # The worker has gone without a word: go too, at once, as if we had died with it.
+        log.error("ingest process %d: the worker has gone; exiting", os.getpid())
+        os._exit(1)
+
+    @Service.task
+    async def _freeze_when_loaded(self) -> None:
+        await self.profiles.wait_loaded()
+        collector.freeze_survivors()  # the profile table is loaded: keep full collections short

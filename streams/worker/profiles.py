@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mode import Service
+
 from streams.kafka.follow import TopicFollower
 from streams.pipeline.enrich import Profile, newer_profile, profile_from_event
 from streams.pipeline.validate import MAX_SEGMENT_CHARS, InvalidEvent, parse_profile
@@ -22,8 +24,9 @@ log = logging.getLogger(__name__)
 UNPROCESSABLE = "unprocessable"  # invalid-profile reason: valid, yet it could not be applied
 
 
-class ProfileBook:
-    """user_id → newest valid Profile, loaded from the profile topic."""
+class ProfileBook(Service):
+    """user_id → newest valid Profile, loaded from the profile topic (its follower is a
+    dependency: started and stopped with it)."""
 
     def __init__(
         self,
@@ -35,13 +38,16 @@ class ProfileBook:
         on_invalid: Callable[[str], None] | None = None,
         max_segment_chars: int = MAX_SEGMENT_CHARS,
     ) -> None:
+        super().__init__()
         self.zone = zone
         self.max_event_bytes = max_event_bytes
         self.max_segment_chars = max_segment_chars
         self.on_invalid = on_invalid
         self.profiles: dict[str, Profile] = {}
-        self.follower = TopicFollower(
-            bootstrap, topic, self.apply, client_kwargs, on_apply_error=self._unprocessable
+        self.follower = self.add_dependency(
+            TopicFollower(
+                bootstrap, topic, self.apply, client_kwargs, on_apply_error=self._unprocessable
+            )
         )
         self.loaded = self.follower.loaded
 
@@ -69,12 +75,6 @@ class ProfileBook:
         # logged it): the record counts as an invalid profile, and the next ones are applied.
         if self.on_invalid:
             self.on_invalid(UNPROCESSABLE)
-
-    async def start(self) -> None:
-        await self.follower.start()
-
-    async def stop(self) -> None:
-        await self.follower.stop()
 
     async def wait_loaded(self) -> None:
         await self.loaded.wait()

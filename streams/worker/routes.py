@@ -117,15 +117,15 @@ def add_data_routes(
 
     @app.page(dashboard_web.API_CCI_PATH)
     async def api_cci(web: Any, request: Any) -> Any:
-        return dashboard_web.api_answer(request, dashboard.view.api_cci)
+        return dashboard_web.api_answer(request, dashboard.view.api_cci, dashboard.clock.now())
 
     @app.page(dashboard_web.API_HISTORY_PATH)
     async def api_cci_history(web: Any, request: Any) -> Any:
-        return dashboard_web.api_answer(request, dashboard.view.api_history)
+        return dashboard_web.api_answer(request, dashboard.view.api_history, dashboard.clock.now())
 
     @app.page(dashboard_web.API_ALERTS_PATH)
     async def api_alerts(web: Any, request: Any) -> Any:
-        return dashboard_web.api_answer(request, dashboard.view.api_alerts)
+        return dashboard_web.api_answer(request, dashboard.view.api_alerts, dashboard.clock.now())
 
     @app.page(dashboard_web.API_STREAM_PATH)
     async def api_stream(web: Any, request: Any) -> Any:

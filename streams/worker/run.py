@@ -29,7 +29,11 @@ def run_worker(settings: Settings) -> None:
     install_log_redaction(settings)
     app = create_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    worker = app.Worker(
+    # The broker watch starts before the app and stops after it: the stop deadline below depends
+    # on its answer while the app stops.
+    worker = app.conf.Worker(
+        app,
+        app.cci_broker_watch,  # type: ignore[attr-defined]
         loglevel=settings.log_level,
         logging_config=logging_config(settings.log_format, settings.log_level),
         quiet=True,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -163,7 +162,7 @@ def add_aggregate(
             return
         _forget_expired_months(runtime, alerts)
         pending, runtime.pending_updates = runtime.pending_updates, defaultdict(set)
-        now = datetime.now(UTC)
+        now = runtime.clock.now()
         owned = _owned_partitions(app, topics.partials_name)
         for label, keys in pending.items():
             if partition_for(label, settings.partitions) not in owned:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -14,6 +13,7 @@ import orjson
 from faust.types import TP, EventT
 
 from streams import domain
+from streams.clock import Clock
 from streams.pipeline.aggregate import MonthPartials
 from streams.pipeline.deduplicate import PartitionState
 from streams.pipeline.emit import Versions
@@ -32,10 +32,11 @@ class Runtime:
     pending_updates: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     versions: Versions = field(default_factory=Versions)
     forgotten_before: int = 0  # months before this have had their bookkeeping dropped
+    clock: Clock = field(default_factory=Clock)  # what "now" is: retention and versions
 
     def oldest_month(self) -> int:
         return domain.oldest_retained_month(
-            datetime.now(UTC), self.settings.zone, self.settings.retain_months
+            self.clock.now(), self.settings.zone, self.settings.retain_months
         )
 
 

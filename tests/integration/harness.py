@@ -20,6 +20,7 @@ from streams.dev.broker import free_port
 from streams.dev.produce import key_of, produce_records
 from streams.dev.worker_process import WorkerProcess as WorkerProcess  # re-exported for tests
 from streams.dev.worker_process import worker_environment
+from streams.kafka import follow
 from streams.kafka.admin import create_topics
 from streams.kafka.embedded import true_end_offsets
 from streams.pipeline.emit import update_value
@@ -82,33 +83,9 @@ def produce(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record of a topic, partition by partition, from the beginning to the end offsets."""
-
-    async def read() -> list[tuple[bytes | None, bytes | None]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            if not tps:
-                return []
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            # The tests' broker is the embedded one: its reported ends lag
-            # (streams/kafka/embedded.py).
-            end = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
-            records: list[tuple[bytes | None, bytes | None]] = []
-            remaining = {tp for tp in tps if end[tp] > 0}
-            while remaining:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for batch in batches.values():
-                    records.extend((r.key, r.value) for r in batch)
-                remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
-            return records
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    """Every record of a topic, from the beginning to the end offsets (the tests' broker is the
+    embedded one, whose reported ends lag: streams/kafka/embedded.py)."""
+    return asyncio.run(follow.read_topic(bootstrap, topic, true_ends=True))
 
 
 def partitions_with_records(bootstrap: str, topic: str) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from streams.dev.broker import EmbeddedBroker
 from streams.dev.produce import produce_records
 from streams.kafka.admin import TopicSpec, create_topics
-from streams.kafka.follow import MISSING_TOPIC_RETRY, TopicFollower
+from streams.kafka.follow import MISSING_TOPIC_RETRY, TopicFollower, read_topic
 
 WAIT_S = 30.0
 
@@ -131,3 +131,18 @@ async def test_a_follower_that_fails_says_so(
         assert not follower.loaded.is_set()
     finally:
         await follower.stop()
+
+
+async def test_read_topic_returns_every_record_up_to_the_end_and_a_missing_topic_as_empty(
+    broker: EmbeddedBroker, make_topic_name: Callable[[str], str]
+) -> None:
+    topic = make_topic_name("read")
+    await create_topics(broker.bootstrap, {topic: TopicSpec(partitions=3)})
+    # Multi-record batches: the embedded broker's reported ends lag behind them (true_ends).
+    await produce_records(broker.bootstrap, topic, records(0, 300), one_record_batches=False)
+
+    read = await asyncio.wait_for(read_topic(broker.bootstrap, topic, true_ends=True), WAIT_S)
+
+    assert sorted(read) == sorted(records(0, 300))
+    absent = make_topic_name("absent")
+    assert await asyncio.wait_for(read_topic(broker.bootstrap, absent), WAIT_S) == []

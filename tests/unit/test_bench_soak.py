@@ -1,36 +1,32 @@
-"""``cci soak``'s pure parts: the simulated months, their traffic, flatness, and the worker's clock
-(``streams/bench/clock/sitecustomize.py``, loaded here under another name without installing it)."""
+"""``cci soak``'s pure parts: the simulated months, their traffic and flatness (the worker's clock:
+tests/unit/test_clock.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import ModuleType
 from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 
 from streams import domain
-from streams.bench.soak import (
-    CLOCK_DIR,
-    CLOCK_FILE_ENV,
+from streams.bench.soak_report import (
     MIB,
     MonthSample,
     SoakReport,
-    clock_moment,
-    clock_offset_seconds,
-    expected_user_months,
     flatness,
-    month_of_index,
-    month_traffic,
-    profile_records,
     render_table,
     report_json,
     slope,
+)
+from streams.bench.soak_traffic import (
+    clock_moment,
+    clock_offset_seconds,
+    expected_user_months,
+    month_of_index,
+    month_traffic,
+    profile_records,
 )
 from streams.pipeline.validate import parse_activity, parse_ticket
 
@@ -162,84 +158,3 @@ def test_the_report_has_a_row_per_month_and_the_verdict() -> None:
     assert set(document["samples"][0]) >= {"user_months", "state_bytes", "rss_bytes", "month"}
     assert document["flatness"]["growth_bytes"] == report.flatness.growth_bytes  # type: ignore[union-attr]
     assert document["flat_tolerance_pct"] == 5.0
-
-
-# --- the worker's clock --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The sitecustomize module, loaded without installing it (its env var unset)."""
-    monkeypatch.delenv(CLOCK_FILE_ENV, raising=False)
-    spec = importlib.util.spec_from_file_location("soak_clock", CLOCK_DIR / "sitecustomize.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_offset_is_read_from_the_file_and_kept_when_it_is_unreadable(
-    clock: ModuleType, tmp_path: Path
-) -> None:
-    path = tmp_path / "clock"
-    offset = clock.ClockOffset(str(path), reread_s=0)
-
-    assert offset.get() == 0  # no file yet
-    path.write_text("86400.5\n")
-    assert offset.get() == 86400.5
-    path.write_text("")  # between truncation and write
-    assert offset.get() == 86400.5
-    path.write_text("soon")
-    assert offset.get() == 86400.5
-    path.write_text("-60")
-    assert offset.get() == -60
-
-
-def test_the_offset_file_is_reread_only_after_the_interval(
-    clock: ModuleType, tmp_path: Path
-) -> None:
-    path = tmp_path / "clock"
-    path.write_text("10")
-    offset = clock.ClockOffset(str(path), reread_s=3600)
-
-    assert offset.get() == 10
-    path.write_text("20")
-    assert offset.get() == 10
-
-
-def test_now_is_real_time_plus_the_offset_and_every_datetime_is_the_real_class(
-    clock: ModuleType, tmp_path: Path
-) -> None:
-    path = tmp_path / "clock"
-    path.write_text(str(40 * 86400))
-    soak_datetime = clock.SoakDatetime
-    soak_datetime.offset = clock.ClockOffset(str(path))
-
-    moment = soak_datetime.now(UTC)
-    real = datetime.now(UTC)
-
-    assert abs((moment - real) - timedelta(days=40)) < timedelta(seconds=5)
-    assert type(moment) is datetime and type(soak_datetime.today()) is datetime
-    assert soak_datetime.utcnow().tzinfo is None
-    assert abs(time.time() + 40 * 86400 - moment.timestamp()) < 5
-    # What the pipeline does with them: construct, parse, compare, serialise.
-    parsed = soak_datetime.fromisoformat("2027-01-28T12:00:00+00:00")
-    assert type(parsed) is datetime and type(soak_datetime(2027, 1, 1, tzinfo=UTC)) is datetime
-    assert isinstance(real, soak_datetime) and issubclass(datetime, soak_datetime)
-    assert orjson.dumps(moment + timedelta(hours=1))
-
-
-def test_only_a_modules_own_datetime_name_is_patched(clock: ModuleType) -> None:
-    uses_the_class = ModuleType("uses_the_class")
-    uses_the_class.datetime = datetime  # type: ignore[attr-defined]
-    uses_the_module = ModuleType("uses_the_module")
-    import datetime as datetime_module
-
-    uses_the_module.datetime = datetime_module  # type: ignore[attr-defined]
-
-    clock.patch_module(uses_the_class)
-    clock.patch_module(uses_the_module)
-
-    assert uses_the_class.datetime is clock.SoakDatetime  # type: ignore[attr-defined]
-    assert uses_the_module.datetime is datetime_module  # type: ignore[attr-defined]
-    assert datetime_module.datetime is datetime

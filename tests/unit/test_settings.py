@@ -110,6 +110,7 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CCI_LIVE_STREAMS_PER_CLIENT", "4", "live_streams_per_client", 4),
     ("CCI_WEB_TOKEN", " 0123456789abcdefXYZ ", "web_token", "0123456789abcdefXYZ"),
     ("CCI_DATA_DIR", "/var/lib/cci", "data_dir", Path("/var/lib/cci")),
+    ("CCI_CLOCK_OFFSET_FILE", " /tmp/soak/clock ", "clock_offset_file", "/tmp/soak/clock"),
     ("CCI_PARTITIONS", "12", "partitions", 12),
     ("CCI_PARTITIONS", " 1 ", "partitions", 1),
     ("CCI_REPLICATION_FACTOR", "3", "replication_factor", 3),

@@ -13,8 +13,10 @@ import asyncio
 import collections
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from mode import Service
+
+from streams.clock import clock_for
 from streams.kafka.follow import TopicFollower
 from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, Settings
 from streams.web.dashboard.view import DashboardView, Record, live_changes, sse_event
@@ -29,19 +31,24 @@ class Sent:
     payload: Record
 
 
-class DashboardSource:
-    """The view, kept current by topic followers; ``generation`` counts the changes applied."""
+class DashboardSource(Service):
+    """The view, kept current by topic followers (dependencies: started and stopped with it);
+    ``generation`` counts the changes applied."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.view = DashboardView.from_settings(settings)
+        self.clock = clock_for(settings)  # what "now" is: the months retention still shows
         self.followers = [
-            TopicFollower(
-                settings.kafka_bootstrap,
-                topic,
-                lambda key, value, topic=topic: self.apply(topic, key, value),
-                settings.kafka_client_kwargs(),
-                true_ends=bool(settings.embedded_broker),
-                after_poll=self.publish_changes,
+            self.add_dependency(
+                TopicFollower(
+                    settings.kafka_bootstrap,
+                    topic,
+                    lambda key, value, topic=topic: self.apply(topic, key, value),
+                    settings.kafka_client_kwargs(),
+                    true_ends=bool(settings.embedded_broker),
+                    after_poll=self.publish_changes,
+                )
             )
             for topic in (TOPIC_UPDATES, TOPIC_ALERTS)
         ]
@@ -65,7 +72,7 @@ class DashboardSource:
     def publish_changes(self) -> None:
         """One wake-up per poll, however many records it held: bursts reach clients once."""
         # A month passing out of retention changes what is shown even when no record arrives.
-        self._unpublished |= self.view.forget_expired(datetime.now(UTC))
+        self._unpublished |= self.view.forget_expired(self.clock.now())
         if self._unpublished:
             self._unpublished = False
             self.generation += 1
@@ -77,7 +84,7 @@ class DashboardSource:
         ``sent``: the whole ``cci`` payload first (or when the month's shape changed with
         retention), then ``cci-changes`` events with only what changed (None: nothing did).
         Streams at the same point share one rendering of each."""
-        now = datetime.now(UTC)
+        now = self.clock.now()
         if self._events_generation != self.generation:
             self._payloads.clear()
             self._events.clear()
@@ -98,14 +105,8 @@ class DashboardSource:
             self._events[event_key] = sse_event("cci-changes", changes) if changes else None
         return self._events[event_key], now_sent
 
-    async def start(self) -> None:
-        for follower in self.followers:
-            await follower.start()
-
-    async def stop(self) -> None:
-        self.close()
-        for follower in self.followers:
-            await follower.stop()
+    async def on_stop(self) -> None:
+        self.close()  # mode then stops the followers
 
     def close(self) -> None:
         """End the live streams (the web server waits for open requests when it stops)."""

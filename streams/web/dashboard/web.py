@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -81,10 +81,12 @@ def query_of(request: web.Request) -> dict[str, list[str]]:
     return {name: request.query.getall(name) for name in request.query}
 
 
-def api_answer(request: web.Request, answer: Callable[[Query, datetime], Record]) -> web.Response:
-    """200 with ``answer``'s body, or 400 naming the parameter it could not use."""
+def api_answer(
+    request: web.Request, answer: Callable[[Query, datetime], Record], now: datetime
+) -> web.Response:
+    """200 with ``answer``'s body at ``now``, or 400 naming the parameter it could not use."""
     try:
-        return json_response(answer(query_of(request), datetime.now(UTC)))
+        return json_response(answer(query_of(request), now))
     except BadParameter as exc:
         return json_response(exc.body(), status=400)
 
@@ -95,7 +97,7 @@ async def live_stream(request: web.Request, source: DashboardSource) -> web.Stre
     beyond ``CCI_LIVE_STREAMS`` open streams, 429 beyond ``CCI_LIVE_STREAMS_PER_CLIENT`` from the
     client's address (so one client cannot take them all)."""
     try:
-        month = source.view.stream_month(query_of(request), datetime.now(UTC))
+        month = source.view.stream_month(query_of(request), source.clock.now())
     except BadParameter as exc:
         return json_response(exc.body(), status=400)
     client = request.remote or ""
