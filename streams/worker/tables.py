@@ -206,6 +206,9 @@ def create_tables(app: faust.App, runtime: Runtime, recovery: RebuildingRecovery
         partitions=partitions,
         key_type=bytes,
         value_type=bytes,
+        # A record is a chunk of many facts: a standby folds each as it comes (Faust's default
+        # holds back up to 1,000, which a quiet partition may never fill before a fail-over).
+        standby_buffer_size=1,
         help="Winning facts per user-month and ticket, as chunks per (month, facts offset)",
     )
     dedup_table.runtime = runtime
