@@ -146,7 +146,11 @@ def _failover(
             stack.callback(worker.stop)
             workers.append(worker.start())
         survivor, owner = workers
-        say(f"standby replicas {settings.standby_replicas}: two workers, logs in {state_dir}")
+        pids = [broker.process.pid if broker.process else "?", *(w.pid for w in workers)]
+        say(
+            f"standby replicas {settings.standby_replicas}: broker pid {pids[0]}, workers pid "
+            f"{pids[1]} and pid {pids[2]}, logs in {state_dir}"
+        )
         for worker in workers:
             worker.wait_healthy(timeout=300)
         asyncio.run(_settle(bootstrap, expected[0], workers, SETTLE_TIMEOUT_S))
