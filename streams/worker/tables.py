@@ -123,6 +123,16 @@ class DedupTable(faust.Table):
             # would grow by a month every month.
             runtime.standbys[partition].expire(oldest)
 
+    def _on_changelog_sent(self, fut: Any) -> None:
+        super()._on_changelog_sent(fut)
+        written = fut.result()
+        partition = written.topic_partition.partition
+        if partition in self.runtime.states:
+            # The owned state already holds what it wrote: a rebalance that leaves it here
+            # need not read it back (Faust flushes the producer before recovery reads).
+            offsets = self.runtime.changelog_offsets
+            offsets[partition] = max(offsets.get(partition, -1), written.offset)
+
     def persisted_offset(self, tp: TP) -> int | None:
         """Where Faust resumes reading ``tp``: after what the held state already folded (a
         promoted standby reads only the tail), or from the start when nothing is held."""
