@@ -49,6 +49,11 @@ updates_emitted = Counter(
 user_months = Gauge(
     "cci_user_months", "Distinct active user-months held in dedup state", registry=registry
 )
+standby_user_months = Gauge(
+    "cci_standby_user_months",
+    "Distinct active user-months held as standby copies of other workers' partitions",
+    registry=registry,
+)
 dedup_state_bytes = Gauge(
     "cci_dedup_state_bytes",
     "Estimated memory of the dedup state's winners (user-months and tickets), in bytes",

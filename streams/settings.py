@@ -81,6 +81,19 @@ def _parse_segment_values(value: str) -> int:
     return values
 
 
+MAX_STANDBY_REPLICAS = 3
+
+
+def _parse_standby_replicas(value: str) -> int:
+    try:
+        replicas = int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if not 0 <= replicas <= MAX_STANDBY_REPLICAS:
+        raise ValueError(f"must be 0 to {MAX_STANDBY_REPLICAS}, got {replicas}")
+    return replicas
+
+
 def _parse_seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -304,6 +317,13 @@ class Settings:
         4,
         _parse_positive_int,
         "partitions of the topics `cci topics create` makes",
+    )
+    standby_replicas: int = _setting(
+        "CCI_STANDBY_REPLICAS",
+        0,
+        _parse_standby_replicas,
+        "workers that keep a warm copy of each partition's dedup state (Faust's"
+        " table_standby_replicas): a fail-over reads only the changelog's tail (docs/scaling.md)",
     )
     replication_factor: int = _setting(
         "CCI_REPLICATION_FACTOR", 1, _parse_positive_int, "replication factor of created topics"

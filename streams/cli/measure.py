@@ -62,6 +62,12 @@ T = TypeVar("T")
 @click.option("--skip-peer", is_flag=True, help="Run no peer.")
 @click.option("--skip-latency", is_flag=True, help="Do not run the latency phase.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON only.")
+@click.option(
+    "--recovery",
+    is_flag=True,
+    help="Instead: time a fail-over (a worker killed -9) with standby replicas off and on; "
+    "--users sets the state (default 20,000; docs/scaling.md).",
+)
 @click.pass_context
 def bench(
     ctx: click.Context,
@@ -77,6 +83,7 @@ def bench(
     skip_peer: bool,
     skip_latency: bool,
     as_json: bool,
+    recovery: bool,
 ) -> None:
     """Measure the pipeline against a raw consumer and peer frameworks, on a fresh broker.
 
@@ -105,6 +112,17 @@ def bench(
             f"{months} months is more than CCI_RETAIN_MONTHS={settings.retain_months}",
             param_hint="--months",
         )
+    if recovery:
+        from streams.bench import recovery as failover
+
+        users = users or failover.DEFAULT_USERS
+        report = _run_measurement(
+            "cci bench --recovery",
+            lambda: failover.run_recovery_bench(settings, users, months, seed, say=_progress),
+        )
+        text, status = failover.output(report, as_json)
+        click.echo(text)
+        sys.exit(status)
     for peer in peers:
         if not peer.script.exists():
             raise click.BadParameter(f"{peer.script} is missing", param_hint="--peer")

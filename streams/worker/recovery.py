@@ -30,7 +30,7 @@ def mismatched(offsets: Mapping[TP, int | None], highwaters: Mapping[TP, int | N
 
 
 class RebuildingRecovery(Recovery):  # type: ignore[misc]
-    """``Recovery`` whose active offsets never exceed the changelog's end.
+    """``Recovery`` whose active and standby offsets never exceed the changelog's end.
 
     ``drop_state(tp)`` forgets what the worker holds for a changelog partition outside Faust's
     store (the dedup state); Faust's memory store is overwritten by the replay.
@@ -38,13 +38,26 @@ class RebuildingRecovery(Recovery):  # type: ignore[misc]
 
     drop_state: Callable[[TP], None] = staticmethod(lambda tp: None)
 
+    def add_standby(self, table: Any, tp: TP) -> None:
+        super().add_standby(table, tp)
+        if table.persisted_offset(tp) is None:
+            # Faust keeps a standby's offset across rebalances (and one it was promoted from),
+            # while the state it stands for may be gone: nothing held means read from the start.
+            self.standby_offsets[tp] = None
+
     async def _build_offsets(
         self, consumer: Any, tps: set[TP], destination: Any, title: str
     ) -> None:
         await super()._build_offsets(consumer, tps, destination, title)
-        if destination is not self.active_offsets:
+        if destination is self.active_offsets:
+            highwaters = self.active_highwaters
+        elif destination is self.standby_offsets and tps:
+            # Faust checks standbys against highwaters it builds only later, and then stops.
+            ends = await consumer.highwaters(*tps)
+            highwaters = {tp: -1 if end is None else end - 1 for tp, end in ends.items()}
+        else:
             return
-        rebuilt = sorted(mismatched(destination, self.active_highwaters))
+        rebuilt = sorted(mismatched(destination, highwaters))
         earliest = await consumer.earliest_offsets(*rebuilt) if rebuilt else {}
         for tp in rebuilt:
             log.error(
@@ -52,7 +65,7 @@ class RebuildingRecovery(Recovery):  # type: ignore[misc]
                 "rebuilding it from the start of the changelog",
                 tp,
                 destination[tp],
-                self.active_highwaters[tp],
+                highwaters[tp],
             )
             metrics.state_rebuilds.labels(tp.topic).inc()
             self.drop_state(tp)

@@ -101,6 +101,9 @@ def add_deduplicate(app: faust.App, runtime: Runtime, tables: Tables, topics: To
     async def publish_partials() -> None:
         if not runtime.ready:
             return
+        # Standby copies (runtime.standbys) are never published from: only owned partitions.
+        standbys = list(runtime.standbys.values())
+        metrics.standby_user_months.set(sum(state.user_months() for state in standbys))
         published = False
         for partition, state in list(runtime.states.items()):
             for partial in state.drain_dirty():

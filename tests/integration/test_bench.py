@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,4 +107,35 @@ def test_a_peer_in_its_own_environment_computes_the_recount(name: str, tmp_path:
     assert report["ratios"]["peers"][peer.title]["events_per_s"] > 0
     pids = {int(pid) for pid in PID.findall(result.stderr)}
     assert len(pids) == 3, result.stderr
+    assert not [pid for pid in pids if running(pid)]
+
+
+def test_bench_recovery_times_a_failover_with_standby_off_and_on(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCI_")}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "bench", "--recovery", "--users", "200", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    report = json.loads(result.stdout)
+    off, on = report["runs"]
+    assert (off["standby_replicas"], on["standby_replicas"]) == (0, 1)
+    for run in (off, on):
+        # Exact again after the kill, and every step of the fail-over seen, in order.
+        assert run["exact"] and run["difference"] == []
+        assert 0 < run["unhealthy_after_s"] < run["healthy_after_s"]
+        assert run["exact_after_s"] > 0 and run["killed_owned_user_months"] > 0
+    # Only with standby replicas does the survivor hold a copy, and take it over.
+    assert off["survivor_standby_user_months"] == 0 and not off["took_over_standby"]
+    assert on["survivor_standby_user_months"] == on["killed_owned_user_months"]
+    assert on["took_over_standby"]
+    # Two brokers and four workers announced their pids; none outlives the command.
+    pids = {int(pid) for pid in PID.findall(result.stderr)}
+    assert len(pids) == 6, result.stderr
     assert not [pid for pid in pids if running(pid)]

@@ -25,6 +25,7 @@ from streams.settings import (
 )
 from tests.integration.harness import (
     Figures,
+    WorkerProcess,
     figures_of,
     latest_updates,
     produce,
@@ -169,3 +170,44 @@ def test_three_workers_one_killed_and_restarted_one_leaving(pipeline, dataset) -
     assert first.health() == 200 and second.health() == 200
     # Its output keeps leaving: the producer watch says so (issue 18).
     assert "cci_producer_oldest_pending_seconds 0.0" in first.get("/metrics")
+
+
+def test_a_standby_takes_over_a_killed_workers_partitions_exactly(pipeline, dataset) -> None:
+    data, expected = dataset
+    pipeline.env["CCI_STANDBY_REPLICAS"] = "1"
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    first = pipeline.worker("first")
+    second = pipeline.worker("second")
+    half = len(data.tickets) // 2
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[:half])
+    recount_half = recount(
+        data.activity, data.tickets[:half], data.profiles, datetime.now(UTC), load_settings({})
+    ).figures
+    wait_for_figures(pipeline.bootstrap, recount_half, workers=[first, second])
+    # Each worker holds a copy of the other's partitions, but publishes (and counts) only its
+    # own: the owned user-months of both add up to the true total once, not twice.
+    total = sum(
+        users for (_, dimension, _), (_, users) in recount_half.items() if dimension == "all"
+    )
+
+    def owned(worker: WorkerProcess) -> float:
+        return metric_values(worker.get("/metrics"), ["cci_user_months"])["cci_user_months"] or 0.0
+
+    wait_until(
+        lambda: owned(first) + owned(second) == total,
+        30,
+        f"owned {owned(first)} + {owned(second)}, total {total}",
+    )
+    assert owned(first) and owned(second), "both workers own partitions"
+    # The second worker dies; the first takes its partitions over from its standby copies.
+    second.kill()
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[half:])
+    _produce_events(pipeline.bootstrap, data)  # and a full resend for good measure
+    wait_for_figures(pipeline.bootstrap, expected, timeout=120, workers=[first])
+    assert "taking over its standby state" in first.log_path.read_text()
+    everyone = sum(
+        users for (_, dimension, _), (_, users) in expected.items() if dimension == "all"
+    )
+    wait_until(lambda: owned(first) == everyone, 30, f"owned {owned(first)} of {everyone}")
+    assert first.health() == 200
