@@ -27,13 +27,13 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import metrics
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
-from streams.pipeline.enrich import Enricher, encode_fact
+from streams.pipeline.enrich import ActiveFact, Enricher, TicketFact, encode_facts
 from streams.pipeline.partitioning import partition_for
 from streams.pipeline.records import (
     DEAD_LETTER_ERROR_CHARS,
     DEAD_LETTER_KEY_BYTES,
     DEAD_LETTER_RAW_BYTES,
-    json_chunks,
+    split_to_fit,
 )
 from streams.pipeline.validate import MAX_SEGMENT_CHARS, InvalidEvent, parse_activity, parse_ticket
 from streams.settings import (
@@ -82,7 +82,9 @@ def dead_letter_key(key: bytes | None) -> bytes | None:
 class IngestedBatch:
     """What one batch of input records became. Pure data: no Kafka here."""
 
-    facts: dict[int, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
+    facts: dict[int, list[ActiveFact | TicketFact]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     dead_letters: list[tuple[bytes | None, bytes, str]] = field(default_factory=list)
     consumed: Counter[str] = field(default_factory=Counter)
     inactive: int = 0
@@ -126,7 +128,7 @@ def ingest_records(
             value = dead_letter_value(record.topic, record.partition, record.offset, raw, error)
             batch.dead_letters.append((dead_letter_key(record.key), value, error.reason))
             continue
-        batch.facts[partition_for(fact[0], facts_partitions)].append(encode_fact(fact))
+        batch.facts[partition_for(fact[0], facts_partitions)].append(fact)
     return batch
 
 
@@ -271,8 +273,8 @@ class IngestRunner:
     async def _publish(self, producer: AIOKafkaProducer, batch: IngestedBatch) -> None:
         sends = [
             await producer.send(self.facts_topic, value=value, partition=partition)
-            for partition, rows in batch.facts.items()
-            for value in json_chunks(rows)
+            for partition, facts in batch.facts.items()
+            for value in split_to_fit(facts, encode_facts)
         ]
         sends += [
             await producer.send(TOPIC_DEAD_LETTERS, key=key, value=value)

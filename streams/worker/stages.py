@@ -18,7 +18,7 @@ from streams.pipeline.aggregate import all_segment_keys, merge_partial, segment_
 from streams.pipeline.alerts import Figure
 from streams.pipeline.deduplicate import PartitionState
 from streams.pipeline.emit import update_key, update_value
-from streams.pipeline.enrich import ActiveFact, decode_facts
+from streams.pipeline.enrich import ActiveFact, decode_facts_record
 from streams.pipeline.partitioning import partition_for
 from streams.pipeline.records import dict_chunks
 from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, Settings
@@ -91,7 +91,7 @@ def add_deduplicate(app: faust.App, runtime: Runtime, tables: Tables, topics: To
                 )
             for key in state.expire(runtime.oldest_month()):
                 tables.dedup.send_changelog(partition, key.encode(), None)
-            facts = decode_facts(orjson.loads(event.value))
+            facts = decode_facts_record(event.value)
             changed = state.apply(facts, seq)
             _count_repeats(facts, changed)
             for month, winners in changed.items():
