@@ -13,9 +13,8 @@ of arrival order, so replays and rebalances cannot change the result.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -83,12 +82,6 @@ def _profile_order(profile: Profile) -> tuple[int, int, list[tuple[str, str]]]:
     return profile.updated_at, profile.signup_month, sorted(profile.segments.items())
 
 
-@lru_cache(maxsize=8)
-def _time_bounds(now: datetime, zone: ZoneInfo, retain_months: int) -> tuple[int, int]:
-    """(now in µs, oldest retained month): once per batch, not once per event."""
-    return epoch_micros(now), domain.oldest_retained_month(now, zone, retain_months)
-
-
 @dataclass(frozen=True)
 class Enricher:
     """Turns valid events into facts; raises InvalidEvent for events outside the kept months."""
@@ -99,6 +92,11 @@ class Enricher:
     retain_months: int
     max_future_micros: int
     profile_of: Callable[[str], Profile | None]
+    # [now, (latest ts accepted, oldest retained month)] of the last ``now`` given: a batch gives
+    # one, so the bounds are computed once per batch (an identity test per event, no hashing).
+    _bounds: list[Any] = field(
+        default_factory=lambda: [None, (0, 0)], init=False, compare=False, repr=False
+    )
 
     @classmethod
     def from_settings(
@@ -118,8 +116,17 @@ class Enricher:
 
     def _month(self, moment: datetime, now: datetime) -> tuple[int, int]:
         ts = epoch_micros(moment)
-        now_micros, oldest = _time_bounds(now, self.zone, self.retain_months)
-        if ts > now_micros + self.max_future_micros:
+        bounds = self._bounds
+        if now is not bounds[0]:
+            bounds[:] = [
+                now,
+                (
+                    epoch_micros(now) + self.max_future_micros,
+                    domain.oldest_retained_month(now, self.zone, self.retain_months),
+                ),
+            ]
+        latest, oldest = bounds[1]
+        if ts > latest:
             raise InvalidEvent(FUTURE_TIMESTAMP, f"{moment.isoformat()} is in the future")
         month = domain.month_of_micros(ts, self.zone)
         if month < oldest:

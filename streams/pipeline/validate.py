@@ -250,21 +250,18 @@ def _decode(
     return record
 
 
-def _longest(segments: dict[str, str] | None) -> int:
-    return max(map(len, segments.values()), default=0) if segments else 0
-
-
 def parse_activity(
     raw: bytes, max_bytes: int, max_segment_chars: int = MAX_SEGMENT_CHARS
 ) -> ActivityEvent:
     record = _decode(ACTIVITY_DECODER, raw, max_bytes, _checked_activity, max_segment_chars)
-    if _longest(record.segments) > max_segment_chars:
+    segments = record.segments
+    if segments and max(map(len, segments.values())) > max_segment_chars:
         _checked_activity(raw, max_bytes, max_segment_chars)
     return ActivityEvent(
         record.user_id,
         parse_timestamp(record.occurred_at, "occurred_at"),
         record.activity or None,
-        record.segments,
+        segments,
     )
 
 
@@ -272,8 +269,8 @@ def parse_ticket(
     raw: bytes, max_bytes: int, max_segment_chars: int = MAX_SEGMENT_CHARS
 ) -> TicketEvent:
     record = _decode(TICKET_DECODER, raw, max_bytes, _checked_ticket, max_segment_chars)
-    channel = record.channel
-    if _longest(record.segments) > max_segment_chars or (
+    channel, segments = record.channel, record.segments
+    if (segments and max(map(len, segments.values())) > max_segment_chars) or (
         channel is not None and len(channel) > max_segment_chars
     ):
         _checked_ticket(raw, max_bytes, max_segment_chars)
@@ -282,7 +279,7 @@ def parse_ticket(
         record.user_id,
         parse_timestamp(record.created_at, "created_at"),
         channel or None,
-        record.segments,
+        segments,
     )
 
 
@@ -290,7 +287,7 @@ def parse_profile(
     raw: bytes, max_bytes: int, max_segment_chars: int = MAX_SEGMENT_CHARS
 ) -> UserProfile:
     record = _decode(PROFILE_DECODER, raw, max_bytes, _checked_profile, max_segment_chars)
-    if _longest(record.segments) > max_segment_chars:
+    if max(map(len, record.segments.values()), default=0) > max_segment_chars:
         _checked_profile(raw, max_bytes, max_segment_chars)
     return UserProfile(
         record.user_id,

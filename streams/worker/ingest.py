@@ -16,7 +16,7 @@ import base64
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -101,7 +101,7 @@ class InputRecord:
 
 
 def ingest_records(
-    records: Iterable[InputRecord],
+    records: Sequence[InputRecord],
     enricher: Enricher,
     max_event_bytes: int,
     facts_partitions: int,
@@ -110,11 +110,13 @@ def ingest_records(
 ) -> IngestedBatch:
     """Validate and enrich a batch: facts grouped by facts partition, and dead letters."""
     batch = IngestedBatch()
+    facts = batch.facts
+    activities = 0
     for record in records:
-        batch.consumed[record.topic] += 1
         raw = record.value or b""
         try:
             if record.topic == TOPIC_ACTIVITY:
+                activities += 1
                 event = parse_activity(raw, max_event_bytes, max_segment_chars)
                 fact = enricher.active_fact(event, now)
                 if fact is None:
@@ -128,7 +130,14 @@ def ingest_records(
             value = dead_letter_value(record.topic, record.partition, record.offset, raw, error)
             batch.dead_letters.append((dead_letter_key(record.key), value, error.reason))
             continue
-        batch.facts[partition_for(fact[0], facts_partitions)].append(fact)
+        facts[partition_for(fact[0], facts_partitions)].append(fact)
+    # Counted once per batch, not per record (input records are of the two topics only).
+    for topic, consumed in (
+        (TOPIC_ACTIVITY, activities),
+        (TOPIC_TICKETS, len(records) - activities),
+    ):
+        if consumed:
+            batch.consumed[topic] = consumed
     return batch
 
 

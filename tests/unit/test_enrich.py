@@ -245,6 +245,20 @@ def test_far_future_is_a_future_timestamp() -> None:
     assert reason(lambda: within.active_fact(activity(at=beyond), NOW)) == FUTURE_TIMESTAMP
 
 
+def test_the_time_bounds_follow_each_batch_now() -> None:
+    """The bounds are kept between calls: a later ``now`` (the next batch) must renew them."""
+    kept = enricher(max_future_seconds=3600)
+    next_year = NOW + timedelta(days=365)
+    assert kept.ticket_fact(ticket(at="2025-03-01T00:00:00Z"), NOW).ts
+    assert reason(lambda: kept.ticket_fact(ticket(at="2025-03-01T00:00:00Z"), next_year)) == (
+        TOO_LATE
+    )
+    assert reason(lambda: kept.ticket_fact(ticket(at="2026-06-01T00:00:00Z"), NOW)) == (
+        FUTURE_TIMESTAMP
+    )
+    assert kept.ticket_fact(ticket(at="2026-06-01T00:00:00Z"), next_year).ts
+
+
 def test_inactive_types_are_dropped_before_the_time_checks() -> None:
     # Not counted either way, so not worth a dead letter.
     strict = enricher(active=frozenset({"login"}))
