@@ -97,6 +97,12 @@ class Enricher:
     _bounds: list[Any] = field(
         default_factory=lambda: [None, (0, 0)], init=False, compare=False, repr=False
     )
+    # user_id → (profile, its values of the dimensions before tenure): an event without segments
+    # of its own (most) takes those whole. One entry per user seen; the identity test makes a
+    # newer profile of the user replace it.
+    _profile_values: dict[str, tuple[Profile, Attributes]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def from_settings(
@@ -141,6 +147,14 @@ class Enricher:
         self, user_id: str, segments: Mapping[str, str] | None, month: int
     ) -> Attributes:
         profile = self.profile_of(user_id)
+        if not segments and profile is not None and self.dimensions[-1] == domain.TENURE:
+            held = self._profile_values.get(user_id)
+            if held is None or held[0] is not profile:
+                values = domain.user_attributes(
+                    self.dimensions[:-1], None, profile.segments, None, month
+                )
+                held = self._profile_values[user_id] = (profile, values)
+            return (*held[1], domain.tenure_bucket(profile.signup_month, month))
         return domain.user_attributes(
             self.dimensions,
             segments,

@@ -346,3 +346,33 @@ def test_facts_records_split_under_the_size_limit() -> None:
     records = split_to_fit(facts, encode_facts, limit)
     assert len(records) > 1 and all(len(record) <= limit for record in records)
     assert [fact for record in records for fact in decode_facts_record(record)] == facts
+
+
+def test_profile_values_held_between_events_follow_a_newer_profile() -> None:
+    """Events without segments of their own take the profile's values, held per user: the same
+    attributes as the rule gives, and a newer profile of the user replaces them."""
+    profiles = {"u-1": Profile(domain.month_from_label("2026-01"), {"plan": "free"}, 1)}
+    enriching = enricher(profiles)
+    dimensions = enriching.dimensions
+
+    def expected(event_segments: dict[str, str] | None, month: int) -> tuple[str, ...]:
+        profile = profiles["u-1"]
+        return domain.user_attributes(
+            dimensions, event_segments, profile.segments, profile.signup_month, month
+        )
+
+    for at, segments in [
+        ("2026-03-02T10:00:00Z", None),
+        ("2026-01-02T10:00:00Z", None),
+        ("2026-03-03T10:00:00Z", {"plan": "paid"}),
+        ("2026-03-03T10:00:00Z", {}),
+    ]:
+        fact = enriching.ticket_fact(ticket(at=at, segments=segments), NOW)
+        assert fact.attributes[:-1] == expected(segments, fact.month)
+    profiles["u-1"] = Profile(
+        domain.month_from_label("2025-01"), {"plan": "paid", "region": "eu"}, 2
+    )
+    fact = enriching.ticket_fact(ticket(at="2026-03-02T10:00:00Z"), NOW)
+    assert (
+        fact.attributes[:-1] == expected(None, fact.month) == ("paid", domain.UNKNOWN, "eu", "12m+")
+    )
