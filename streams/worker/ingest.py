@@ -16,7 +16,7 @@ import base64
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -153,6 +153,7 @@ class IngestRunner:
         *,
         backoff_initial: float = 0.2,
         backoff_max: float = 15.0,
+        checkpoint: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.enricher = enricher
@@ -160,6 +161,10 @@ class IngestRunner:
         self.wait_ready = wait_ready  # awaited before the first record: profiles fully loaded
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        # Awaited once a batch is published and counted, before its offsets are committed: the
+        # ingest process reports its counts to the worker then, so that a kill after the commit
+        # loses no count (a kill before it re-reads the batch: counted at least once).
+        self.checkpoint = checkpoint
         self.running = asyncio.Event()  # consumer and producer started
         # Failures since ingest last made progress (committed a batch, or had nothing to read),
         # and the last one's text: a record that fails every attempt shows here, not only in logs.
@@ -272,9 +277,11 @@ class IngestRunner:
                     settings.max_segment_chars,
                 )
                 await self._publish(producer, batch)
+                _count(batch)
+                if self.checkpoint is not None:
+                    await self.checkpoint()
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
                 await self._commit(consumer, offsets)
-                _count(batch)
                 self._progressed()
             if await self._update_lag(consumer) == 0:
                 self._progressed()  # caught up: nothing is stuck

@@ -240,8 +240,17 @@ async def _serve(sock: socket.socket) -> None:
         on_invalid=lambda reason: metrics.invalid_profiles.labels(reason).inc(),
         max_segment_chars=settings.max_segment_chars,
     )
+
+    async def report_counts() -> None:
+        report()  # before the batch's commit: see IngestRunner.checkpoint
+        await writer.drain()
+
     runner = IngestRunner(
-        settings, Enricher.from_settings(settings, profiles.get), facts_topic, profiles.wait_loaded
+        settings,
+        Enricher.from_settings(settings, profiles.get),
+        facts_topic,
+        profiles.wait_loaded,
+        checkpoint=report_counts,
     )
     stop = asyncio.Event()
     watch = asyncio.create_task(_watch_worker(reader, stop))
