@@ -12,12 +12,14 @@ of arrival order, so replays and rebalances cannot change the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
+
+import msgspec
+import orjson
 
 from streams import domain
 from streams.domain import epoch_micros
@@ -80,12 +82,6 @@ def _profile_order(profile: Profile) -> tuple[int, int, list[tuple[str, str]]]:
     return profile.updated_at, profile.signup_month, sorted(profile.segments.items())
 
 
-@lru_cache(maxsize=8)
-def _time_bounds(now: datetime, zone: ZoneInfo, retain_months: int) -> tuple[int, int]:
-    """(now in µs, oldest retained month): once per batch, not once per event."""
-    return epoch_micros(now), domain.oldest_retained_month(now, zone, retain_months)
-
-
 @dataclass(frozen=True)
 class Enricher:
     """Turns valid events into facts; raises InvalidEvent for events outside the kept months."""
@@ -96,6 +92,17 @@ class Enricher:
     retain_months: int
     max_future_micros: int
     profile_of: Callable[[str], Profile | None]
+    # [now, (latest ts accepted, oldest retained month)] of the last ``now`` given: a batch gives
+    # one, so the bounds are computed once per batch (an identity test per event, no hashing).
+    _bounds: list[Any] = field(
+        default_factory=lambda: [None, (0, 0)], init=False, compare=False, repr=False
+    )
+    # user_id → (profile, its values of the dimensions before tenure): an event without segments
+    # of its own (most) takes those whole. One entry per user seen; the identity test makes a
+    # newer profile of the user replace it.
+    _profile_values: dict[str, tuple[Profile, Attributes]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def from_settings(
@@ -115,8 +122,17 @@ class Enricher:
 
     def _month(self, moment: datetime, now: datetime) -> tuple[int, int]:
         ts = epoch_micros(moment)
-        now_micros, oldest = _time_bounds(now, self.zone, self.retain_months)
-        if ts > now_micros + self.max_future_micros:
+        bounds = self._bounds
+        if now is not bounds[0]:
+            bounds[:] = [
+                now,
+                (
+                    epoch_micros(now) + self.max_future_micros,
+                    domain.oldest_retained_month(now, self.zone, self.retain_months),
+                ),
+            ]
+        latest, oldest = bounds[1]
+        if ts > latest:
             raise InvalidEvent(FUTURE_TIMESTAMP, f"{moment.isoformat()} is in the future")
         month = domain.month_of_micros(ts, self.zone)
         if month < oldest:
@@ -131,6 +147,14 @@ class Enricher:
         self, user_id: str, segments: Mapping[str, str] | None, month: int
     ) -> Attributes:
         profile = self.profile_of(user_id)
+        if not segments and profile is not None and self.dimensions[-1] == domain.TENURE:
+            held = self._profile_values.get(user_id)
+            if held is None or held[0] is not profile:
+                values = domain.user_attributes(
+                    self.dimensions[:-1], None, profile.segments, None, month
+                )
+                held = self._profile_values[user_id] = (profile, values)
+            return (*held[1], domain.tenure_bucket(profile.signup_month, month))
         return domain.user_attributes(
             self.dimensions,
             segments,
@@ -160,16 +184,44 @@ class Enricher:
 
 
 # --- wire format of the facts topic (enrich → deduplicate) -------------------------------------
-# One record carries a batch of facts for one partition: ["a"|"t", id, month, ts, [attributes]].
+# One record carries a batch of facts for one partition: FACTS_FORMAT, then msgpack of
+# ([ActiveFact...], [TicketFact...]), each fact an array (named tuples encode as arrays), which
+# msgspec decodes straight into the named tuples, in C. Records written before this format are
+# JSON arrays of ["a"|"t", id, month, ts, [attributes](, user)]: a worker restarted on new code
+# still reads them from the topic (``decode_facts_record``).
+
+FACTS_FORMAT = b"\x01"  # the first byte of a msgpack facts record; a JSON one starts with "["
+_FACTS_ENCODER = msgspec.msgpack.Encoder()
+_FACTS_DECODER = msgspec.msgpack.Decoder(tuple[list[ActiveFact], list[TicketFact]])
+
+
+def encode_facts(facts: Sequence[ActiveFact | TicketFact]) -> bytes:
+    """One facts record of ``facts``, the active ones first (the order of facts does not matter
+    to deduplicate); ``records.split_to_fit`` keeps records under the size limit."""
+    actives = [fact for fact in facts if type(fact) is ActiveFact]
+    tickets = [fact for fact in facts if type(fact) is not ActiveFact]
+    return FACTS_FORMAT + _FACTS_ENCODER.encode((actives, tickets))
+
+
+def decode_facts_record(value: bytes) -> list[ActiveFact | TicketFact]:
+    """The facts of a facts record, in either format; ValueError for anything else."""
+    if value[:1] == FACTS_FORMAT:
+        actives, tickets = _FACTS_DECODER.decode(memoryview(value)[1:])
+        return [*actives, *tickets]
+    if value[:1] == b"[":
+        return decode_facts(orjson.loads(value))
+    raise ValueError(f"not a facts record (first byte {value[:1]!r})")
 
 
 def encode_fact(fact: ActiveFact | TicketFact) -> list[object]:
+    """A fact in the JSON format of before ``FACTS_FORMAT`` (for the tests of reading it)."""
     if isinstance(fact, ActiveFact):
         return ["a", fact.user_id, fact.month, fact.ts, fact.attributes]
     return ["t", fact.ticket_id, fact.month, fact.ts, fact.attributes, fact.user_id]
 
 
 def decode_facts(rows: list[list[Any]]) -> list[ActiveFact | TicketFact]:
+    """The facts of a JSON facts record (the format before ``FACTS_FORMAT``), parsed."""
     return [
         ActiveFact(key, month, ts, tuple(attributes))
         if kind == "a"

@@ -15,7 +15,7 @@ import asyncio
 import base64
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,13 +28,13 @@ from streams import metrics
 from streams.clock import Clock
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
 from streams.loops import Loop
-from streams.pipeline.enrich import Enricher, encode_fact
+from streams.pipeline.enrich import ActiveFact, Enricher, TicketFact, encode_facts
 from streams.pipeline.partitioning import partition_for
 from streams.pipeline.records import (
     DEAD_LETTER_ERROR_CHARS,
     DEAD_LETTER_KEY_BYTES,
     DEAD_LETTER_RAW_BYTES,
-    json_chunks,
+    split_to_fit,
 )
 from streams.pipeline.validate import MAX_SEGMENT_CHARS, InvalidEvent, parse_activity, parse_ticket
 from streams.settings import (
@@ -83,7 +83,9 @@ def dead_letter_key(key: bytes | None) -> bytes | None:
 class IngestedBatch:
     """What one batch of input records became. Pure data: no Kafka here."""
 
-    facts: dict[int, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
+    facts: dict[int, list[ActiveFact | TicketFact]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     dead_letters: list[tuple[bytes | None, bytes, str]] = field(default_factory=list)
     consumed: Counter[str] = field(default_factory=Counter)
     inactive: int = 0
@@ -100,7 +102,7 @@ class InputRecord:
 
 
 def ingest_records(
-    records: Iterable[InputRecord],
+    records: Sequence[InputRecord],
     enricher: Enricher,
     max_event_bytes: int,
     facts_partitions: int,
@@ -109,11 +111,13 @@ def ingest_records(
 ) -> IngestedBatch:
     """Validate and enrich a batch: facts grouped by facts partition, and dead letters."""
     batch = IngestedBatch()
+    facts = batch.facts
+    activities = 0
     for record in records:
-        batch.consumed[record.topic] += 1
         raw = record.value or b""
         try:
             if record.topic == TOPIC_ACTIVITY:
+                activities += 1
                 event = parse_activity(raw, max_event_bytes, max_segment_chars)
                 fact = enricher.active_fact(event, now)
                 if fact is None:
@@ -127,7 +131,14 @@ def ingest_records(
             value = dead_letter_value(record.topic, record.partition, record.offset, raw, error)
             batch.dead_letters.append((dead_letter_key(record.key), value, error.reason))
             continue
-        batch.facts[partition_for(fact[0], facts_partitions)].append(encode_fact(fact))
+        facts[partition_for(fact[0], facts_partitions)].append(fact)
+    # Counted once per batch, not per record (input records are of the two topics only).
+    for topic, consumed in (
+        (TOPIC_ACTIVITY, activities),
+        (TOPIC_TICKETS, len(records) - activities),
+    ):
+        if consumed:
+            batch.consumed[topic] = consumed
     return batch
 
 
@@ -148,6 +159,7 @@ class IngestRunner(Loop):
         clock: Clock | None = None,
         backoff_initial: float | None = None,
         backoff_max: float | None = None,
+        checkpoint: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(backoff_initial=backoff_initial, backoff_max=backoff_max)
         self.settings = settings
@@ -155,6 +167,10 @@ class IngestRunner(Loop):
         self.facts_topic = facts_topic
         self.wait_ready = wait_ready  # awaited before the first record: profiles fully loaded
         self.clock = clock or Clock()  # what "now" is: too-late and future events, months
+        # Awaited once a batch is published and counted, before its offsets are committed: the
+        # ingest process reports its counts to the worker then, so that a kill after the commit
+        # loses no count (a kill before it re-reads the batch: counted at least once).
+        self.checkpoint = checkpoint
         self.running = asyncio.Event()  # consumer and producer started
 
     async def run(self) -> None:
@@ -223,9 +239,11 @@ class IngestRunner(Loop):
                     settings.max_segment_chars,
                 )
                 await self._publish(producer, batch)
+                _count(batch)
+                if self.checkpoint is not None:
+                    await self.checkpoint()
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
                 await self._commit(consumer, offsets)
-                _count(batch)
                 self.progressed()
             if await self._update_lag(consumer) == 0:
                 self.progressed()  # caught up: nothing is stuck
@@ -233,8 +251,8 @@ class IngestRunner(Loop):
     async def _publish(self, producer: AIOKafkaProducer, batch: IngestedBatch) -> None:
         sends = [
             await producer.send(self.facts_topic, value=value, partition=partition)
-            for partition, rows in batch.facts.items()
-            for value in json_chunks(rows)
+            for partition, facts in batch.facts.items()
+            for value in split_to_fit(facts, encode_facts)
         ]
         sends += [
             await producer.send(TOPIC_DEAD_LETTERS, key=key, value=value)

@@ -270,6 +270,7 @@ class IngestChild(Service):
             facts_topic,
             self.profiles.wait_loaded,
             clock=clock_for(settings),
+            checkpoint=self._report_counts,
         )
         self.add_dependency(self.profiles)
         self.add_dependency(self.runner)
@@ -286,6 +287,10 @@ class IngestChild(Service):
                 self.runner.stalled,
             ),
         )
+
+    async def _report_counts(self) -> None:
+        self.report()  # before the batch's commit: see IngestRunner.checkpoint
+        await self.writer.drain()
 
     @Service.task
     async def _report_until_done(self) -> None:

@@ -5,7 +5,7 @@ these only move records between them, the tables and Kafka."""
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from streams.pipeline.aggregate import all_segment_keys, merge_partial, segment_
 from streams.pipeline.alerts import Figure
 from streams.pipeline.deduplicate import PartitionState
 from streams.pipeline.emit import update_key, update_value
-from streams.pipeline.enrich import ActiveFact, decode_facts
+from streams.pipeline.enrich import ActiveFact, decode_facts_record
 from streams.pipeline.partitioning import partition_for
 from streams.pipeline.records import dict_chunks
 from streams.settings import TOPIC_ALERTS, TOPIC_UPDATES, Settings
@@ -90,7 +90,7 @@ def add_deduplicate(app: faust.App, runtime: Runtime, tables: Tables, topics: To
                 )
             for key in state.expire(runtime.oldest_month()):
                 tables.dedup.send_changelog(partition, key.encode(), None)
-            facts = decode_facts(orjson.loads(event.value))
+            facts = decode_facts_record(event.value)
             changed = state.apply(facts, seq)
             _count_repeats(facts, changed)
             for month, winners in changed.items():
@@ -253,10 +253,12 @@ def _report_guard(state: PartitionState, partition: int, max_values: int) -> Non
 
 def _count_repeats(facts: list[Any], changed: dict[int, list[Any]]) -> None:
     """Facts that changed nothing are repeats: resends, duplicates, further activity."""
-    won = Counter(isinstance(f, ActiveFact) for winners in changed.values() for f in winners)
-    seen = Counter(isinstance(f, ActiveFact) for f in facts)
-    metrics.repeat_facts.labels("active").inc(seen[True] - won[True])
-    metrics.repeat_facts.labels("ticket").inc(seen[False] - won[False])
+    # map and count run in C: a generator per fact cost ~3% of the worker's main thread.
+    seen_active = list(map(type, facts)).count(ActiveFact)
+    won_active = sum(list(map(type, winners)).count(ActiveFact) for winners in changed.values())
+    won = sum(len(winners) for winners in changed.values())
+    metrics.repeat_facts.labels("active").inc(seen_active - won_active)
+    metrics.repeat_facts.labels("ticket").inc(len(facts) - seen_active - (won - won_active))
 
 
 def _forget_expired_months(runtime: Runtime, alerts: AlertPublisher) -> None:

@@ -19,7 +19,13 @@ from streams.pipeline.deduplicate import (
     pack_ticket,
     ticket_user,
 )
-from streams.pipeline.enrich import ActiveFact, Attributes, TicketFact, decode_facts, encode_fact
+from streams.pipeline.enrich import (
+    ActiveFact,
+    Attributes,
+    TicketFact,
+    decode_facts_record,
+    encode_facts,
+)
 from streams.pipeline.recount import fold, guarded
 
 DIMENSIONS = domain.user_dimensions(())  # plan, product, region, tenure
@@ -504,7 +510,7 @@ def test_estimated_bytes_samples_close_to_a_full_walk_and_stays_small() -> None:
     ]
     facts += [ticket(f"ticket-{n:07d}", MARCH, offset=n % 50) for n in range(1500)]
     # As in the worker: facts arrive as bytes, so the state owns every string it keeps.
-    state = applied(decode_facts(orjson.loads(orjson.dumps([encode_fact(f) for f in facts]))))
+    state = applied(decode_facts_record(encode_facts(facts)))
 
     every_entry = state.estimated_bytes(sample=len(facts))
     assert 0.9 * every_entry <= state.estimated_bytes() <= 1.1 * every_entry

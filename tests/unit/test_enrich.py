@@ -10,16 +10,20 @@ import pytest
 
 from streams import domain
 from streams.pipeline.enrich import (
+    FACTS_FORMAT,
     ActiveFact,
     Enricher,
     Profile,
     TicketFact,
     decode_facts,
+    decode_facts_record,
     encode_fact,
+    encode_facts,
     epoch_micros,
     newer_profile,
     profile_from_event,
 )
+from streams.pipeline.records import split_to_fit
 from streams.pipeline.validate import (
     FUTURE_TIMESTAMP,
     TOO_LATE,
@@ -241,6 +245,20 @@ def test_far_future_is_a_future_timestamp() -> None:
     assert reason(lambda: within.active_fact(activity(at=beyond), NOW)) == FUTURE_TIMESTAMP
 
 
+def test_the_time_bounds_follow_each_batch_now() -> None:
+    """The bounds are kept between calls: a later ``now`` (the next batch) must renew them."""
+    kept = enricher(max_future_seconds=3600)
+    next_year = NOW + timedelta(days=365)
+    assert kept.ticket_fact(ticket(at="2025-03-01T00:00:00Z"), NOW).ts
+    assert reason(lambda: kept.ticket_fact(ticket(at="2025-03-01T00:00:00Z"), next_year)) == (
+        TOO_LATE
+    )
+    assert reason(lambda: kept.ticket_fact(ticket(at="2026-06-01T00:00:00Z"), NOW)) == (
+        FUTURE_TIMESTAMP
+    )
+    assert kept.ticket_fact(ticket(at="2026-06-01T00:00:00Z"), next_year).ts
+
+
 def test_inactive_types_are_dropped_before_the_time_checks() -> None:
     # Not counted either way, so not worth a dead letter.
     strict = enricher(active=frozenset({"login"}))
@@ -282,9 +300,79 @@ def test_epoch_micros_is_exact() -> None:
     assert epoch_micros(datetime(1970, 1, 1, tzinfo=UTC)) == 0
 
 
+# Active facts first: a record holds them before the tickets.
+FACTS: list[ActiveFact | TicketFact] = [
+    ActiveFact("u-1", MARCH, 123, ("free", "docs", "eu", "new")),
+    ActiveFact("u-\u00e9", MARCH, 2**62, ("a" * 256, "", "eu", "12m+")),
+    TicketFact("t-1", MARCH, 456, ("free", "docs", "eu", "new", "chat"), "u-1"),
+]
+
+
 def test_fact_wire_format_round_trips() -> None:
-    facts: list[ActiveFact | TicketFact] = [
-        ActiveFact("u-1", MARCH, 123, ("free", "docs", "eu", "new")),
-        TicketFact("t-1", MARCH, 456, ("free", "docs", "eu", "new", "chat")),
+    record = encode_facts(FACTS)
+    assert record[:1] == FACTS_FORMAT
+    decoded = decode_facts_record(record)
+    assert decoded == FACTS
+    assert [type(fact) for fact in decoded] == [type(fact) for fact in FACTS]
+    assert all(type(fact.attributes) is tuple for fact in decoded)
+
+
+def test_facts_records_of_the_json_format_before_are_still_read() -> None:
+    """Rolling upgrade: a worker on new code reads the facts topic's records of old code (JSON
+    rows, tickets with and without their user); bytes as that code wrote them."""
+    old_record = (
+        b'[["a","u-1",24314,123,["free","docs","eu","new"]],'
+        b'["t","t-1",24314,456,["free","docs","eu","new","chat"],"u-1"],'
+        b'["t","t-2",24314,789,["free","docs","eu","new","chat"]]]'
+    )
+    assert decode_facts_record(old_record) == [
+        ActiveFact("u-1", 24314, 123, ("free", "docs", "eu", "new")),
+        TicketFact("t-1", 24314, 456, ("free", "docs", "eu", "new", "chat"), "u-1"),
+        TicketFact("t-2", 24314, 789, ("free", "docs", "eu", "new", "chat"), ""),
     ]
-    assert decode_facts([encode_fact(fact) for fact in facts]) == facts
+    assert decode_facts([encode_fact(fact) for fact in FACTS]) == FACTS
+
+
+def test_a_facts_record_of_neither_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a facts record"):
+        decode_facts_record(b"{}")
+
+
+def test_facts_records_split_under_the_size_limit() -> None:
+    facts = [
+        ActiveFact(f"user-{n:06d}", MARCH, n, ("free", "docs", "eu", "new")) for n in range(3000)
+    ]
+    limit = 20_000
+    records = split_to_fit(facts, encode_facts, limit)
+    assert len(records) > 1 and all(len(record) <= limit for record in records)
+    assert [fact for record in records for fact in decode_facts_record(record)] == facts
+
+
+def test_profile_values_held_between_events_follow_a_newer_profile() -> None:
+    """Events without segments of their own take the profile's values, held per user: the same
+    attributes as the rule gives, and a newer profile of the user replaces them."""
+    profiles = {"u-1": Profile(domain.month_from_label("2026-01"), {"plan": "free"}, 1)}
+    enriching = enricher(profiles)
+    dimensions = enriching.dimensions
+
+    def expected(event_segments: dict[str, str] | None, month: int) -> tuple[str, ...]:
+        profile = profiles["u-1"]
+        return domain.user_attributes(
+            dimensions, event_segments, profile.segments, profile.signup_month, month
+        )
+
+    for at, segments in [
+        ("2026-03-02T10:00:00Z", None),
+        ("2026-01-02T10:00:00Z", None),
+        ("2026-03-03T10:00:00Z", {"plan": "paid"}),
+        ("2026-03-03T10:00:00Z", {}),
+    ]:
+        fact = enriching.ticket_fact(ticket(at=at, segments=segments), NOW)
+        assert fact.attributes[:-1] == expected(segments, fact.month)
+    profiles["u-1"] = Profile(
+        domain.month_from_label("2025-01"), {"plan": "paid", "region": "eu"}, 2
+    )
+    fact = enriching.ticket_fact(ticket(at="2026-03-02T10:00:00Z"), NOW)
+    assert (
+        fact.attributes[:-1] == expected(None, fact.month) == ("paid", domain.UNKNOWN, "eu", "12m+")
+    )

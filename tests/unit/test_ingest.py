@@ -12,7 +12,7 @@ import orjson
 from streams import domain
 from streams.dev.broker import free_port
 from streams.pipeline import records
-from streams.pipeline.enrich import Enricher, Profile, decode_facts
+from streams.pipeline.enrich import Enricher, Profile, decode_facts_record, encode_facts
 from streams.pipeline.partitioning import partition_for
 from streams.pipeline.validate import TOO_LATE, InvalidEvent
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
@@ -59,8 +59,8 @@ def test_facts_go_to_the_partition_of_their_identity() -> None:
     assert batch.consumed == {TOPIC_ACTIVITY: 2, TOPIC_TICKETS: 1}
     placed = {
         fact[0]: partition
-        for partition, rows in batch.facts.items()
-        for fact in decode_facts(orjson.loads(orjson.dumps(rows)))
+        for partition, facts in batch.facts.items()
+        for fact in decode_facts_record(encode_facts(facts))
     }
     assert placed == {key: partition_for(key, 4) for key in ("u1", "u2", "t1")}
     assert batch.dead_letters == []
@@ -101,7 +101,7 @@ def test_enrichment_uses_the_profile() -> None:
         1,
         NOW,
     )
-    (fact,) = decode_facts(batch.facts[0])
+    (fact,) = batch.facts[0]
     assert fact.attributes[0] == "paid"
     assert fact.attributes[-1] == "12m+"
 

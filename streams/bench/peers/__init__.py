@@ -32,8 +32,9 @@ class Peer:
         return bool(self.requirements)
 
 
-# Both need orjson (the pipeline's parsing) and tzdata (zones without the system's database).
-_COMMON = ("orjson==3.13.0", "tzdata==2026.6")
+# Both need orjson and msgspec (the pipeline's parsing) and tzdata (zones without the system's
+# database).
+_COMMON = ("orjson==3.13.0", "msgspec==0.23.0", "tzdata==2026.6")
 PEERS: dict[str, Peer] = {
     peer.name: peer
     for peer in (
