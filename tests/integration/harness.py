@@ -54,15 +54,18 @@ def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
     )
 
 
-def run_cci(*args: str, env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``cci ARGS`` as a user types it, in ``cwd`` with exactly ``env``."""
+def run_cci(
+    *args: str, env: Mapping[str, str], cwd: Path, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``cci ARGS`` as a user types it, in ``cwd`` with exactly ``env``; killed after
+    ``timeout`` seconds."""
     return subprocess.run(
         [sys.executable, "-m", "streams", *args],
         env=dict(env),
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
 
 
