@@ -23,8 +23,15 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 lint: install
 	$(if $(LINT_DIRS),$(BIN)/ruff check $(LINT_DIRS),@echo "nothing to lint")
 
+# The integration tests mostly wait (broker fetch waits, group joins, worker start-ups), so the
+# suite runs in TEST_WORKERS processes, whole files each (module fixtures are built once); each
+# process has its own session broker. Files go out in collection order, the long integration
+# files first and the many short unit files last to fill the gaps (xdist's default sends the
+# files with most tests first, which left the longest tests for the end). `TEST_WORKERS=0` runs
+# it serially; a plain `pytest FILE` is serial too.
+TEST_WORKERS ?= 3
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 demo: install
 	$(BIN)/cci demo

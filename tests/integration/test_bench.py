@@ -17,9 +17,10 @@ import pytest
 
 from streams.bench.peers import PEERS
 from streams.bench.peers.environments import home_of, is_ready
-from tests.integration.harness import run_cci
+from tests.integration.harness import TEST_SESSION_TIMEOUT, run_cci
 
 PID = re.compile(r"pid (\d+)")
+BENCH_TIMEOUT_S = 240.0
 
 
 def running(pid: int) -> bool:
@@ -32,6 +33,7 @@ def running(pid: int) -> bool:
 
 def test_bench_measures_every_phase_and_each_result_equals_the_recount(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCI_")}
+    env["CCI_SESSION_TIMEOUT"] = TEST_SESSION_TIMEOUT  # its workers join their groups sooner
 
     result = run_cci(
         "bench",
@@ -44,6 +46,10 @@ def test_bench_measures_every_phase_and_each_result_equals_the_recount(tmp_path:
         "--json",
         env=env,
         cwd=tmp_path,
+        # Only a guard against a hang: its speed is not asserted, and in `make test` it shares
+        # the machine with the other test processes (it took 60 s alone, over 120 s beside them
+        # on a loaded machine).
+        timeout=BENCH_TIMEOUT_S,
     )
 
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
@@ -85,6 +91,7 @@ def test_a_peer_in_its_own_environment_computes_the_recount(name: str, tmp_path:
     if not is_ready(peer):
         pytest.skip(f"{peer.title}'s environment {home_of(peer)} is not made: make bench-peers")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCI_")}
+    env["CCI_SESSION_TIMEOUT"] = TEST_SESSION_TIMEOUT
 
     result = run_cci(
         "bench",
@@ -96,6 +103,7 @@ def test_a_peer_in_its_own_environment_computes_the_recount(name: str, tmp_path:
         "--json",
         env=env,
         cwd=tmp_path,
+        timeout=BENCH_TIMEOUT_S,
     )
 
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
@@ -112,6 +120,7 @@ def test_a_peer_in_its_own_environment_computes_the_recount(name: str, tmp_path:
 
 def test_bench_recovery_times_a_failover_with_standby_off_and_on(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCI_")}
+    env["CCI_SESSION_TIMEOUT"] = TEST_SESSION_TIMEOUT
 
     result = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--recovery", "--users", "200", "--json"],

@@ -29,6 +29,7 @@ from streams.dev.demo_table import UpdatesView, table_dimensions
 from streams.dev.demo_traffic import live_cohort
 from streams.pipeline.alerts import load_rules
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
+from tests.integration.harness import TEST_SESSION_TIMEOUT
 
 USERS = 300
 RATE = 100
@@ -54,6 +55,7 @@ def _demo_env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CCI_")}
     # A port of its own, so a developer's worker on 6066 or a parallel test does not interfere.
     env["CCI_WEB_PORT"] = str(free_port())
+    env["CCI_SESSION_TIMEOUT"] = TEST_SESSION_TIMEOUT  # its worker joins its groups sooner
     # Secrets a user's environment may hold: none may show in the demo's output or logs.
     env["CCI_CLICKHOUSE_URL"] = f"http://cci:{SECRETS[0]}@clickhouse.example:8123/cci"
     env["CCI_KAFKA_SASL_PASSWORD"] = SECRETS[1]

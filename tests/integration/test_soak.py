@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.integration.harness import run_cci
+from tests.integration.harness import TEST_SESSION_TIMEOUT, run_cci
 from tests.integration.test_bench import PID, running
 
 USERS = 300
@@ -21,6 +21,7 @@ def test_soak_expires_months_under_the_simulated_clock_and_reports_each_month(
     tmp_path: Path,
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCI_")}
+    env["CCI_SESSION_TIMEOUT"] = TEST_SESSION_TIMEOUT  # its workers join their groups sooner
 
     result = run_cci(
         "soak",

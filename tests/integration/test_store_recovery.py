@@ -30,6 +30,7 @@ from tests.integration.harness import (
     run_cci,
     samples_by_label,
     wait_for_figures,
+    wait_until,
 )
 from tests.integration.test_clickhouse_pipeline import post_query
 
@@ -75,6 +76,9 @@ def test_a_store_that_lost_its_tables_is_rebuilt_from_the_topics(pipeline) -> No
     # The engine's table definitions are gone: the tables come back empty on the next start.
     shutil.rmtree(pipeline.tmp_path / "w" / "clickhouse" / "metadata")
     again = pipeline.worker("w")
+    # /health does not wait for the store: the sink opens it (503 until then) once it has applied
+    # the schema, which a loaded machine may finish after the groups are joined.
+    wait_until(lambda: post_query(again.port, "SELECT 1")[0] == 200, 60, "the store never opened")
     deadline = time.monotonic() + 60
     while store_counts(again) != before and time.monotonic() < deadline:
         time.sleep(1.0)
