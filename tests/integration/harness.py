@@ -129,6 +129,49 @@ def partitions_with_records(bootstrap: str, topic: str) -> int:
     return asyncio.run(count())
 
 
+def dump_topics(bootstrap: str, folder: Path) -> None:
+    """Every record of every topic as JSON lines (partition, offset, key, value) in ``folder``:
+    what a failed exactness run needs to find the stage that lost something."""
+
+    async def dump() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for topic in sorted(await consumer.topics()):
+                tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                if topic.startswith("__") or "assignor" in topic or not tps:
+                    continue
+                reported = await consumer.end_offsets(tps)
+                end = await true_end_offsets(bootstrap, reported)
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                ends = {str(tp.partition): [reported[tp], end[tp]] for tp in tps}
+                lines = [orjson.dumps({"end": ends})]
+                remaining = {tp for tp in tps if end[tp] > 0}
+                deadline = time.monotonic() + 60
+                while remaining and time.monotonic() < deadline:
+                    batches = await consumer.getmany(*remaining, timeout_ms=1000)
+                    for tp, batch in batches.items():
+                        lines.extend(
+                            orjson.dumps(
+                                {"p": tp.partition, "o": r.offset, "k": _text(r.key)}
+                                | {"v": _text(r.value)}
+                            )
+                            for r in batch
+                        )
+                    remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+                (folder / f"{topic}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        finally:
+            await consumer.stop()
+
+    asyncio.run(dump())
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode(errors="replace")
+
+
 def latest_updates(bootstrap: str) -> dict[str, dict[str, Any]]:
     """The newest cci-updates value per key, asserting that versions rise strictly per key."""
     latest: dict[str, dict[str, Any]] = {}
@@ -168,6 +211,13 @@ def wait_for_figures(
         time.sleep(1.0)
     details = ["figures differ:", *describe_difference(expected, actual, limit=20)]
     details += [worker.diagnostics() for worker in workers if worker.process is not None]
+    for worker in list(workers)[:1]:
+        folder = worker.log_path.parent / "topics"
+        try:
+            dump_topics(bootstrap, folder)
+            details.append(f"every topic of the failed run: {folder}")
+        except Exception as exc:  # the difference above matters more than the dump
+            details.append(f"the topics could not be kept: {exc!r}")
     raise AssertionError("\n".join(details))
 
 
