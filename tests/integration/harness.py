@@ -133,39 +133,53 @@ def dump_topics(bootstrap: str, folder: Path) -> None:
     """Every record of every topic as JSON lines (partition, offset, key, value) in ``folder``:
     what a failed exactness run needs to find the stage that lost something."""
 
-    async def dump() -> None:
+    async def topics() -> dict[str, list[TopicPartition]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            for topic in sorted(await consumer.topics()):
-                tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-                if topic.startswith("__") or "assignor" in topic or not tps:
-                    continue
-                reported = await consumer.end_offsets(tps)
-                end = await true_end_offsets(bootstrap, reported)
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-                ends = {str(tp.partition): [reported[tp], end[tp]] for tp in tps}
-                lines = [orjson.dumps({"end": ends})]
-                remaining = {tp for tp in tps if end[tp] > 0}
-                deadline = time.monotonic() + 60
-                while remaining and time.monotonic() < deadline:
-                    batches = await consumer.getmany(*remaining, timeout_ms=1000)
-                    for tp, batch in batches.items():
-                        lines.extend(
-                            orjson.dumps(
-                                {"p": tp.partition, "o": r.offset, "k": _text(r.key)}
-                                | {"v": _text(r.value)}
-                            )
-                            for r in batch
-                        )
-                    remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
-                (folder / f"{topic}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+            return {
+                topic: [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+                for topic in await consumer.topics()
+                if consumer.partitions_for_topic(topic) and not topic.startswith("__")
+            }
         finally:
             await consumer.stop()
 
-    asyncio.run(dump())
+    async def dump(tps: list[TopicPartition]) -> list[bytes]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            reported = await consumer.end_offsets(tps)
+            end = await true_end_offsets(bootstrap, reported)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = {str(tp.partition): [reported[tp], end[tp]] for tp in tps}
+            lines = [orjson.dumps({"end": ends})]
+            remaining = {tp for tp in tps if end[tp] > 0}
+            deadline = time.monotonic() + 60
+            while remaining and time.monotonic() < deadline:
+                batches = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, batch in batches.items():
+                    lines.extend(
+                        orjson.dumps(
+                            {
+                                "p": tp.partition,
+                                "o": r.offset,
+                                "k": _text(r.key),
+                                "v": _text(r.value),
+                            }
+                        )
+                        for r in batch
+                    )
+                remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+            return lines
+        finally:
+            await consumer.stop()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for topic, tps in asyncio.run(topics()).items():
+        lines = asyncio.run(dump(tps))
+        (folder / f"{topic}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
 
 def _text(raw: bytes | None) -> str | None:
