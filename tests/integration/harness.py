@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.bench.measure import describe_difference
@@ -176,7 +177,23 @@ def dump_topics(bootstrap: str, folder: Path) -> None:
         finally:
             await consumer.stop()
 
+    async def committed() -> dict[str, dict[str, int]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            groups = [group for group, _ in await admin.list_consumer_groups()]
+            return {
+                group: {
+                    f"{tp.topic}/{tp.partition}": meta.offset
+                    for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+                }
+                for group in groups
+            }
+        finally:
+            await admin.close()
+
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "committed-offsets.json").write_bytes(orjson.dumps(asyncio.run(committed())))
     for topic, tps in asyncio.run(topics()).items():
         lines = asyncio.run(dump(tps))
         (folder / f"{topic}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
