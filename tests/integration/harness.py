@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.bench.measure import describe_difference
@@ -177,26 +176,24 @@ def dump_topics(bootstrap: str, folder: Path) -> None:
         finally:
             await consumer.stop()
 
-    async def committed() -> dict[str, dict[str, int]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
+    async def committed(group: str, tps: list[TopicPartition]) -> dict[str, int | None]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
         try:
-            groups = [group for group, _ in await admin.list_consumer_groups()]
-            return {
-                group: {
-                    f"{tp.topic}/{tp.partition}": meta.offset
-                    for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
-                }
-                for group in groups
-            }
+            return {f"{tp.topic}/{tp.partition}": await consumer.committed(tp) for tp in tps}
         finally:
-            await admin.close()
+            await consumer.stop()
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "committed-offsets.json").write_bytes(orjson.dumps(asyncio.run(committed())))
-    for topic, tps in asyncio.run(topics()).items():
+    every_topic = asyncio.run(topics())
+    for topic, tps in every_topic.items():
         lines = asyncio.run(dump(tps))
         (folder / f"{topic}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    every_tp = [tp for tps in every_topic.values() for tp in tps]
+    offsets = {group: asyncio.run(committed(group, every_tp)) for group in ("cci", "cci-ingest")}
+    (folder / "committed-offsets.json").write_bytes(orjson.dumps(offsets))
 
 
 def _text(raw: bytes | None) -> str | None:
