@@ -155,11 +155,16 @@ def dump_topics(bootstrap: str, folder: Path) -> None:
             await consumer.seek_to_beginning(*tps)
             ends = {str(tp.partition): [reported[tp], end[tp]] for tp in tps}
             lines = [orjson.dumps({"end": ends})]
-            remaining = {tp for tp in tps if end[tp] > 0}
             deadline = time.monotonic() + 60
-            while remaining and time.monotonic() < deadline:
-                batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            seen: dict[str, int] = {}
+            # Past the probed end too, until a poll brings nothing: a probe that stops short
+            # is one of the things a failed run may be looking for.
+            while time.monotonic() < deadline:
+                batches = await consumer.getmany(*tps, timeout_ms=2000)
+                if not batches and all(await consumer.position(tp) >= end[tp] for tp in tps):
+                    break
                 for tp, batch in batches.items():
+                    seen[str(tp.partition)] = batch[-1].offset + 1
                     lines.extend(
                         orjson.dumps(
                             {
@@ -171,7 +176,7 @@ def dump_topics(bootstrap: str, folder: Path) -> None:
                         )
                         for r in batch
                     )
-                remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+            lines[0] = orjson.dumps({"end": ends, "seen": seen})
             return lines
         finally:
             await consumer.stop()
