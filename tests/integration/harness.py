@@ -161,7 +161,8 @@ def dump_topics(bootstrap: str, folder: Path) -> None:
             # is one of the things a failed run may be looking for.
             while time.monotonic() < deadline:
                 batches = await consumer.getmany(*tps, timeout_ms=2000)
-                if not batches and all(await consumer.position(tp) >= end[tp] for tp in tps):
+                positions = {tp: await consumer.position(tp) for tp in tps}
+                if not batches and all(positions[tp] >= end[tp] for tp in tps):
                     break
                 for tp, batch in batches.items():
                     seen[str(tp.partition)] = batch[-1].offset + 1
