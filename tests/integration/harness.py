@@ -37,7 +37,8 @@ def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
         bootstrap,
         data_dir=data_dir,
         clickhouse_url=f"chdb://{data_dir / 'clickhouse'}",
-        **{"CCI_EMIT_INTERVAL": "0.3", "CCI_LOG_LEVEL": "INFO", **extra},
+        # Unbuffered: the log of a worker killed with SIGKILL ends where the worker did.
+        **{"CCI_EMIT_INTERVAL": "0.3", "CCI_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", **extra},
     )
 
 
