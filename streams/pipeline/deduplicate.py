@@ -61,6 +61,9 @@ class Partial(NamedTuple):
     # The counts are all this partition has for the month: the aggregate replaces what it holds
     # for the partition instead of merging (after recovery: what it holds may be stale).
     reset: bool = False
+    # The highest facts offset the counts reflect (``applied_seq`` when they were read): the
+    # aggregate keeps the partial with the highest, so it must never claim more than the counts.
+    seq: int = -1
 
 
 class PartitionState:
@@ -293,14 +296,21 @@ class PartitionState:
             self._resets.add(month)
         self._guarded.clear()
 
-    def drain_dirty(self) -> Iterator[Partial]:
-        """Partial counts of what changed, per month; clears it.
+    def drain_dirty(self) -> list[Partial]:
+        """Partial counts of what changed, per month, all read at once and stamped with the
+        ``applied_seq`` they reflect; clears it. (Read lazily, while facts were still applied
+        between two months, a partial claimed facts its counts did not hold yet: after a restart
+        its lower-stamped corrections were refused as stale and the figures stayed short.)
 
         Channel segments carry 0 active users: their denominator is the month's global active
         users, which the aggregate takes from ``all|all``.
         """
+        return list(self._drain_dirty())
+
+    def _drain_dirty(self) -> Iterator[Partial]:
         self._settle()
         dirty, self._dirty = self._dirty, defaultdict(set)
+        seq = self.applied_seq
         for month, keys in dirty.items():
             if not keys:
                 continue
@@ -317,7 +327,7 @@ class PartitionState:
                 len(tickets) + len(actives) > self.max_segment_values or self._guarded.get(month)
             ):
                 self._fold(month, {dimension for dimension, _ in keys}, counts)
-            yield Partial(month, counts, month in self._resets)
+            yield Partial(month, counts, month in self._resets, seq)
             self._resets.discard(month)
             # Drop zero counts so segments that emptied do not linger in memory.
             for key in keys:

@@ -112,7 +112,7 @@ def add_deduplicate(app: faust.App, runtime: Runtime, tables: Tables, topics: To
                 for number, counts in enumerate(dict_chunks(partial.counts, overhead=200)):
                     body = {
                         "p": partition,
-                        "seq": state.applied_seq,
+                        "seq": partial.seq,
                         "counts": counts,
                         "reset": partial.reset and number == 0,
                     }

@@ -46,10 +46,12 @@ def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
         bootstrap,
         data_dir=data_dir,
         clickhouse_url=f"chdb://{data_dir / 'clickhouse'}",
+        # Unbuffered: the log of a worker killed with SIGKILL ends where the worker did.
         **{
             "CCI_EMIT_INTERVAL": "0.3",
             "CCI_LOG_LEVEL": "INFO",
             "CCI_SESSION_TIMEOUT": TEST_SESSION_TIMEOUT,
+            "PYTHONUNBUFFERED": "1",
             **extra,
         },
     )
@@ -122,6 +124,83 @@ def partitions_with_records(bootstrap: str, topic: str) -> int:
     return asyncio.run(count())
 
 
+def dump_topics(bootstrap: str, folder: Path) -> None:
+    """Every record of every topic as JSON lines (partition, offset, key, value) in ``folder``:
+    what a failed exactness run needs to find the stage that lost something."""
+
+    async def topics() -> dict[str, list[TopicPartition]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return {
+                topic: [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+                for topic in await consumer.topics()
+                if consumer.partitions_for_topic(topic) and not topic.startswith("__")
+            }
+        finally:
+            await consumer.stop()
+
+    async def dump(tps: list[TopicPartition]) -> list[bytes]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            reported = await consumer.end_offsets(tps)
+            end = await true_end_offsets(bootstrap, reported)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = {str(tp.partition): [reported[tp], end[tp]] for tp in tps}
+            lines = [orjson.dumps({"end": ends})]
+            deadline = time.monotonic() + 60
+            seen: dict[str, int] = {}
+            # Past the probed end too, until a poll brings nothing: a probe that stops short
+            # is one of the things a failed run may be looking for.
+            while time.monotonic() < deadline:
+                batches = await consumer.getmany(*tps, timeout_ms=2000)
+                positions = {tp: await consumer.position(tp) for tp in tps}
+                if not batches and all(positions[tp] >= end[tp] for tp in tps):
+                    break
+                for tp, batch in batches.items():
+                    seen[str(tp.partition)] = batch[-1].offset + 1
+                    lines.extend(
+                        orjson.dumps(
+                            {
+                                "p": tp.partition,
+                                "o": r.offset,
+                                "k": _text(r.key),
+                                "v": _text(r.value),
+                            }
+                        )
+                        for r in batch
+                    )
+            lines[0] = orjson.dumps({"end": ends, "seen": seen})
+            return lines
+        finally:
+            await consumer.stop()
+
+    async def committed(group: str, tps: list[TopicPartition]) -> dict[str, int | None]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            return {f"{tp.topic}/{tp.partition}": await consumer.committed(tp) for tp in tps}
+        finally:
+            await consumer.stop()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    every_topic = asyncio.run(topics())
+    for topic, tps in every_topic.items():
+        lines = asyncio.run(dump(tps))
+        (folder / f"{topic}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    every_tp = [tp for tps in every_topic.values() for tp in tps]
+    offsets = {group: asyncio.run(committed(group, every_tp)) for group in ("cci", "cci-ingest")}
+    (folder / "committed-offsets.json").write_bytes(orjson.dumps(offsets))
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode(errors="replace")
+
+
 def latest_updates(bootstrap: str) -> dict[str, dict[str, Any]]:
     """The newest cci-updates value per key, asserting that versions rise strictly per key."""
     latest: dict[str, dict[str, Any]] = {}
@@ -161,6 +240,13 @@ def wait_for_figures(
         time.sleep(1.0)
     details = ["figures differ:", *describe_difference(expected, actual, limit=20)]
     details += [worker.diagnostics() for worker in workers if worker.process is not None]
+    for worker in list(workers)[:1]:
+        folder = worker.log_path.parent / "topics"
+        try:
+            dump_topics(bootstrap, folder)
+            details.append(f"every topic of the failed run: {folder}")
+        except Exception as exc:  # the difference above matters more than the dump
+            details.append(f"the topics could not be kept: {exc!r}")
     raise AssertionError("\n".join(details))
 
 

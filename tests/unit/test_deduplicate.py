@@ -471,9 +471,9 @@ def test_any_batching_and_order_gives_the_recount(seed: int) -> None:
     for seq, batch in enumerate(random_batches(rng, facts)):
         apply_logged(state, batch, seq, log)
         if rng.random() < 0.3:
-            for month, counts, _reset in state.drain_dirty():
+            for month, counts, _reset, _seq in state.drain_dirty():
                 published.setdefault(month, {}).update(counts)
-    for month, counts, _reset in state.drain_dirty():
+    for month, counts, _reset, _seq in state.drain_dirty():
         published.setdefault(month, {}).update(counts)
 
     expected_actives, expected_tickets = recount(facts)
@@ -541,7 +541,7 @@ def test_the_cardinality_guard_publishes_what_the_recount_folds(seed: int) -> No
     published: dict[int, dict[str, list[int]]] = {}
 
     def drain(into: PartitionState) -> None:
-        for month, counts, reset in into.drain_dirty():
+        for month, counts, reset, _seq in into.drain_dirty():
             if reset:
                 published[month] = {}
             published.setdefault(month, {}).update(counts)
@@ -600,3 +600,21 @@ def test_a_chunk_too_large_for_a_record_is_split_and_recovers_whole() -> None:
     assert snapshot(recovered) == snapshot(state)
     assert winners(recovered) == winners(state)
     assert recovered.chunk_keys[MARCH] == set(keys)
+
+
+def test_a_partial_never_claims_facts_its_counts_do_not_hold() -> None:
+    # The worker sends partials one by one, and facts keep being applied meanwhile. A partial
+    # stamped with the newest offset but counts read before it let the aggregate refuse, as
+    # stale, the lower-stamped corrections a restarted owner sent (figures short after a kill).
+    state = PartitionState(DIMENSIONS)
+    state.apply([active("u1", FEBRUARY), active("u2", MARCH)], seq=4)
+    partials = iter(state.drain_dirty())
+    first = next(partials)
+    state.apply([active("u3", FEBRUARY), active("u4", MARCH)], seq=5)  # while `first` is sent
+    second = next(partials)
+    assert (first.seq, second.seq) == (4, 4)
+    assert first.counts[f"{domain.ALL}|{domain.ALL}"] == [0, 1]
+    assert second.counts[f"{domain.ALL}|{domain.ALL}"] == [0, 1]
+    later = {partial.month: partial for partial in state.drain_dirty()}
+    assert {month: partial.seq for month, partial in later.items()} == {FEBRUARY: 5, MARCH: 5}
+    assert later[MARCH].counts[f"{domain.ALL}|{domain.ALL}"] == [0, 2]
