@@ -39,14 +39,9 @@ from streams.forecast.staffing import PeriodPlan, plan
 from streams.forecast.trend import fit_trend, period_months
 from streams.redaction import redact_text, redact_url, secret_values, url_secrets
 from streams.settings import Settings
-from streams.store.clickhouse import (
-    QueryResult,
-    Store,
-    StoreBusy,
-    StoreError,
-    embedded_path,
-    open_store,
-)
+from streams.store.analyst_query import QueryResult
+from streams.store.clickhouse import Store, StoreBusy, StoreError, open_store
+from streams.store.embedded import embedded_path
 from streams.web import guard as web_guard
 from streams.web import json_body
 
