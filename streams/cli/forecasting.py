@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 
 import click
 
-from streams import forecast
 from streams.cli.common import settings_of
+from streams.forecast.output import json_text, table_cells
+from streams.forecast.parameters import ParameterError, Request, parse_request
+from streams.forecast.staffing import PeriodPlan
 from streams.settings import Settings
 
 
@@ -113,20 +115,20 @@ def forecast_command(
         "trend_months": trend_months,
     }
     try:
-        request = forecast.parse_request(
+        request = parse_request(
             {name: text for name, text in given.items() if text is not None}, name=_flag
         )
-    except forecast.ParameterError as exc:
+    except ParameterError as exc:
         raise click.BadParameter(str(exc), param_hint=_flag(exc.parameter)) from None
     plans, source = _forecast_plan(ctx, request)
     if fmt == "json":
         if request.cci is None:
             click.echo(f"Headcount plan: {source}", err=True)  # stdout stays pure JSON
-        click.echo(forecast.json_text(plans), nl=False)
+        click.echo(json_text(plans), nl=False)
         return
     from streams.store.report import render_table
 
-    headers, rows = forecast.table_cells(plans)
+    headers, rows = table_cells(plans)
     numeric = [False, *(True for _ in plans)]
     click.echo(f"Headcount plan: {source}\n\n{render_table(headers, rows, numeric)}")
 
@@ -136,9 +138,7 @@ def _flag(parameter: str) -> str:
     return "--" + parameter.replace("_", "-")
 
 
-def _forecast_plan(
-    ctx: click.Context, request: forecast.Request
-) -> tuple[list[forecast.PeriodPlan], str]:
+def _forecast_plan(ctx: click.Context, request: Request) -> tuple[list[PeriodPlan], str]:
     """The plan and where its CCI comes from; exits 1 when the store cannot answer or has no
     figure."""
     from streams.redaction import redact_url

@@ -36,7 +36,8 @@ from streams.redaction import redact_url
 from streams.settings import TOPIC_UPDATES, Settings
 from streams.sink.batch import Batch, ClickHouseSink, SinkStopped, first_line
 from streams.sink.rows import OFFSETS_TABLE
-from streams.store.clickhouse import Store, StoreError, embedded_path, open_store
+from streams.store.clickhouse import Store, StoreError, open_store
+from streams.store.embedded import embedded_path
 from streams.topics import changelog_topic
 
 log = logging.getLogger(__name__)

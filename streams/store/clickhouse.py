@@ -3,11 +3,13 @@
 
 Everything that touches ClickHouse goes through ``Store``: the versioned DDL in
 ``schemas/clickhouse/``, batched inserts (values travel as column data, never as SQL text), and
-read-only queries. A chDB engine belongs to one process, so while a worker runs, other processes
-reach its store through the worker's web server (see ``streams/store/query.py``).
+read-only queries. A chDB engine (``streams/store/embedded.py``) belongs to one process, so while
+a worker runs, other processes reach its store through the worker's web server (see
+``streams/store/query.py``).
 
 Analysts' queries (``Store.query``) are read-only by the engine, bounded, and isolated from each
-other (docs/security.md, "Query API"):
+other (docs/security.md, "Query API"; the limits, the checks and the reading of the result are in
+``streams/store/analyst_query.py``):
 
 - each runs on a client of its own, opened for it and closed after: no session state (``SET``,
   ``USE``, a half-read result) passes from one query to the next, and no lock makes one wait for
@@ -22,31 +24,29 @@ other (docs/security.md, "Query API"):
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import re
-import sys
-import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import clickhouse_connect
-from clickhouse_connect.driver.binding import bind_query
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.ctypes import RespBuffCls
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.insert import InsertContext
-from clickhouse_connect.driver.transform import NativeTransform
 
 from streams.redaction import redact_url
-from streams.store import native_cost, query_policy
-from streams.store.errors import QueryRefused, StoreBusy, StoreError
+from streams.store.analyst_query import (
+    ANALYST_LIMITS,
+    BUDGET_SLOTS,
+    QueryBudget,
+    QueryResult,
+    checked_query,
+)
+from streams.store.embedded import embedded_failure, embedded_path, stderr_copied_to
+from streams.store.errors import StoreBusy, StoreError
 from streams.store.schema import (
     MIGRATIONS_TABLE,
     SCHEMA_DIR,
@@ -58,58 +58,7 @@ from streams.store.schema import (
 
 log = logging.getLogger("streams.store.clickhouse")
 
-QUERY_SECONDS = 300  # longest a read-only query may run
-QUERY_MEMORY_BYTES = 256 * 1024 * 1024  # most memory one analyst query may take in the engine
-QUERY_RESULT_ROWS = 100_000  # most rows a query may return (more is an error: add a LIMIT)
-QUERY_RESULT_BYTES = 32 * 1024 * 1024  # most bytes a query may return, uncompressed
-QUERY_THREADS = 2  # threads one analyst query may use
-QUERY_BLOCK_ROWS = 8192  # rows per result block: the result is counted block by block
-QUERY_SLOTS = 2  # ad hoc analyst queries running at once in one process
-# /api/forecast's queries at once, apart from the ad hoc ones, so that neither kind can starve the
-# other; (sum of BUDGET_SLOTS) x QUERY_MEMORY_BYTES is the most all reads may take in the engine.
-FORECAST_QUERY_SLOTS = 2
-# The sink's own reads (the offsets the store holds, once per assignment): never kept waiting,
-# and failing, because analysts hold every ad hoc slot.
-SINK_QUERY_SLOTS = 1
-QueryBudget = Literal["ad hoc", "forecast", "sink"]
-BUDGET_SLOTS: dict[QueryBudget, int] = {
-    "ad hoc": QUERY_SLOTS,
-    "forecast": FORECAST_QUERY_SLOTS,
-    "sink": SINK_QUERY_SLOTS,
-}
-# Applied in this order, then log_comment (the query's tag) and readonly = 1 last: once readonly
-# is set, no setting can change, so a query's own SETTINGS clause cannot lift these.
-ANALYST_LIMITS: dict[str, Any] = {
-    "max_memory_usage": QUERY_MEMORY_BYTES,
-    "max_result_rows": QUERY_RESULT_ROWS,
-    "max_result_bytes": QUERY_RESULT_BYTES,
-    "result_overflow_mode": "throw",
-    "max_execution_time": QUERY_SECONDS,
-    "max_threads": QUERY_THREADS,
-    "max_block_size": QUERY_BLOCK_ROWS,
-    "allow_introspection_functions": 0,  # addressToSymbol & co. read the process's memory map
-}
 ClientFactory = Callable[..., Client]
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    columns: tuple[str, ...]
-    types: tuple[str, ...]
-    rows: list[tuple[Any, ...]]
-
-
-def embedded_path(url: str) -> Path | None:
-    """The data directory of a ``chdb://PATH`` URL (relative paths from the working directory);
-    None for a server URL."""
-    if not url.startswith("chdb://"):
-        return None
-    location = url.removeprefix("chdb://")
-    if not location or location in {"memory", ":memory:"}:
-        raise StoreError(
-            f"{url}: the embedded store needs a directory, e.g. chdb://.cci/clickhouse"
-        )
-    return Path(location).expanduser().resolve()
 
 
 class Store:
@@ -184,7 +133,7 @@ class Store:
                 raise StoreError(str(exc)) from exc
         engine_output: list[str] = []
         try:
-            with _stderr_copied_to(engine_output):
+            with stderr_copied_to(engine_output):
                 return self._factory(dsn=f"chdb://{self.path}", **kwargs)
         except ClickHouseError as exc:
             raise StoreError(embedded_failure(self.path, str(exc), "".join(engine_output))) from exc
@@ -292,7 +241,7 @@ class Store:
         try:
             client = self._client(analyst_tag=tag)
             try:
-                return _checked_query(
+                return checked_query(
                     client, sql, dict(parameters or {}), lambda: tag in self._cancelled
                 )
             finally:
@@ -354,195 +303,3 @@ def open_store(
     else:
         store._writer_client()
     return store
-
-
-_ENDS_IN_LIMIT_0 = re.compile(r"\bLIMIT\s+0\s*$", re.IGNORECASE)
-_PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
-
-
-def _checked_query(
-    client: Client, sql: str, parameters: dict[str, Any], cancelled: Callable[[], bool]
-) -> QueryResult:
-    """Parse ``sql`` with ClickHouse, judge it (streams/store/query_policy.py), then run the text
-    that
-    was judged, with values bound by the engine (never pasted into the text)."""
-    if not sql.strip():
-        raise QueryRefused("empty query")
-    try:
-        # One statement or a syntax error (ClickHouse refuses "multi-statements" here). The text
-        # travels as a value, so nothing in it runs.
-        canonical = client.query(
-            "SELECT formatQuerySingleLine({statement:String})", parameters={"statement": sql}
-        ).result_rows[0][0]
-    except ClickHouseError as exc:
-        raise QueryRefused(str(exc)) from exc
-    if parameters:
-        # clickhouse-connect pastes values into a text without {name:Type} placeholders (client-
-        # side binding): refuse that, so what runs is exactly the text that was judged.
-        try:
-            bound = bool(_PLACEHOLDER.search(canonical)) and (
-                bind_query(canonical, parameters)[0] == canonical
-            )
-        except (ClickHouseError, TypeError, ValueError) as exc:  # a value it cannot bind
-            raise QueryRefused(f"parameters: {exc}") from exc
-        if not bound:
-            raise QueryRefused("parameters need {name:Type} placeholders in the query")
-    try:
-        explain = f"EXPLAIN AST {canonical}"
-        if _ENDS_IN_LIMIT_0.search(canonical):
-            # clickhouse-connect takes a text ending in LIMIT 0 for a probe of column names (and
-            # the EXPLAIN failed); with the FORMAT it would append written out, it is not.
-            explain += "\nFORMAT Native"
-        explained = client.query(explain, parameters=parameters or None)
-    except ClickHouseError as exc:
-        raise QueryRefused(str(exc)) from exc
-    ast = _without_transport_format([row[0] for row in explained.result_rows])
-    reason = query_policy.refusal(ast, canonical)
-    if reason is not None:
-        raise QueryRefused(f"refused: {reason}")
-    if cancelled():
-        raise StoreError(_CANCELLED)
-    try:
-        if ast.startswith("SelectWithUnionQuery"):
-            return _bounded_result(client, canonical, parameters, cancelled)
-        # SHOW TABLES, DESCRIBE, EXISTS: small answers, and chDB streams only SELECTs.
-        result = client.query(canonical, parameters=parameters or None)
-    except ClickHouseError as exc:
-        raise StoreError(str(exc)) from exc
-    except RuntimeError as exc:
-        # chDB's streaming reports an engine error (e.g. FUNCTION_NOT_ALLOWED) as its own
-        # ChdbError, a RuntimeError: the asker gets it like any other engine error.
-        raise StoreError(str(exc)) from exc
-    return QueryResult(
-        tuple(result.column_names),
-        tuple(t.name for t in result.column_types),
-        [tuple(row) for row in result.result_rows],
-    )
-
-
-_CANCELLED = "the query was cancelled (QUERY_WAS_CANCELLED)"
-
-
-def _bounded_result(
-    client: Client, sql: str, parameters: dict[str, Any], cancelled: Callable[[], bool]
-) -> QueryResult:
-    """The rows, read as ClickHouse's Native bytes and stopped at QUERY_RESULT_BYTES before any
-    Python value is made: as sent, and as Python values will cost (streams/store/native_cost.py).
-    ClickHouse's own max_result_bytes counts a constant column (``repeat('x', 1000)``) as one
-    value and a date as 2 bytes: 16 million dates in one array passed it and took a gigabyte of
-    the process to convert before the old, per-block count refused them."""
-    data = bytearray()
-    walk = native_cost.Walk()
-    with contextlib.closing(
-        client.raw_stream(sql, parameters=parameters or None, fmt="Native")
-    ) as stream:
-        while chunk := stream.read(RESULT_CHUNK_BYTES):
-            if cancelled():
-                raise StoreError(_CANCELLED)
-            data += chunk
-            native_cost.walk_blocks(data, walk, QUERY_RESULT_BYTES)
-            if len(data) > QUERY_RESULT_BYTES or walk.cost > QUERY_RESULT_BYTES:
-                raise StoreError(_TOO_BIG)
-    native_cost.walk_blocks(data, walk, QUERY_RESULT_BYTES, final=True)
-    if walk.cost > QUERY_RESULT_BYTES:
-        raise StoreError(_TOO_BIG)
-    if walk.end != len(data):
-        # An HTTP server reports an error met while sending after the rows it sent.
-        tail = bytes(data[walk.end :][-4096:]).decode("utf-8", errors="replace")
-        found = tail.find("Code: ")
-        raise StoreError(tail[found:].strip() if found >= 0 else "the result was cut short")
-    if not data:
-        # chDB sends no block at all for an empty result: its columns come from DESCRIBE, which
-        # does not run the statement.
-        described = client.query(f"DESCRIBE TABLE ({sql})", parameters=parameters or None)
-        return QueryResult(
-            tuple(str(row[0]) for row in described.result_rows),
-            tuple(str(row[1]) for row in described.result_rows),
-            [],
-        )
-    context = client.create_query_context(query=sql, parameters=parameters or None)
-    result = NativeTransform.parse_response(RespBuffCls(_Bytes(bytes(data))), context)
-    return QueryResult(
-        tuple(result.column_names),
-        tuple(t.name for t in result.column_types),
-        [tuple(row) for row in result.result_rows],
-    )
-
-
-RESULT_CHUNK_BYTES = 1 << 20
-_TOO_BIG = (
-    f"Limit for result exceeded, max bytes: {QUERY_RESULT_BYTES / 2**20:.2f} MiB "
-    "(TOO_MANY_ROWS_OR_BYTES): add a LIMIT or aggregate"
-)
-
-
-class _Bytes:
-    """A whole result's bytes as the source clickhouse-connect's Native parser reads."""
-
-    last_message: bytes | None = None
-    exception_tag: str | None = None
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    @property
-    def gen(self) -> Iterator[bytes]:
-        if self.data:
-            yield self.data
-
-    def close(self) -> None:
-        self.data = b""
-
-
-def _without_transport_format(lines: list[str]) -> str:
-    """The AST of the statement alone. clickhouse-connect appends ``FORMAT Native`` to what it
-    sends, so the EXPLAIN sees it as the statement's last clause (a FORMAT of the analyst's own
-    would have been a syntax error next to it)."""
-    children = re.match(r"^(\w+) \(children (\d+)\)$", lines[0]) if lines else None
-    if children is None or lines[-1] != " Identifier Native":
-        return "\n".join(lines)
-    count = int(children.group(2)) - 1
-    return "\n".join([f"{children.group(1)} (children {count})", *lines[1:-1]])
-
-
-@contextlib.contextmanager
-def _stderr_copied_to(output: list[str]) -> Iterator[None]:
-    """Collect what is written to the process's stderr (fd 2) meanwhile, then pass it on.
-
-    chDB says why its engine would not start only there; its exception says "Error initializing
-    EmbeddedServer" whatever the reason.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read()
-            if text:
-                os.write(2, text)  # nothing written meanwhile is lost
-            output.append(text.decode("utf-8", errors="replace"))
-
-
-_DAMAGED_DEFINITION = re.compile(r"(?:metadata file|\(in file) (/\S+?\.sql)")
-
-
-def embedded_failure(path: Path, error: str, engine_output: str) -> str:
-    """Why the embedded engine at ``path`` would not open, from its own output."""
-    reason = next(
-        (line.strip() for line in engine_output.splitlines() if "DB::Exception" in line), error
-    )
-    if "Cannot lock file" in engine_output:
-        return f"cannot open the embedded store at {path}: another process (a worker?) has it open"
-    damaged = _DAMAGED_DEFINITION.search(engine_output)
-    if damaged:
-        return (
-            f"cannot open the embedded store at {path}: the table definition {damaged.group(1)} "
-            f"is damaged ({reason}). Restore the store from a backup, or move the directory {path} "
-            "away: the worker then creates a new store and its sink rebuilds it from the topics"
-        )
-    return f"cannot open the embedded store at {path}: {reason}"

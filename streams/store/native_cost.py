@@ -1,5 +1,5 @@
 """What a result in ClickHouse's Native format will cost as Python values, read from its bytes
-before any value is made (``streams/store/clickhouse.py`` refuses a result over its cap first).
+before any value is made (``streams/store/analyst_query.py`` refuses a result over its cap first).
 
 The cost is the one ``Store.query`` has always counted (docs/security.md, "Limits"): 8 bytes a
 scalar, ``len + 1`` a string, 8 for each array, tuple or map plus its elements. ClickHouse's own

@@ -32,17 +32,16 @@ from uuid import UUID
 
 import orjson
 
-from streams import domain, forecast
+from streams import domain
+from streams.forecast.output import decimal_text
+from streams.forecast.parameters import Request
+from streams.forecast.staffing import PeriodPlan, plan
+from streams.forecast.trend import fit_trend, period_months
 from streams.redaction import redact_text, redact_url, secret_values, url_secrets
 from streams.settings import Settings
-from streams.store.clickhouse import (
-    QueryResult,
-    Store,
-    StoreBusy,
-    StoreError,
-    embedded_path,
-    open_store,
-)
+from streams.store.analyst_query import QueryResult
+from streams.store.clickhouse import Store, StoreBusy, StoreError, open_store
+from streams.store.embedded import embedded_path
 from streams.web import guard as web_guard
 from streams.web import json_body
 
@@ -376,24 +375,24 @@ class NoFigure(Exception):
 
 def forecast_plan(
     settings: Settings,
-    request: forecast.Request,
+    request: Request,
     now: datetime,
     run: Runner | None = None,
     name: Callable[[str], str] = lambda parameter: parameter,
-) -> tuple[list[forecast.PeriodPlan], str]:
+) -> tuple[list[PeriodPlan], str]:
     """The plan of ``request`` and a line saying where its CCI comes from: the given CCI, the
     store's newest complete month (or ``request.month``), or a trend over the newest months.
     NoFigure when the store has nothing to plan with (``name`` spells the parameters it
     suggests); QueryError when the store cannot answer."""
     if request.cci is not None:
-        plans = forecast.plan(
+        plans = plan(
             request.labels,
             request.customers,
             request.cci,
             request.tickets_per_agent,
             request.what_if,
         )
-        return plans, f"CCI {forecast.decimal_text(request.cci, 4, trim=True)} (--cci)"
+        return plans, f"CCI {decimal_text(request.cci, 4, trim=True)} (--cci)"
     segment_name = f"{request.dimension}|{request.segment}"
     when = f"in {request.month}" if request.month else "in any month before this one"
     if request.trend_months is not None:
@@ -404,7 +403,7 @@ def forecast_plan(
             f"no CCI for {segment_name} {when} (a month needs active users); check the segment "
             f"with `cci report`, or give {name('cci')}"
         )
-    plans = forecast.plan(
+    plans = plan(
         request.labels,
         request.customers,
         measured.cci,
@@ -412,7 +411,7 @@ def forecast_plan(
         request.what_if,
     )
     source = (
-        f"CCI {forecast.decimal_text(measured.cci, 4)} measured for "
+        f"CCI {decimal_text(measured.cci, 4)} measured for "
         f"{segment_name} in {measured.month} "
         f"({measured.tickets} tickets / {measured.active_users} active users)"
     )
@@ -421,11 +420,11 @@ def forecast_plan(
 
 def _trend_plan(
     settings: Settings,
-    request: forecast.Request,
+    request: Request,
     now: datetime,
     run: Runner,
     name: Callable[[str], str],
-) -> tuple[list[forecast.PeriodPlan], str]:
+) -> tuple[list[PeriodPlan], str]:
     wanted = request.trend_months
     assert wanted is not None
     current = domain.month_of(now, settings.zone)
@@ -450,19 +449,19 @@ def _trend_plan(
             f"{up_to}; the store has {len(points)}. Give a smaller {name('trend_months')}, or "
             f"{name('cci')}"
         )
-    trend = forecast.fit_trend(points)
+    trend = fit_trend(points)
     # Period 1 is this month, or the month after the chosen --month: where the plan starts.
     first = domain.month_from_label(request.month) + 1 if request.month else current
-    months = forecast.period_months(first, request.unit, len(request.customers))
+    months = period_months(first, request.unit, len(request.customers))
     ccis = [trend.at(month) for month in months]
-    plans = forecast.plan(
+    plans = plan(
         request.labels, request.customers, ccis, request.tickets_per_agent, request.what_if
     )
     source = (
         f"CCI trend of {segment_name}: least squares over {trend.points} months "
         f"{domain.month_label(trend.first)}..{domain.month_label(trend.last)}, "
-        f"{forecast.decimal_text(trend.level, 4)} in {domain.month_label(trend.last)} "
-        f"{'+' if trend.slope >= 0 else '-'}{forecast.decimal_text(abs(trend.slope), 4)} a month; "
+        f"{decimal_text(trend.level, 4)} in {domain.month_label(trend.last)} "
+        f"{'+' if trend.slope >= 0 else '-'}{decimal_text(abs(trend.slope), 4)} a month; "
         f"projected to the first month of each period from {domain.month_label(months[0])}"
     )
     return plans, source

@@ -1,7 +1,7 @@
 """What an analyst's SQL may do, judged on ClickHouse's own parse of it (``EXPLAIN AST``).
 
 This is the last line of defence, behind the engine's own controls (``readonly = 1`` and the
-limits in ``streams/store/clickhouse.py``): readonly already refuses writes, DDL, ``SET``,
+limits in ``streams/store/analyst_query.py``): readonly already refuses writes, DDL, ``SET``,
 setting changes and external table functions, but not everything, e.g. the scalar ``file()``
 function or chDB's ``INTO OUTFILE``. So a statement must be one ``SELECT`` (with ``WITH``,
 ``UNION``, subqueries), ``SHOW TABLES``, ``SHOW DATABASES``, ``DESCRIBE`` or ``EXISTS``, and

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from streams import domain
-from streams.store.clickhouse import QueryResult
+from streams.store.analyst_query import QueryResult
 
 FORMATS = ("table", "jsonl", "csv")
 

@@ -12,8 +12,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from streams import forecast
 from streams.clock import clock_for
+from streams.forecast.output import json_text
+from streams.forecast.parameters import PARAMETERS, ParameterError, parse_request
 from streams.settings import Settings
 from streams.store import query
 from streams.store.clickhouse import Store, StoreBusy, StoreError
@@ -34,11 +35,11 @@ async def forecast_answer(
     bad parameter, 404 says which figure the store lacks, 429 while FORECAST_QUERY_SLOTS forecasts
     read the store, 503 while the store is not open."""
     try:
-        params = read_params(query_of(request), forecast.PARAMETERS)
-        plan_request = forecast.parse_request(params)
+        params = read_params(query_of(request), PARAMETERS)
+        plan_request = parse_request(params)
     except BadParameter as exc:
         return json_response(exc.body(), status=400)
-    except forecast.ParameterError as exc:
+    except ParameterError as exc:
         body = {"error": f"{exc.parameter}: {exc}", "parameter": exc.parameter}
         return json_response(body, status=400)
     if plan_request.cci is None and store is None:
@@ -65,7 +66,7 @@ async def forecast_answer(
     except StoreError as exc:
         return json_response({"error": f"the store could not answer: {exc}"}, status=503)
     return web.Response(
-        body=forecast.json_text(plans).encode(),
+        body=json_text(plans).encode(),
         content_type="application/json",
         charset="utf-8",
         headers={FORECAST_SOURCE_HEADER: quote(source, safe=" |:/()+,.-")},

@@ -26,17 +26,14 @@ from streams.sink.rows import (
     FactRows,
     segment_row,
 )
-from streams.store.clickhouse import (
+from streams.store.analyst_query import (
     QUERY_MEMORY_BYTES,
     QUERY_RESULT_ROWS,
     QUERY_SECONDS,
     QUERY_SLOTS,
-    QueryRefused,
-    Store,
-    StoreBusy,
-    StoreError,
-    open_store,
 )
+from streams.store.clickhouse import Store, open_store
+from streams.store.errors import QueryRefused, StoreBusy, StoreError
 from streams.store.schema import SCHEMA_DIR, load_migrations
 
 DIMENSIONS = domain.user_dimensions(("company_size",))

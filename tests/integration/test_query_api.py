@@ -17,7 +17,8 @@ from aiohttp import ClientSession, ClientTimeout, web
 from streams.dev.broker import free_port
 from streams.settings import load_settings
 from streams.store import query
-from streams.store.clickhouse import FORECAST_QUERY_SLOTS, QUERY_SLOTS, Store, StoreBusy, open_store
+from streams.store.analyst_query import FORECAST_QUERY_SLOTS, QUERY_SLOTS
+from streams.store.clickhouse import Store, StoreBusy, open_store
 from streams.web import forecast as forecast_web
 from streams.web import guard as web_guard
 

@@ -18,13 +18,9 @@ from streams.sink.rows import (
     FactRows,
     segment_row,
 )
-from streams.store.clickhouse import (
-    ANALYST_LIMITS,
-    QUERY_SECONDS,
-    StoreError,
-    embedded_path,
-    open_store,
-)
+from streams.store.analyst_query import ANALYST_LIMITS, QUERY_SECONDS
+from streams.store.clickhouse import StoreError, open_store
+from streams.store.embedded import embedded_path
 from streams.store.schema import SCHEMA_DIR, load_migrations, split_statements
 
 

@@ -12,7 +12,8 @@ from uuid import UUID
 import orjson
 import pytest
 
-from streams.store.clickhouse import QueryResult, StoreError
+from streams.store.analyst_query import QueryResult
+from streams.store.clickhouse import StoreError
 from streams.store.query import (
     answer_query,
     json_value,

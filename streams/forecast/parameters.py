@@ -1,19 +1,6 @@
-"""Headcount planning (``cci forecast``): customers per period × CCI → tickets → agents.
-
-The question of the first article, "if we add customers, how many agents do we need?". CCI counts
-contacts per customer per month and an agent handles so many tickets per month, so every row of a
-plan is a monthly workload at that period's number of customers:
-
-    expected tickets = customers × CCI
-    agents needed    = expected tickets / tickets per agent      (domain.agents_needed)
-    headcount        = agents needed rounded up                  (domain.headcount)
-
-Every quantity is an exact ``Fraction`` (flags are parsed from their decimal text, a measured CCI is
-tickets / active users), so 150 × 1.5 / 75 is exactly 3 people, never 3.0000000001 → 4. Floats
-appear only in the JSON output. A what-if (``WhatIf``) plans each period again at a target CCI; a
-trend (``fit_trend``) gives each period its own CCI from a least-squares line (docs/forecast.md).
-Pure: no click, no store, no web; ``parse_request`` reads the parameters of both ``cci forecast``
-and ``GET /api/forecast``, and ``streams/store/query.py`` fetches the measured figures.
+"""The parameters of a plan: ``cci forecast``'s flags and ``GET /api/forecast``'s query, checked
+and read into a ``Request`` (``parse_request``); a ValueError says what is wrong, a ParameterError
+also which parameter.
 
 Growth grammar (``--growth``), one period per UNIT, the first period being ``--customers``:
 
@@ -25,17 +12,17 @@ Growth grammar (``--growth``), one period per UNIT, the first period being ``--c
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
 from typing import TypeVar
 
-import orjson
-
 from streams import domain
+from streams.forecast.output import decimal_text, round_half_up
+from streams.forecast.staffing import WhatIf
+from streams.forecast.trend import MAX_TREND_MONTHS
 
 T = TypeVar("T")
 
@@ -161,144 +148,6 @@ def parse_growth(text: str) -> Growth:
 def period_labels(unit: str, count: int) -> list[str]:
     """``Q1, Q2, …`` (``M…`` for months, ``Y…`` for years), counted from the first period."""
     return [f"{PERIOD_PREFIXES[unit]}{k}" for k in range(1, count + 1)]
-
-
-# --- the plan ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WhatIf:
-    """``--target-cci``: the same plan at a lower (or any) CCI; with ``--minutes-per-ticket`` the
-    support time the difference in tickets is worth."""
-
-    target_cci: Fraction
-    minutes_per_ticket: Fraction | None = None
-
-
-@dataclass(frozen=True)
-class AtTarget:
-    """One period's workload at the target CCI, and what it saves against the plan."""
-
-    cci: Fraction
-    expected_tickets: Fraction
-    agents_needed: Fraction
-    headcount: int
-    agents_not_needed: int  # plan headcount − headcount at target (negative: more are needed)
-    hours_saved: Fraction | None  # support hours a month; None without minutes per ticket
-
-
-@dataclass(frozen=True)
-class PeriodPlan:
-    """One period's monthly workload and the agents it needs, exactly."""
-
-    period: str
-    customers: int
-    cci: Fraction
-    expected_tickets: Fraction
-    tickets_per_agent: Fraction
-    agents_needed: Fraction
-    headcount: int
-    at_target: AtTarget | None = None
-
-
-def plan(
-    labels: Sequence[str],
-    customers: Sequence[int],
-    cci: Fraction | Sequence[Fraction],
-    tickets_per_agent: Fraction,
-    what_if: WhatIf | None = None,
-) -> list[PeriodPlan]:
-    """A plan per period; ``labels``, ``customers`` and (when a sequence, e.g. a trend) ``cci``
-    pair up one to one."""
-    if len(labels) != len(customers):
-        raise ValueError(f"{len(labels)} period labels for {len(customers)} periods")
-    ccis = [cci] * len(customers) if isinstance(cci, Fraction) else list(cci)
-    if len(ccis) != len(customers):
-        raise ValueError(f"{len(ccis)} CCI values for {len(customers)} periods")
-    plans = []
-    for label, count, ratio in zip(labels, customers, ccis, strict=True):
-        expected = count * ratio
-        agents = domain.agents_needed(expected, tickets_per_agent)
-        people = domain.headcount(agents)
-        plans.append(
-            PeriodPlan(
-                period=label,
-                customers=count,
-                cci=ratio,
-                expected_tickets=expected,
-                tickets_per_agent=tickets_per_agent,
-                agents_needed=agents,
-                headcount=people,
-                at_target=None
-                if what_if is None
-                else _at_target(count, expected, people, tickets_per_agent, what_if),
-            )
-        )
-    return plans
-
-
-def _at_target(
-    customers: int,
-    expected: Fraction,
-    headcount: int,
-    tickets_per_agent: Fraction,
-    what_if: WhatIf,
-) -> AtTarget:
-    tickets = customers * what_if.target_cci
-    agents = domain.agents_needed(tickets, tickets_per_agent)
-    people = domain.headcount(agents)
-    minutes = what_if.minutes_per_ticket
-    return AtTarget(
-        cci=what_if.target_cci,
-        expected_tickets=tickets,
-        agents_needed=agents,
-        headcount=people,
-        agents_not_needed=headcount - people,
-        hours_saved=None if minutes is None else (expected - tickets) * minutes / 60,
-    )
-
-
-# --- trend ---------------------------------------------------------------------------------------
-
-MONTHS_PER_UNIT = {"month": 1, "quarter": 3, "year": 12}
-MAX_TREND_MONTHS = 120
-
-
-@dataclass(frozen=True)
-class Trend:
-    """A least-squares line through a segment's monthly CCI: ``cci(month) = level + slope ×
-    (month − last)``, exact, where ``last`` is the newest month fitted."""
-
-    first: int  # month index of the oldest point
-    last: int  # month index of the newest point
-    points: int
-    level: Fraction  # the line's value at ``last``
-    slope: Fraction  # CCI change per month
-
-    def at(self, month: int) -> Fraction:
-        """The projected CCI in ``month``; never below zero (a falling line stops at none)."""
-        return max(Fraction(0), self.level + self.slope * (month - self.last))
-
-
-def fit_trend(points: Sequence[tuple[int, Fraction]]) -> Trend:
-    """Ordinary least squares of CCI on month index, in exact arithmetic: slope =
-    Σ(x−x̄)(y−ȳ) / Σ(x−x̄)², through (x̄, ȳ). Needs two or more distinct months."""
-    months = {x for x, _ in points}
-    if len(months) < 2:
-        raise ValueError(f"a trend needs at least 2 months with a CCI, got {len(months)}")
-    n = len(points)
-    mean_x = Fraction(sum(x for x, _ in points), n)
-    mean_y = sum((y for _, y in points), Fraction(0)) / n
-    spread = sum(((x - mean_x) ** 2 for x, _ in points), Fraction(0))
-    slope = sum(((x - mean_x) * (y - mean_y) for x, y in points), Fraction(0)) / spread
-    last = max(months)
-    return Trend(min(months), last, n, mean_y + slope * (last - mean_x), slope)
-
-
-def period_months(first_month: int, unit: str, count: int) -> list[int]:
-    """The first month of each of ``count`` periods of ``unit``, from ``first_month``."""
-    step = MONTHS_PER_UNIT[unit]
-    return [first_month + step * k for k in range(count)]
 
 
 # --- a whole request, as `cci forecast` flags or `GET /api/forecast` parameters ---------------
@@ -446,101 +295,3 @@ def _parse_periods(text: str) -> int:
 
 def _parse_trend_months(text: str) -> int:
     return _parse_whole(text, 2, MAX_TREND_MONTHS)
-
-
-# --- output --------------------------------------------------------------------------------------
-
-
-def round_half_up(value: Fraction) -> int:
-    """The nearest whole number, halves away from zero (as people and spreadsheets round)."""
-    magnitude = math.floor(abs(value) + Fraction(1, 2))
-    return -magnitude if value < 0 else magnitude
-
-
-def decimal_text(value: Fraction, places: int, *, trim: bool = False) -> str:
-    """``value`` with ``places`` decimals, rounded half up from the exact value (so 2.145 is
-    2.15, which float formatting gets wrong); ``trim`` drops trailing zeros (1.50 → 1.5)."""
-    units = round_half_up(value * 10**places)
-    whole, part = divmod(abs(units), 10**places)
-    text = f"{whole}.{part:0{places}d}" if places else str(whole)
-    if trim and places:
-        text = text.rstrip("0").rstrip(".")
-    return f"-{text}" if units < 0 else text
-
-
-TABLE_ROWS = (
-    "customers",
-    "CCI",
-    "expected tickets / month",
-    "tickets per agent / month",
-    "agents needed",
-    "headcount",
-)
-WHAT_IF_ROWS = (
-    "target CCI",
-    "headcount at target CCI",
-    "agents not needed",
-)
-HOURS_ROW = "support hours saved / month"
-
-
-def table_cells(plans: Sequence[PeriodPlan]) -> tuple[list[str], list[list[str]]]:
-    """The article's layout: one column per period, one row per quantity (see TABLE_ROWS; a
-    what-if adds WHAT_IF_ROWS, and HOURS_ROW with minutes per ticket). Agents needed keep two
-    decimals; CCI up to four, tickets and hours up to two, trailing zeros dropped."""
-    headers = ["", *(p.period for p in plans)]
-    values = [
-        [str(p.customers) for p in plans],
-        [decimal_text(p.cci, 4, trim=True) for p in plans],
-        [decimal_text(p.expected_tickets, 2, trim=True) for p in plans],
-        [decimal_text(p.tickets_per_agent, 2, trim=True) for p in plans],
-        [decimal_text(p.agents_needed, 2) for p in plans],
-        [str(p.headcount) for p in plans],
-    ]
-    names = list(TABLE_ROWS)
-    targets = [p.at_target for p in plans if p.at_target is not None]
-    if targets and len(targets) == len(plans):
-        names += WHAT_IF_ROWS
-        values += [
-            [decimal_text(t.cci, 4, trim=True) for t in targets],
-            [str(t.headcount) for t in targets],
-            [str(t.agents_not_needed) for t in targets],
-        ]
-        hours = [t.hours_saved for t in targets if t.hours_saved is not None]
-        if len(hours) == len(targets):
-            names.append(HOURS_ROW)
-            values.append([decimal_text(h, 2, trim=True) for h in hours])
-    return headers, [[name, *row] for name, row in zip(names, values, strict=True)]
-
-
-def json_records(plans: Sequence[PeriodPlan]) -> list[dict[str, str | int | float]]:
-    """One object per period; counts are integers, the rest floats (full precision). A what-if
-    adds ``target_cci``, ``agents_needed_at_target``, ``headcount_at_target``,
-    ``agents_not_needed`` and, with minutes per ticket, ``support_hours_saved``."""
-    records: list[dict[str, str | int | float]] = []
-    for p in plans:
-        record: dict[str, str | int | float] = {
-            "period": p.period,
-            "customers": p.customers,
-            "cci": float(p.cci),
-            "expected_tickets": float(p.expected_tickets),
-            "tickets_per_agent": float(p.tickets_per_agent),
-            "agents_needed": float(p.agents_needed),
-            "headcount": p.headcount,
-        }
-        target = p.at_target
-        if target is not None:
-            record["target_cci"] = float(target.cci)
-            record["agents_needed_at_target"] = float(target.agents_needed)
-            record["headcount_at_target"] = target.headcount
-            record["agents_not_needed"] = target.agents_not_needed
-            if target.hours_saved is not None:
-                record["support_hours_saved"] = float(target.hours_saved)
-        records.append(record)
-    return records
-
-
-def json_text(plans: Sequence[PeriodPlan]) -> str:
-    """What ``cci forecast --format json`` prints and ``GET /api/forecast`` answers, byte for
-    byte."""
-    return orjson.dumps(json_records(plans), option=orjson.OPT_INDENT_2).decode() + "\n"
