@@ -10,8 +10,10 @@ The two talk over a socket pair, in length-prefixed pickles:
 
 * worker → child: ``(settings, facts topic)``, later ``STOP``;
 * child → worker: a ``Report`` (ingest running, profiles loaded, the ingest metrics) every
-  ``REPORT_INTERVAL`` and once more on the way out. The worker serves those as its own health and
-  metrics.
+  ``REPORT_INTERVAL``, before ingest commits the offsets of a batch, and once more on the way out.
+  The worker serves those as its own health and metrics. The one before a commit is in the
+  kernel's socket buffer before the commit is sent: a child killed after a commit has told the
+  worker its counts, which its successor does not count again (it starts after the commit).
 
 Lifetime: the child ignores SIGINT and SIGTERM (a Ctrl-C or a stop of the worker's process group
 reaches it too): it stops when the worker says STOP. When the worker dies, the kernel kills the
@@ -213,6 +215,9 @@ def child_main() -> None:
 
 async def _serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
+    # drain() returns once the kernel has every byte written, not below a 64 KiB backlog: a
+    # report drained before a commit survives this process being killed.
+    writer.transport.set_write_buffer_limits(high=0)
     first = await read_message(reader)
     if first is None:
         return
@@ -270,6 +275,7 @@ class IngestChild(Service):
             facts_topic,
             self.profiles.wait_loaded,
             clock=clock_for(settings),
+            before_commit=self.report_counts,
         )
         self.add_dependency(self.profiles)
         self.add_dependency(self.runner)
@@ -286,6 +292,12 @@ class IngestChild(Service):
                 self.runner.stalled,
             ),
         )
+
+    async def report_counts(self) -> None:
+        """Ingest is about to commit a batch it has counted: the worker gets the counts first."""
+        with contextlib.suppress(ConnectionError):  # the worker has gone: _watch_worker exits
+            self.report()
+            await self.writer.drain()
 
     @Service.task
     async def _report_until_done(self) -> None:
