@@ -7,6 +7,8 @@ instead; Faust keeps what it is good at: the stateful stages, their changelogs a
 Delivery: the facts and dead letters of a batch are acknowledged by the broker (acks=all) before
 the batch's input offsets are committed. A crash in between re-reads the batch and sends its facts
 again, which the deduplicate stage absorbs (its rule is idempotent): at-least-once in, exact out.
+The metrics of a batch are counted, and handed to ``before_commit``, before its offsets are
+committed too: a crash after the commit loses none of its counts (at-least-once counts).
 """
 
 from __future__ import annotations
@@ -157,9 +159,9 @@ class IngestRunner(Loop):
         wait_ready: Callable[[], Any],
         *,
         clock: Clock | None = None,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
         backoff_initial: float | None = None,
         backoff_max: float | None = None,
-        checkpoint: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(backoff_initial=backoff_initial, backoff_max=backoff_max)
         self.settings = settings
@@ -167,11 +169,10 @@ class IngestRunner(Loop):
         self.facts_topic = facts_topic
         self.wait_ready = wait_ready  # awaited before the first record: profiles fully loaded
         self.clock = clock or Clock()  # what "now" is: too-late and future events, months
-        # Awaited once a batch is published and counted, before its offsets are committed: the
-        # ingest process reports its counts to the worker then, so that a kill after the commit
-        # loses no count (a kill before it re-reads the batch: counted at least once).
-        self.checkpoint = checkpoint
         self.running = asyncio.Event()  # consumer and producer started
+        # Awaited once per batch, counted and not yet committed: where the ingest process hands
+        # its counts to the worker, since no one reads a committed batch again.
+        self.before_commit = before_commit
 
     async def run(self) -> None:
         await self.wait_ready()
@@ -240,8 +241,8 @@ class IngestRunner(Loop):
                 )
                 await self._publish(producer, batch)
                 _count(batch)
-                if self.checkpoint is not None:
-                    await self.checkpoint()
+                if self.before_commit is not None:
+                    await self.before_commit()
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
                 await self._commit(consumer, offsets)
                 self.progressed()

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.bench.measure import metric_values
 from streams.dev.generate import generate
 from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
+from streams.topics import ingest_group
 from tests.integration.harness import WorkerProcess, produce, wait_for_figures, wait_until
 
 
@@ -41,6 +48,70 @@ def consumed(worker: WorkerProcess) -> float:
         ]
         or 0.0
     )
+
+
+@contextmanager
+def ingest_commits(bootstrap: str) -> Iterator[Callable[[], int]]:
+    """A function returning how many activity records ingest has committed (its group's committed
+    offsets, summed: the tests' records start at offset 0), quickly enough to call in a loop."""
+    settings = load_settings({})
+    tps = [TopicPartition(TOPIC_ACTIVITY, p) for p in range(settings.partitions)]
+
+    async def started() -> AIOKafkaConsumer:
+        # Asks for the group's offsets without joining it. Made in the loop: it needs a running one.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=ingest_group(settings.app_id)
+        )
+        await consumer.start()
+        return consumer
+
+    async def fetch(consumer: AIOKafkaConsumer) -> int:
+        offsets = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
+        return sum(offset or 0 for offset in offsets)
+
+    loop = asyncio.new_event_loop()
+    consumer = loop.run_until_complete(started())
+    try:
+        yield lambda: loop.run_until_complete(fetch(consumer))
+    finally:
+        loop.run_until_complete(consumer.stop())
+        loop.close()
+
+
+def test_ingest_counts_reach_the_worker_before_their_offsets_are_committed(pipeline) -> None:
+    """Frozen right after a commit, the ingest process has already told the worker the counts of
+    what it committed: killed there, it loses none (its successor does not read them again)."""
+    now = datetime.now(UTC)
+    data = generate(users=400, months=3, seed=7, now=now, zone=load_settings({}).zone)
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    worker = pipeline.worker()
+    child = ingest_pid(worker)
+    assert child is not None
+    feeder = threading.Thread(
+        target=lambda: produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    )
+    feeder.start()
+    with ingest_commits(pipeline.bootstrap) as committed:
+        seen = committed()
+        for attempt in range(3):
+            deadline = time.monotonic() + 60
+            while (latest := committed()) == seen:
+                assert time.monotonic() < deadline, "ingest committed nothing new"
+            os.kill(child, signal.SIGSTOP)  # right after a commit: no report can follow it
+            try:
+                seen = max(latest, committed())  # one more may have been on its way
+                wait_until(
+                    lambda seen=seen: consumed(worker) >= seen,
+                    5,
+                    f"committed {seen}, counted {consumed(worker)} (freeze {attempt + 1})",
+                )
+            finally:
+                os.kill(child, signal.SIGCONT)
+    os.kill(child, signal.SIGKILL)
+    feeder.join()
+    wait_until(lambda: ingest_pid(worker) not in (None, child), 30, "no new ingest process")
+    events = len(data.activity)
+    wait_until(lambda: consumed(worker) >= events, 60, f"counted {consumed(worker)} of {events}")
 
 
 def test_a_killed_ingest_process_is_replaced_and_nothing_is_lost(pipeline) -> None:
