@@ -25,7 +25,7 @@ from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, TOPI
 from streams.sink.runner import SinkRunner
 from streams.topics import changelog_topic, internal_topic_names
 from streams.web.dashboard.source import DashboardSource
-from streams.worker import delivery
+from streams.worker import delivery, positions
 from streams.worker.alert_publisher import AlertPublisher
 from streams.worker.ingest_process import IngestProcess
 from streams.worker.producer_watch import ProducerWatch
@@ -40,6 +40,7 @@ def create_app(settings: Settings) -> faust.App:
     app = _faust_app(settings)
     embedded.install(app, settings)
     delivery.install(app)  # an offset is committed only once what was sent before it is acked
+    positions.install(app)  # a partition without a commit starts at its beginning, not past it
     runtime = Runtime(settings, clock=clock_for(settings))
     app.cci_runtime = runtime  # type: ignore[attr-defined]
     recovery = RebuildingRecovery(app, app.tables, beacon=app.tables.beacon, loop=app.loop)
