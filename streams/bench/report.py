@@ -235,8 +235,19 @@ def _ms(value: float | None) -> str:
 
 
 def render_table(report: BenchReport) -> str:
-    run = report.run
-    lines = [
+    lines = _run_header(report.run)
+    lines += _measurement_rows(report)
+    lines += _peer_comparison(report)
+    lines.append(_state_per_user_month(report))
+    if report.latency is not None:
+        lines += _latency_lines(report.latency)
+    lines += _differences(report)
+    lines.append("exact: " + ("every result equals the batch recount" if report.exact else "NO"))
+    return "\n".join(lines)
+
+
+def _run_header(run: RunInfo) -> list[str]:
+    return [
         f"cci bench: {run.events:,} events ({run.activity_events:,} activity, "
         f"{run.ticket_events:,} tickets), {run.users:,} users, {run.months} months, "
         f"{run.partitions} partitions; {run.figures:,} figures, {run.user_months:,} user-months",
@@ -244,6 +255,10 @@ def render_table(report: BenchReport) -> str:
         f"commit {run.commit or 'unknown'}; preliminary on a shared machine",
         "",
     ]
+
+
+def _measurement_rows(report: BenchReport) -> list[str]:
+    """The aligned table: one row per measured process, right-aligned figures."""
     pipeline = report.pipeline
     rows = [("", "events/s", "seconds", "first output", "exact", "peak RSS")]
     rows.append(
@@ -290,13 +305,19 @@ def render_table(report: BenchReport) -> str:
     rows.append(("broker (Tansu)", "", "", "", "", _mib(report.broker_peak_rss_bytes)))
     rows.append(("bench itself", "", "", "", "", _mib(report.bench_peak_rss_bytes)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines: list[str] = []
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [
             c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
         ]
         lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _peer_comparison(report: BenchReport) -> list[str]:
+    """The ceiling ratio, then each peer's ratios and rank (or why it is not ranked)."""
     ratios = report.ratios()
-    lines += ["", f"pipeline/ceiling {_ratio(ratios['pipeline_vs_ceiling'])}"]
+    lines = ["", f"pipeline/ceiling {_ratio(ratios['pipeline_vs_ceiling'])}"]
     if report.peers:
         lines.append(
             "pipeline / peer (events/s: above 1 the pipeline is faster; first output, peak RSS: "
@@ -304,7 +325,7 @@ def render_table(report: BenchReport) -> str:
         )
     rank = {peer.name: place for place, peer in enumerate(ranking(report.peers), start=1)}
     for peer in report.peers:
-        ratio_of = peer_ratios(pipeline, peer)
+        ratio_of = peer_ratios(report.pipeline, peer)
         if ratio_of is None:
             lines.append(f"  {peer.name}: output differs from the recount, not ranked")
             continue
@@ -315,7 +336,12 @@ def render_table(report: BenchReport) -> str:
             if peer.name in rank
             else f"  {peer.name}: no speed measured, not ranked"
         )
-    lines.append(
+    return lines
+
+
+def _state_per_user_month(report: BenchReport) -> str:
+    pipeline = report.pipeline
+    return (
         "state per user-month: "
         f"cci_dedup_state_bytes {_count(pipeline.state_bytes_per_user_month)} B "
         f"(gauges: {_count(pipeline.user_months_gauge)} user-months, "
@@ -326,27 +352,31 @@ def render_table(report: BenchReport) -> str:
             for peer in report.peers
         )
     )
+
+
+def _latency_lines(latency: LatencyRun) -> list[str]:
+    return [
+        f"latency at {latency.offered_rate:,.0f} events/s offered "
+        f"({_count(latency.achieved_rate)} achieved), {latency.events:,} events: "
+        f"p50 {_ms(latency.p50_ms)}, p95 {_ms(latency.p95_ms)}, p99 {_ms(latency.p99_ms)}, "
+        f"max {_ms(latency.max_ms)}; {latency.visible:,} visible; exact {_yes(latency.exact)}",
+        f"  the pipeline sustained {_count(latency.sustained_events_per_s)} events/s in the "
+        f"latency phase; p50 of the first tenth {_ms(latency.first_tenth_p50_ms)}, of the last "
+        f"{_ms(latency.last_tenth_p50_ms)}"
+        + (" (growing: the pipeline fell behind, queueing)" if latency.falling_behind else ""),
+    ]
+
+
+def _differences(report: BenchReport) -> list[str]:
+    """Each result that differs from the batch recount, with its differing lines indented."""
     latency = report.latency
-    if latency is not None:
-        lines.append(
-            f"latency at {latency.offered_rate:,.0f} events/s offered "
-            f"({_count(latency.achieved_rate)} achieved), {latency.events:,} events: "
-            f"p50 {_ms(latency.p50_ms)}, p95 {_ms(latency.p95_ms)}, p99 {_ms(latency.p99_ms)}, "
-            f"max {_ms(latency.max_ms)}; {latency.visible:,} visible; exact {_yes(latency.exact)}"
-        )
-        lines.append(
-            f"  the pipeline sustained {_count(latency.sustained_events_per_s)} events/s in the "
-            f"latency phase; p50 of the first tenth {_ms(latency.first_tenth_p50_ms)}, of the last "
-            f"{_ms(latency.last_tenth_p50_ms)}"
-            + (" (growing: the pipeline fell behind, queueing)" if latency.falling_behind else "")
-        )
+    lines: list[str] = []
     for name, difference in (
-        ("pipeline", pipeline.difference),
+        ("pipeline", report.pipeline.difference),
         *((f"peer {peer.name}", peer.difference) for peer in report.peers),
         ("latency phase", latency.difference if latency else []),
     ):
         if difference:
             lines.append(f"{name} differs from the recount:")
             lines += [f"  {line}" for line in difference]
-    lines.append("exact: " + ("every result equals the batch recount" if report.exact else "NO"))
-    return "\n".join(lines)
+    return lines

@@ -74,9 +74,17 @@ async def load_profiles(settings: Settings) -> dict[str, Profile]:
 def build(
     settings: Settings, profiles: dict[str, Profile], output: str, status: StatusFile
 ) -> None:
-    enricher = Enricher.from_settings(settings, profiles.get)
+    """The whole job: readers → earliest version per key → counts per segment → output."""
     user_dimensions = domain.user_dimensions(settings.extra_dimensions)
-    ticket_dimensions = (*user_dimensions, domain.CHANNEL)
+    all_versions = read_versions(settings, profiles, status)
+    winners = earliest_versions(all_versions)
+    months = month_counts(winners, user_dimensions, (*user_dimensions, domain.CHANNEL))
+    publish(months, settings, output)
+
+
+def read_versions(settings: Settings, profiles: dict[str, Profile], status: StatusFile) -> pw.Table:
+    """Both input topics, parsed and enriched: one (key, order) row per valid event."""
+    enricher = Enricher.from_settings(settings, profiles.get)
     max_bytes = settings.max_event_bytes
     clock = Clock()
     rdkafka = {
@@ -110,20 +118,6 @@ def build(
         month = domain.month_label(fact.month)
         return f"{TICKET}|{fact.ticket_id}", version_order(fact.ts, month, fact.attributes)
 
-    @pw.udf(deterministic=True)
-    def segments(key: str, order: str) -> list[tuple[str, str, str, int, int]]:
-        """(month, dimension, segment, tickets, users) the winning version counts under."""
-        month, attributes = parse_order(order)
-        if key.startswith(TICKET):
-            return [
-                (month, d, s, 1, 0) for d, s in domain.segment_keys(ticket_dimensions, attributes)
-            ]
-        return [(month, d, s, 0, 1) for d, s in domain.segment_keys(user_dimensions, attributes)]
-
-    @pw.udf(deterministic=True)
-    def month_document(rows: tuple[tuple[str, str, int, int], ...]) -> pw.Json:
-        return pw.Json(month_figures(rows))
-
     def versions(topic: str, parse: Any) -> pw.Table:
         records = pw.io.kafka.read(
             rdkafka,
@@ -138,12 +132,35 @@ def build(
             key=pw.unwrap(pw.this.version)[0], order=pw.unwrap(pw.this.version)[1]
         )
 
-    all_versions = versions(TOPIC_ACTIVITY, activity_version).concat_reindex(
+    return versions(TOPIC_ACTIVITY, activity_version).concat_reindex(
         versions(TOPIC_TICKETS, ticket_version)
     )
-    winners = all_versions.groupby(pw.this.key).reduce(
+
+
+def earliest_versions(all_versions: pw.Table) -> pw.Table:
+    """The dedup: the winning (earliest) version of each user-month and ticket."""
+    return all_versions.groupby(pw.this.key).reduce(
         pw.this.key, order=pw.reducers.min(pw.this.order)
     )
+
+
+def month_counts(
+    winners: pw.Table,
+    user_dimensions: tuple[str, ...],
+    ticket_dimensions: tuple[str, ...],
+) -> pw.Table:
+    """Tickets and users per (month, dimension, segment), gathered into one row per month."""
+
+    @pw.udf(deterministic=True)
+    def segments(key: str, order: str) -> list[tuple[str, str, str, int, int]]:
+        """(month, dimension, segment, tickets, users) the winning version counts under."""
+        month, attributes = parse_order(order)
+        if key.startswith(TICKET):
+            return [
+                (month, d, s, 1, 0) for d, s in domain.segment_keys(ticket_dimensions, attributes)
+            ]
+        return [(month, d, s, 0, 1) for d, s in domain.segment_keys(user_dimensions, attributes)]
+
     counted = (
         winners.select(segment=segments(pw.this.key, pw.this.order))
         .flatten(pw.this.segment)
@@ -162,12 +179,21 @@ def build(
         tickets=pw.reducers.sum(pw.this.tickets),
         users=pw.reducers.sum(pw.this.users),
     )
-    months = counts.groupby(pw.this.month).reduce(
+    return counts.groupby(pw.this.month).reduce(
         pw.this.month,
         rows=pw.reducers.tuple(
             pw.make_tuple(pw.this.dimension, pw.this.segment, pw.this.tickets, pw.this.users)
         ),
     )
+
+
+def publish(months: pw.Table, settings: Settings, output: str) -> None:
+    """Each month's figures, whole, as JSON on the output topic."""
+
+    @pw.udf(deterministic=True)
+    def month_document(rows: tuple[tuple[str, str, int, int], ...]) -> pw.Json:
+        return pw.Json(month_figures(rows))
+
     published = months.select(pw.this.month, figures=month_document(pw.this.rows), complete=True)
     pw.io.kafka.write(
         published,
