@@ -49,12 +49,14 @@ PEERS: dict[str, Peer] = {
             "pathway",
             "Pathway 0.33",
             HERE / "pathway_cci.py",
-            # aiokafka: the worker's own profile loader (ProfileBook), as the Quix peer uses it.
+            # aiokafka and mode: the worker's own profile loader (ProfileBook, a mode.Service),
+            # as the Quix peer uses it.
             (
                 "pathway==0.33.0",
                 "pyarrow==25.0.1",
                 "python-dateutil==2.9.0.post0",
                 "aiokafka==0.14.0",
+                "mode-streaming==0.7.1",
                 *_COMMON,
             ),
         ),
