@@ -29,7 +29,6 @@ for every peer: ``ready`` once the profiles are loaded, ``first_message`` at the
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ from streams.bench.peers.rules import (
     ticket_change,
     user_month_change,
 )
-from streams.bench.peers.status import Clock, StatusFile, rss_bytes
+from streams.bench.peers.status import Clock, StatusFile, peer_parser, rss_bytes
 from streams.pipeline.enrich import ActiveFact, Enricher, Profile, TicketFact
 from streams.pipeline.validate import InvalidEvent, parse_activity, parse_ticket
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, Settings, load_settings
@@ -153,10 +152,8 @@ def _raise_error(step_id: str, error: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-topic", required=True)
+    parser = peer_parser(__doc__)
     parser.add_argument("--state-dir", type=Path, help="unused: the peer keeps no state on disk")
-    parser.add_argument("--status-file", type=Path)
     args = parser.parse_args(argv)
     # Broker, time zone, retention, dimensions: the same CCI_* settings as the worker.
     settings = load_settings()

@@ -36,7 +36,6 @@ Status lines go to ``--status-file`` as for every peer: ``ready`` once the profi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from pathlib import Path
 from typing import Any
@@ -44,31 +43,15 @@ from typing import Any
 import pathway as pw
 
 from streams import domain
+from streams.bench.peers.profile_book import load_profiles
 from streams.bench.peers.rules import month_figures, parse_order, version_order
-from streams.bench.peers.status import Clock, StatusFile, rss_bytes
+from streams.bench.peers.status import Clock, StatusFile, peer_parser, rss_bytes
 from streams.pipeline.enrich import Enricher, Profile
 from streams.pipeline.validate import InvalidEvent, parse_activity, parse_ticket
-from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, Settings, load_settings
-from streams.worker.profiles import ProfileBook
+from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, Settings, load_settings
 
 ACTIVE, TICKET = "a", "t"
 COMMIT_MS = 100  # how often the readers hand what they read to the engine (Pathway's default 1500)
-
-
-async def load_profiles(settings: Settings) -> dict[str, Profile]:
-    book = ProfileBook(
-        settings.kafka_bootstrap,
-        TOPIC_PROFILES,
-        settings.zone,
-        settings.max_event_bytes,
-        settings.kafka_client_kwargs(),
-    )
-    await book.start()
-    try:
-        await book.wait_loaded()
-    finally:
-        await book.stop()
-    return book.profiles
 
 
 def build(
@@ -205,10 +188,8 @@ def publish(months: pw.Table, settings: Settings, output: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--output-topic", required=True)
+    parser = peer_parser(__doc__)
     parser.add_argument("--state-dir", type=Path, help="unused: the peer keeps no state on disk")
-    parser.add_argument("--status-file", type=Path)
     args = parser.parse_args(argv)
     # Broker, time zone, retention, dimensions: the same CCI_* settings as the worker.
     settings = load_settings()

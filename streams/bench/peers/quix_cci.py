@@ -39,7 +39,6 @@ then) and ``first_message`` at the first input record processed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import time
@@ -50,28 +49,12 @@ from quixstreams import Application
 from quixstreams.state.memory import MemoryStore
 
 from streams import domain
+from streams.bench.peers.profile_book import load_profiles
 from streams.bench.peers.rules import ACTIVE, TICKET, MonthCounts, ticket_change, user_month_change
-from streams.bench.peers.status import Clock, StatusFile, rss_bytes
+from streams.bench.peers.status import Clock, StatusFile, peer_parser, rss_bytes
 from streams.pipeline.enrich import Enricher, Profile
 from streams.pipeline.validate import InvalidEvent, parse_activity, parse_ticket
-from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, Settings, load_settings
-from streams.worker.profiles import ProfileBook
-
-
-async def load_profiles(settings: Settings) -> dict[str, Profile]:
-    book = ProfileBook(
-        settings.kafka_bootstrap,
-        TOPIC_PROFILES,
-        settings.zone,
-        settings.max_event_bytes,
-        settings.kafka_client_kwargs(),
-    )
-    await book.start()
-    try:
-        await book.wait_loaded()
-    finally:
-        await book.stop()
-    return book.profiles
+from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, Settings, load_settings
 
 
 def build(
@@ -136,11 +119,9 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-topic", required=True)
+    parser = peer_parser(__doc__)
     parser.add_argument("--group", default="cci-bench-quix")
     parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--status-file", type=Path)
     args = parser.parse_args(argv)
     # Broker, time zone, retention, dimensions: the same CCI_* settings as the worker.
     settings = load_settings()

@@ -3,6 +3,7 @@ status lines for the bench, its own RSS, and a clock read once a second."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from datetime import UTC, datetime
@@ -51,3 +52,11 @@ class Clock:
             self.now = datetime.now(UTC)
             self.read_at = time.monotonic()
         return self.now
+
+
+def peer_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every peer takes from ``cci bench`` (a peer adds its own)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--output-topic", required=True)
+    parser.add_argument("--status-file", type=Path)
+    return parser
