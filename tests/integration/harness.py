@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import sys
 import time
@@ -198,7 +199,13 @@ def dump_topics(bootstrap: str, folder: Path) -> None:
 
 
 def _text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode(errors="replace")
+    """UTF-8 as is; anything else (msgpack facts) as "base64:...", so that it decodes again."""
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode()
 
 
 def latest_updates(bootstrap: str) -> dict[str, dict[str, Any]]:
