@@ -122,7 +122,7 @@ def test_sigkill_mid_stream_then_restart(pipeline, dataset) -> None:
     assert "embedded_broker=True" in second.log_path.read_text()
 
 
-# Not exact in every run (7 of 8 in the loop on 2026-12-02: a partition that moved to the
+# Not exact in every run (9 of 10 in the loop on 2026-12-02: a partition that moved to the
 # survivor was read from its end instead of its committed offset; docs/embedded-broker.md): run by
 # tests/integration/loop_multiworker.sh (TESTS=two_workers), not by make test, until it is exact.
 @pytest.mark.loop
