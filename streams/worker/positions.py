@@ -1,58 +1,200 @@
-"""After a rebalance, a stream partition starts at the group's committed offset, or at its
-beginning when the group has committed none (``auto_offset_reset="earliest"``).
+"""Where a stream partition starts reading after a rebalance, and what Faust may hand its agents
+meanwhile.
 
-Faust seeks its stream partitions "to committed offsets" once the tables are recovered, with
-aiokafka's ``seek_to_committed``, which seeks only where an offset above 0 is committed. Records
-the worker drained before that seek but never handed to its agents (a fetch answered while
-recovery resumed the partitions) then stay skipped on a partition without a commit: a worker
-restarted after one killed before its first commit began reading the facts past facts nobody
-applied, and the figures ended short. This is plain Kafka (no broker quirk).
+Two rules, both plain Kafka (no broker quirk):
+
+1. A partition starts at the group's committed offset, or at its beginning when the group has
+   committed none (``auto_offset_reset="earliest"``). aiokafka's ``seek_to_committed`` seeks only
+   where an offset above 0 is committed, so a worker restarted after one killed before its first
+   commit read on past facts nobody applied.
+
+2. Nothing fetched before that seek survives it. Faust resumes the stream partitions, then seeks
+   them from its consumer thread while its fetcher keeps running on the worker's loop. A record
+   fetched ahead (offset 195, commit 95) could reach an agent first and raise Faust's read offset;
+   the records 95–194 fetched after the seek then fell below it and were dropped as already read,
+   195 was acked over a hole, and the commit never moved again (two workers, 1 run in 10;
+   docs/embedded-broker.md). So every fetch is stamped with the number of seeks made before it, a
+   seek records the position it set (``SeekLedger``), and on the worker's loop, before any record
+   of a fetch goes on, the partition's read offset is set back to the new position and records of
+   fetches older than the partition's last seek are dropped: the seek makes the consumer fetch
+   them again. A record handed on twice is harmless: deduplication is idempotent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 
+class SeekLedger:
+    """The seeks of one consumer: written by its thread, read by the worker's loop.
+
+    Each write is one dict item assignment (atomic under the GIL), made in the same step as the
+    seeks themselves, so a fetch stamped with ``epoch`` saw every seek up to that number.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        # partition → (the seek's number, the offset it set)
+        self.seeks: dict[Any, tuple[int, int]] = {}
+        # partition → the number of the last seek applied on the worker's loop
+        self._applied: dict[Any, int] = {}
+
+    def record(self, positions: Mapping[Any, int]) -> None:
+        """Note seeks just made (call in the same synchronous step as the seeks)."""
+        self.epoch += 1
+        for tp, offset in positions.items():
+            self.seeks[tp] = (self.epoch, offset)
+
+    def predates_seek(self, tp: Any, fetch_epoch: int) -> bool:
+        """True when ``tp`` was sought after a fetch stamped ``fetch_epoch`` was made."""
+        seek = self.seeks.get(tp)
+        return seek is not None and seek[0] > fetch_epoch
+
+    def unapplied(self) -> list[tuple[Any, int]]:
+        """The seeks not yet applied to the consumer's read offsets, marked applied."""
+        pending = []
+        for tp, (epoch, offset) in list(self.seeks.items()):
+            if self._applied.get(tp) != epoch:
+                self._applied[tp] = epoch
+                pending.append((tp, offset))
+        return pending
+
+
+class StampedRecords(dict):  # type: ignore[type-arg]
+    """A fetch's records by partition, with the number of seeks made before the fetch."""
+
+    def __init__(self, records: Mapping[Any, Any], epoch: int) -> None:
+        super().__init__(records)
+        self.epoch = epoch
+
+
 async def seek_to_committed_or_beginning(
-    consumer: AIOKafkaConsumer, skip_topics: frozenset[str] = frozenset()
+    consumer: AIOKafkaConsumer,
+    skip_topics: frozenset[str] = frozenset(),
+    ledger: SeekLedger | None = None,
 ) -> dict[TopicPartition, int | None]:
     """Seek every assigned partition (but those of ``skip_topics``) to its committed offset, or
     to its beginning when none is committed; return the committed offsets, as aiokafka does."""
     committed: dict[TopicPartition, int | None] = {}
-    uncommitted: list[TopicPartition] = []
     for tp in consumer.assignment():
-        offset = await consumer.committed(tp)
-        committed[tp] = offset
-        if tp.topic in skip_topics:
-            continue
-        if offset is None:
-            uncommitted.append(tp)
-        else:
-            consumer.seek(tp, offset)
-    if uncommitted:
-        await consumer.seek_to_beginning(*uncommitted)
+        committed[tp] = await consumer.committed(tp)
+    streams = [tp for tp in committed if tp.topic not in skip_topics]
+    uncommitted = [tp for tp in streams if committed[tp] is None]
+    beginnings = await consumer.beginning_offsets(uncommitted) if uncommitted else {}
+    # From here on one synchronous step: no fetch can land between the seeks and their record.
+    assigned = consumer.assignment()
+    positions: dict[TopicPartition, int] = {}
+    for tp in streams:
+        offset = committed[tp]
+        position = offset if offset is not None else beginnings.get(tp)
+        if tp in assigned and position is not None:
+            consumer.seek(tp, position)
+            positions[tp] = position
+    if ledger is not None:
+        ledger.record(positions)
     return committed
 
 
+def drop_records_fetched_before_a_seek(
+    records: Mapping[Any, Any], ledger: SeekLedger
+) -> Mapping[Any, Any]:
+    """The records of a fetch without those of partitions sought since it was made."""
+    epoch = getattr(records, "epoch", None)
+    if epoch is None or not records:
+        return records
+    stale = [tp for tp in records if ledger.predates_seek(tp, epoch)]
+    if not stale:
+        return records
+    return {tp: batch for tp, batch in records.items() if tp not in stale}
+
+
 class _SeeksToCommittedOrBeginning:
-    """Mixin for a Faust aiokafka consumer thread (see the module's docstring)."""
+    """Mixin for a Faust aiokafka consumer thread: seeks (rule 1) and stamps fetches (rule 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seek_ledger = SeekLedger()
 
     async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
         thread: Any = self
         # Changelog partitions are positioned by table recovery itself.
         changelogs = frozenset(thread.app.tables.changelog_topics)
         committed: dict[TopicPartition, int | None] = await thread.call_thread(
-            seek_to_committed_or_beginning, thread._ensure_consumer(), changelogs
+            seek_to_committed_or_beginning, thread._ensure_consumer(), changelogs, self.seek_ledger
         )
         return committed
 
+    async def _fetch_records(
+        self,
+        consumer: AIOKafkaConsumer,
+        active_partitions: set[Any] | None,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> StampedRecords:
+        if active_partitions is not None and not active_partitions:
+            # Paused by a rebalance since the fetch was asked for: aiokafka would drain *every*
+            # partition for an empty set, and Faust would throw the records away.
+            return StampedRecords({}, self.seek_ledger.epoch)
+        base: Any = super()
+        records = await base._fetch_records(consumer, active_partitions, timeout, max_records)
+        # Stamped in the step that drained them: a seek either came before or comes after.
+        return StampedRecords(records, self.seek_ledger.epoch)
+
+
+class _HandsOnNothingFetchedBeforeASeek:
+    """Mixin for a Faust aiokafka consumer (see the module's docstring, rule 2).
+
+    Seeks are applied to Faust's read offsets by the fetcher's own task, between two fetches:
+    applied from the recovery task, a record of a batch fetched before the seek and still being
+    handed on could raise the read offset again.
+    """
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        base: Any = super()
+        records, active_partitions = await base._wait_next_records(timeout)
+        ledger = self._seek_ledger()
+        self._apply_seeks(ledger.unapplied())
+        if records:
+            records = drop_records_fetched_before_a_seek(records, ledger)
+        return records, active_partitions
+
+    async def perform_seek(self) -> None:
+        consumer: Any = self
+        committed = await consumer.seek_to_committed()
+        # Faust's bookkeeping, but the read offsets of the partitions the seek moved: those the
+        # fetcher's task sets (``_wait_next_records``).
+        moved = self._seek_ledger().seeks
+        consumer._read_offset.update(
+            {
+                tp: offset if offset is not None and offset >= 0 else None
+                for tp, offset in committed.items()
+                if tp not in moved
+            }
+        )
+        consumer._committed_offset.update(
+            {tp: offset or None for tp, offset in committed.items() if offset is not None}
+        )
+
+    def _apply_seeks(self, seeks: Iterable[tuple[Any, int]]) -> None:
+        consumer: Any = self
+        for tp, offset in seeks:
+            # Records from ``offset`` on come again and must pass; gaps noted before the seek
+            # would count records never handed on as done.
+            consumer._read_offset[tp] = offset if offset else None
+            consumer._gap.pop(tp, None)
+
+    def _seek_ledger(self) -> SeekLedger:
+        consumer: Any = self
+        ledger: SeekLedger = consumer._thread.seek_ledger
+        return ledger
+
 
 def install(app: Any) -> None:
-    """Give a ``faust.App``'s consumer (Faust's or the embedded broker's) that seek."""
+    """Give a ``faust.App``'s consumer (Faust's or the embedded broker's) both rules."""
     consumer_class = app.transport.Consumer
     base_thread = getattr(consumer_class, "thread_class", faust_aiokafka.AIOKafkaConsumerThread)
     thread_class = type(base_thread.__name__, (_SeeksToCommittedOrBeginning, base_thread), {})
@@ -62,6 +204,6 @@ def install(app: Any) -> None:
 
     app.transport.Consumer = type(
         consumer_class.__name__,
-        (consumer_class,),
+        (_HandsOnNothingFetchedBeforeASeek, consumer_class),
         {"thread_class": thread_class, "_new_consumer_thread": _new_consumer_thread},
     )
