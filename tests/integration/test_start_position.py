@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.dev.broker import EmbeddedBroker
-from streams.worker.positions import seek_to_committed_or_beginning
+from streams.worker.positions import SeekLedger, seek_to_committed_or_beginning
 
 RECORDS = 6
 # partition → the group's committed offset before the restart (None: nothing committed)
@@ -84,10 +84,19 @@ async def _first_offsets_after_seek(bootstrap: str, topic: str, seek: Seek) -> d
 
 
 def test_a_partition_without_a_commit_starts_again_at_its_beginning(bootstrap: str) -> None:
-    first = asyncio.run(
-        _first_offsets_after_seek(bootstrap, "start-ours", seek_to_committed_or_beginning)
-    )
+    ledger = SeekLedger()
+
+    async def seek(consumer: AIOKafkaConsumer) -> Any:
+        return await seek_to_committed_or_beginning(consumer, ledger=ledger)
+
+    first = asyncio.run(_first_offsets_after_seek(bootstrap, "start-ours", seek))
     assert first == {0: 0, 1: 0, 2: 2}
+    # The ledger holds the positions set, all from one seek: fetches before it are dropped.
+    assert {tp.partition: seek for tp, seek in ledger.seeks.items()} == {
+        0: (1, 0),
+        1: (1, 0),
+        2: (1, 2),
+    }
 
 
 def test_aiokafkas_own_seek_leaves_the_drained_records_skipped(bootstrap: str) -> None:
