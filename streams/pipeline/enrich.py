@@ -22,7 +22,7 @@ import msgspec
 import orjson
 
 from streams import domain
-from streams.domain import epoch_micros
+from streams.domain import EPOCH, MICROSECOND, epoch_micros, month_of_micros
 from streams.pipeline.validate import (
     FUTURE_TIMESTAMP,
     TOO_LATE,
@@ -30,6 +30,7 @@ from streams.pipeline.validate import (
     InvalidEvent,
     TicketEvent,
     UserProfile,
+    new_tuple,
 )
 from streams.settings import Settings
 
@@ -97,10 +98,11 @@ class Enricher:
     _bounds: list[Any] = field(
         default_factory=lambda: [None, (0, 0)], init=False, compare=False, repr=False
     )
-    # user_id → (profile, its values of the dimensions before tenure): an event without segments
-    # of its own (most) takes those whole. One entry per user seen; the identity test makes a
-    # newer profile of the user replace it.
-    _profile_values: dict[str, tuple[Profile, Attributes]] = field(
+    # user_id → (profile, its values of the dimensions before tenure, the month and attributes
+    # of the user's last event): an event without segments of its own (most) takes those whole,
+    # and one in the same month as the last takes the same attributes. One entry per user seen;
+    # the identity test makes a newer profile of the user replace it.
+    _profile_values: dict[str, tuple[Profile, Attributes, int, Attributes]] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
 
@@ -121,7 +123,7 @@ class Enricher:
         return not self.active_activities or activity in self.active_activities
 
     def _month(self, moment: datetime, now: datetime) -> tuple[int, int]:
-        ts = epoch_micros(moment)
+        ts = (moment - EPOCH) // MICROSECOND  # epoch_micros, inline: this runs once per event
         bounds = self._bounds
         if now is not bounds[0]:
             bounds[:] = [
@@ -134,7 +136,7 @@ class Enricher:
         latest, oldest = bounds[1]
         if ts > latest:
             raise InvalidEvent(FUTURE_TIMESTAMP, f"{moment.isoformat()} is in the future")
-        month = domain.month_of_micros(ts, self.zone)
+        month = month_of_micros(ts, self.zone)
         if month < oldest:
             raise InvalidEvent(
                 TOO_LATE,
@@ -149,12 +151,17 @@ class Enricher:
         profile = self.profile_of(user_id)
         if not segments and profile is not None and self.dimensions[-1] == domain.TENURE:
             held = self._profile_values.get(user_id)
-            if held is None or held[0] is not profile:
+            if held is not None and held[0] is profile:
+                if held[2] == month:
+                    return held[3]
+                values = held[1]
+            else:
                 values = domain.user_attributes(
                     self.dimensions[:-1], None, profile.segments, None, month
                 )
-                held = self._profile_values[user_id] = (profile, values)
-            return (*held[1], domain.tenure_bucket(profile.signup_month, month))
+            attributes = (*values, domain.tenure_bucket(profile.signup_month, month))
+            self._profile_values[user_id] = (profile, values, month, attributes)
+            return attributes
         return domain.user_attributes(
             self.dimensions,
             segments,
@@ -165,21 +172,24 @@ class Enricher:
 
     def active_fact(self, event: ActivityEvent, now: datetime) -> ActiveFact | None:
         """None when the activity's type does not make a user active."""
-        if not self.counts_as_active(event.activity):
-            return None
+        if self.active_activities and event.activity not in self.active_activities:
+            return None  # counts_as_active, inline
         month, ts = self._month(event.occurred_at, now)
         attributes = self._attributes(event.user_id, event.segments, month)
-        return ActiveFact(event.user_id, month, ts, attributes)
+        return new_tuple(ActiveFact, (event.user_id, month, ts, attributes))
 
     def ticket_fact(self, event: TicketEvent, now: datetime) -> TicketFact:
         month, ts = self._month(event.created_at, now)
         attributes = self._attributes(event.user_id, event.segments, month)
-        return TicketFact(
-            event.ticket_id,
-            month,
-            ts,
-            (*attributes, event.channel or domain.UNKNOWN),
-            event.user_id,
+        return new_tuple(
+            TicketFact,
+            (
+                event.ticket_id,
+                month,
+                ts,
+                (*attributes, event.channel or domain.UNKNOWN),
+                event.user_id,
+            ),
         )
 
 
