@@ -59,6 +59,10 @@ class Profile:
     signup_month: int
     segments: Mapping[str, str]
     updated_at: int  # µs; the newest profile of a user wins
+    # The Enricher's cache of what this profile gives (``Enricher._attributes``): held here, not
+    # in a dict by user, so an event costs one look-up of its user, and a newer profile of the
+    # user starts without it. Not part of the profile's value.
+    held: Any = field(default=None, compare=False, repr=False)
 
 
 def profile_from_event(event: UserProfile, zone: ZoneInfo) -> Profile:
@@ -97,13 +101,6 @@ class Enricher:
     # one, so the bounds are computed once per batch (an identity test per event, no hashing).
     _bounds: list[Any] = field(
         default_factory=lambda: [None, (0, 0)], init=False, compare=False, repr=False
-    )
-    # user_id → (profile, its values of the dimensions before tenure, the month and attributes
-    # of the user's last event): an event without segments of its own (most) takes those whole,
-    # and one in the same month as the last takes the same attributes. One entry per user seen;
-    # the identity test makes a newer profile of the user replace it.
-    _profile_values: dict[str, tuple[Profile, Attributes, int, Attributes]] = field(
-        default_factory=dict, init=False, compare=False, repr=False
     )
 
     @classmethod
@@ -150,8 +147,11 @@ class Enricher:
     ) -> Attributes:
         profile = self.profile_of(user_id)
         if not segments and profile is not None and self.dimensions[-1] == domain.TENURE:
-            held = self._profile_values.get(user_id)
-            if held is not None and held[0] is profile:
+            # Events without segments of their own (most) take the profile's values whole; held
+            # on the profile: (dimensions, the values before tenure, the month and attributes of
+            # the user's last event), so one in the same month takes the same attributes.
+            held = profile.held
+            if held is not None and held[0] is self.dimensions:
                 if held[2] == month:
                     return held[3]
                 values = held[1]
@@ -160,7 +160,8 @@ class Enricher:
                     self.dimensions[:-1], None, profile.segments, None, month
                 )
             attributes = (*values, domain.tenure_bucket(profile.signup_month, month))
-            self._profile_values[user_id] = (profile, values, month, attributes)
+            # A cache, not the profile's value (compare=False): set through the frozen class.
+            object.__setattr__(profile, "held", (self.dimensions, values, month, attributes))
             return attributes
         return domain.user_attributes(
             self.dimensions,
