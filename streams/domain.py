@@ -39,7 +39,7 @@ def month_of(moment: datetime, zone: ZoneInfo) -> int:
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
-_DAY_MICROS = 86_400_000_000
+DAY_MICROS = 86_400_000_000
 _EPOCH_ORDINAL = EPOCH.toordinal()
 
 
@@ -56,7 +56,7 @@ def month_of_micros(micros: int, zone: ZoneInfo) -> int:
     once, at the zone's local midnight, which is computed once per day and zone; only a day on
     which the zone's offset changes converts each instant.
     """
-    months = _day_months(micros // _DAY_MICROS, zone)
+    months = _day_months(micros // DAY_MICROS, zone)
     if type(months) is int:
         return months
     if months is None:
@@ -96,6 +96,11 @@ def _day_months(day: int, zone: ZoneInfo) -> int | tuple[int, int, int] | None:
     (offset,) = offsets
     local_midnight = datetime.combine(month_start(after), time(), tzinfo=UTC)
     return epoch_micros(local_midnight - offset), before, after
+
+
+def month_start_micros(month: int) -> int:
+    """µs since the epoch of the month's first UTC midnight."""
+    return (month_start(month).toordinal() - _EPOCH_ORDINAL) * DAY_MICROS
 
 
 def month_label(month: int) -> str:

@@ -22,7 +22,14 @@ import msgspec
 import orjson
 
 from streams import domain
-from streams.domain import EPOCH, MICROSECOND, epoch_micros, month_of_micros
+from streams.domain import (
+    DAY_MICROS,
+    EPOCH,
+    MICROSECOND,
+    epoch_micros,
+    month_of_micros,
+    month_start_micros,
+)
 from streams.pipeline.validate import (
     FUTURE_TIMESTAMP,
     TOO_LATE,
@@ -97,10 +104,11 @@ class Enricher:
     retain_months: int
     max_future_micros: int
     profile_of: Callable[[str], Profile | None]
-    # [now, (latest ts accepted, oldest retained month)] of the last ``now`` given: a batch gives
-    # one, so the bounds are computed once per batch (an identity test per event, no hashing).
+    # [now, (latest ts accepted, oldest retained month, earliest ts that may be kept)] of the last
+    # ``now`` given: a batch gives one, so the bounds are computed once per batch (an identity
+    # test per event, no hashing).
     _bounds: list[Any] = field(
-        default_factory=lambda: [None, (0, 0)], init=False, compare=False, repr=False
+        default_factory=lambda: [None, (0, 0, 0)], init=False, compare=False, repr=False
     )
 
     @classmethod
@@ -123,17 +131,26 @@ class Enricher:
         ts = (moment - EPOCH) // MICROSECOND  # epoch_micros, inline: this runs once per event
         bounds = self._bounds
         if now is not bounds[0]:
+            oldest = domain.oldest_retained_month(now, self.zone, self.retain_months)
             bounds[:] = [
                 now,
                 (
                     epoch_micros(now) + self.max_future_micros,
-                    domain.oldest_retained_month(now, self.zone, self.retain_months),
+                    oldest,
+                    # A day before the oldest month's first UTC day: any time before is too late.
+                    month_start_micros(oldest) - DAY_MICROS,
                 ),
             ]
-        latest, oldest = bounds[1]
+        latest, oldest, kept_from = bounds[1]
         if ts > latest:
             raise InvalidEvent(FUTURE_TIMESTAMP, f"{moment.isoformat()} is in the future")
-        month = month_of_micros(ts, self.zone)
+        # Too-late times take the plain conversion: month_of_micros's cache per day then holds
+        # only the days of the kept months, whatever days the input names.
+        month = (
+            month_of_micros(ts, self.zone)
+            if ts >= kept_from
+            else domain.month_of(moment, self.zone)
+        )
         if month < oldest:
             raise InvalidEvent(
                 TOO_LATE,

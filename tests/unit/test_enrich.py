@@ -442,3 +442,20 @@ def test_the_month_of_a_parsed_timestamp_in_the_zone(
     assert domain.month_label(fact.month) == month
     assert fact.ts == epoch_micros(moment)
     assert domain.month_label(domain.month_of(moment, ZoneInfo(zone))) == month
+
+
+def test_too_late_times_are_named_by_month_and_stay_out_of_the_month_cache() -> None:
+    """Input can name any day since 1970: a too-late time gets its month by the plain conversion,
+    so the cache of months per day holds only days of the kept months."""
+    enriching = enricher(zone=ZoneInfo("Asia/Kolkata"))
+    domain._day_months.cache_clear()
+    for year in range(1970, 2025):
+        for number in range(1, 13):
+            at = f"{year}-{number:02d}-01T00:10:00+05:30"  # the first day in Kolkata
+            with pytest.raises(InvalidEvent) as caught:
+                enriching.ticket_fact(ticket(at=at), NOW)
+            assert caught.value.reason == TOO_LATE
+            assert caught.value.detail.startswith(f"month {year}-{number:02d} is older than")
+    assert domain._day_months.cache_info().currsize == 0
+    assert enriching.ticket_fact(ticket(at="2026-03-01T00:10:00+05:30"), NOW).month == MARCH
+    assert domain._day_months.cache_info().currsize == 1
