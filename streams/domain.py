@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 from functools import lru_cache
 from typing import TypeVar
@@ -38,35 +38,69 @@ def month_of(moment: datetime, zone: ZoneInfo) -> int:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_DAY_MICROS = 86_400_000_000
+MICROSECOND = timedelta(microseconds=1)
+DAY_MICROS = 86_400_000_000
 _EPOCH_ORDINAL = EPOCH.toordinal()
 
 
 def epoch_micros(moment: datetime) -> int:
     """Exact µs since the epoch (integer arithmetic: no float rounding)."""
-    return (moment - EPOCH) // _MICROSECOND
+    return (moment - EPOCH) // MICROSECOND
 
 
 def month_of_micros(micros: int, zone: ZoneInfo) -> int:
-    """``month_of`` for a time in µs since the epoch, without a time-zone conversion on most days.
+    """``month_of`` for a time in µs since the epoch, without a time-zone conversion per call.
 
     Every zone's offset is under a day, so an instant whose UTC day is neither the first nor the
-    last of its month is in that month in any zone. Only instants on those two days are converted.
+    last of its month is in that month in any zone. On those two days the month changes at most
+    once, at the zone's local midnight, which is computed once per day and zone; only a day on
+    which the zone's offset changes converts each instant.
     """
-    month = _inner_day_month(micros // _DAY_MICROS)
-    if month is None:
+    months = _day_months(micros // DAY_MICROS, zone)
+    if type(months) is int:
+        return months
+    if months is None:
         return month_of(EPOCH + timedelta(microseconds=micros), zone)
-    return month
+    change, before, after = months
+    return before if micros < change else after
 
 
-@lru_cache(maxsize=4096)
-def _inner_day_month(day: int) -> int | None:
-    """Month index of a UTC day (since the epoch), or None for a month's first and last days."""
-    today = date.fromordinal(_EPOCH_ORDINAL + day)
-    if today.day == 1 or (today + timedelta(days=1)).day == 1:
+# Offsets are sampled this often over a day: a zone whose offset changes and changes back within
+# it would hide a transition (no zone in the tz database does so within a day, let alone this).
+_OFFSET_SAMPLE = timedelta(minutes=15)
+
+
+@lru_cache(maxsize=8192)
+def _day_months(day: int, zone: ZoneInfo) -> int | tuple[int, int, int] | None:
+    """What ``month_of_micros`` needs of a UTC day (since the epoch) in ``zone``: its month
+    when the whole day is in one; (first µs of the next month, month before, month from then)
+    when the month changes during it at a constant offset; None when the offset changes."""
+    start = EPOCH + timedelta(days=day)
+    today = start.date()
+    if today.day != 1 and (today + timedelta(days=1)).day != 1:
+        return today.year * 12 + today.month - 1
+    last = start + timedelta(days=1) - MICROSECOND
+    offsets = set()
+    moment = start
+    while moment <= last:
+        offsets.add(moment.astimezone(zone).utcoffset())
+        moment += _OFFSET_SAMPLE
+    offsets.add(last.astimezone(zone).utcoffset())
+    if len(offsets) != 1:
         return None
-    return today.year * 12 + today.month - 1
+    before, after = month_of(start, zone), month_of(last, zone)
+    if before == after:
+        return before
+    # One offset all day: the local time runs on with the UTC time, and the month changes at the
+    # local midnight that starts ``after``.
+    (offset,) = offsets
+    local_midnight = datetime.combine(month_start(after), time(), tzinfo=UTC)
+    return epoch_micros(local_midnight - offset), before, after
+
+
+def month_start_micros(month: int) -> int:
+    """µs since the epoch of the month's first UTC midnight."""
+    return (month_start(month).toordinal() - _EPOCH_ORDINAL) * DAY_MICROS
 
 
 def month_label(month: int) -> str:

@@ -22,7 +22,14 @@ import msgspec
 import orjson
 
 from streams import domain
-from streams.domain import epoch_micros
+from streams.domain import (
+    DAY_MICROS,
+    EPOCH,
+    MICROSECOND,
+    epoch_micros,
+    month_of_micros,
+    month_start_micros,
+)
 from streams.pipeline.validate import (
     FUTURE_TIMESTAMP,
     TOO_LATE,
@@ -30,6 +37,7 @@ from streams.pipeline.validate import (
     InvalidEvent,
     TicketEvent,
     UserProfile,
+    new_tuple,
 )
 from streams.settings import Settings
 
@@ -58,6 +66,10 @@ class Profile:
     signup_month: int
     segments: Mapping[str, str]
     updated_at: int  # µs; the newest profile of a user wins
+    # The Enricher's cache of what this profile gives (``Enricher._attributes``): held here, not
+    # in a dict by user, so an event costs one look-up of its user, and a newer profile of the
+    # user starts without it. Not part of the profile's value.
+    held: Any = field(default=None, compare=False, repr=False)
 
 
 def profile_from_event(event: UserProfile, zone: ZoneInfo) -> Profile:
@@ -92,16 +104,11 @@ class Enricher:
     retain_months: int
     max_future_micros: int
     profile_of: Callable[[str], Profile | None]
-    # [now, (latest ts accepted, oldest retained month)] of the last ``now`` given: a batch gives
-    # one, so the bounds are computed once per batch (an identity test per event, no hashing).
+    # [now, (latest ts accepted, oldest retained month, earliest ts that may be kept)] of the last
+    # ``now`` given: a batch gives one, so the bounds are computed once per batch (an identity
+    # test per event, no hashing).
     _bounds: list[Any] = field(
-        default_factory=lambda: [None, (0, 0)], init=False, compare=False, repr=False
-    )
-    # user_id → (profile, its values of the dimensions before tenure): an event without segments
-    # of its own (most) takes those whole. One entry per user seen; the identity test makes a
-    # newer profile of the user replace it.
-    _profile_values: dict[str, tuple[Profile, Attributes]] = field(
-        default_factory=dict, init=False, compare=False, repr=False
+        default_factory=lambda: [None, (0, 0, 0)], init=False, compare=False, repr=False
     )
 
     @classmethod
@@ -121,20 +128,29 @@ class Enricher:
         return not self.active_activities or activity in self.active_activities
 
     def _month(self, moment: datetime, now: datetime) -> tuple[int, int]:
-        ts = epoch_micros(moment)
+        ts = (moment - EPOCH) // MICROSECOND  # epoch_micros, inline: this runs once per event
         bounds = self._bounds
         if now is not bounds[0]:
+            oldest = domain.oldest_retained_month(now, self.zone, self.retain_months)
             bounds[:] = [
                 now,
                 (
                     epoch_micros(now) + self.max_future_micros,
-                    domain.oldest_retained_month(now, self.zone, self.retain_months),
+                    oldest,
+                    # A day before the oldest month's first UTC day: any time before is too late.
+                    month_start_micros(oldest) - DAY_MICROS,
                 ),
             ]
-        latest, oldest = bounds[1]
+        latest, oldest, kept_from = bounds[1]
         if ts > latest:
             raise InvalidEvent(FUTURE_TIMESTAMP, f"{moment.isoformat()} is in the future")
-        month = domain.month_of_micros(ts, self.zone)
+        # Too-late times take the plain conversion: month_of_micros's cache per day then holds
+        # only the days of the kept months, whatever days the input names.
+        month = (
+            month_of_micros(ts, self.zone)
+            if ts >= kept_from
+            else domain.month_of(moment, self.zone)
+        )
         if month < oldest:
             raise InvalidEvent(
                 TOO_LATE,
@@ -148,13 +164,22 @@ class Enricher:
     ) -> Attributes:
         profile = self.profile_of(user_id)
         if not segments and profile is not None and self.dimensions[-1] == domain.TENURE:
-            held = self._profile_values.get(user_id)
-            if held is None or held[0] is not profile:
+            # Events without segments of their own (most) take the profile's values whole; held
+            # on the profile: (dimensions, the values before tenure, the month and attributes of
+            # the user's last event), so one in the same month takes the same attributes.
+            held = profile.held
+            if held is not None and held[0] is self.dimensions:
+                if held[2] == month:
+                    return held[3]
+                values = held[1]
+            else:
                 values = domain.user_attributes(
                     self.dimensions[:-1], None, profile.segments, None, month
                 )
-                held = self._profile_values[user_id] = (profile, values)
-            return (*held[1], domain.tenure_bucket(profile.signup_month, month))
+            attributes = (*values, domain.tenure_bucket(profile.signup_month, month))
+            # A cache, not the profile's value (compare=False): set through the frozen class.
+            object.__setattr__(profile, "held", (self.dimensions, values, month, attributes))
+            return attributes
         return domain.user_attributes(
             self.dimensions,
             segments,
@@ -165,21 +190,24 @@ class Enricher:
 
     def active_fact(self, event: ActivityEvent, now: datetime) -> ActiveFact | None:
         """None when the activity's type does not make a user active."""
-        if not self.counts_as_active(event.activity):
-            return None
+        if self.active_activities and event.activity not in self.active_activities:
+            return None  # counts_as_active, inline
         month, ts = self._month(event.occurred_at, now)
         attributes = self._attributes(event.user_id, event.segments, month)
-        return ActiveFact(event.user_id, month, ts, attributes)
+        return new_tuple(ActiveFact, (event.user_id, month, ts, attributes))
 
     def ticket_fact(self, event: TicketEvent, now: datetime) -> TicketFact:
         month, ts = self._month(event.created_at, now)
         attributes = self._attributes(event.user_id, event.segments, month)
-        return TicketFact(
-            event.ticket_id,
-            month,
-            ts,
-            (*attributes, event.channel or domain.UNKNOWN),
-            event.user_id,
+        return new_tuple(
+            TicketFact,
+            (
+                event.ticket_id,
+                month,
+                ts,
+                (*attributes, event.channel or domain.UNKNOWN),
+                event.user_id,
+            ),
         )
 
 

@@ -115,20 +115,18 @@ def ingest_records(
     batch = IngestedBatch()
     facts = batch.facts
     activities = 0
+    active_fact, ticket_fact = enricher.active_fact, enricher.ticket_fact  # once, not per record
     for record in records:
         raw = record.value or b""
         try:
             if record.topic == TOPIC_ACTIVITY:
                 activities += 1
-                event = parse_activity(raw, max_event_bytes, max_segment_chars)
-                fact = enricher.active_fact(event, now)
+                fact = active_fact(parse_activity(raw, max_event_bytes, max_segment_chars), now)
                 if fact is None:
                     batch.inactive += 1
                     continue
             else:
-                fact = enricher.ticket_fact(
-                    parse_ticket(raw, max_event_bytes, max_segment_chars), now
-                )
+                fact = ticket_fact(parse_ticket(raw, max_event_bytes, max_segment_chars), now)
         except InvalidEvent as error:
             value = dead_letter_value(record.topic, record.partition, record.offset, raw, error)
             batch.dead_letters.append((dead_letter_key(record.key), value, error.reason))

@@ -44,15 +44,15 @@ class ProfileBook(Service):
         self.max_segment_chars = max_segment_chars
         self.on_invalid = on_invalid
         self.profiles: dict[str, Profile] = {}
+        # The profile of a user, or None: the dict's own get, called once per event (a method
+        # around it would add a Python call to each).
+        self.get: Callable[[str], Profile | None] = self.profiles.get
         self.follower = self.add_dependency(
             TopicFollower(
                 bootstrap, topic, self.apply, client_kwargs, on_apply_error=self._unprocessable
             )
         )
         self.loaded = self.follower.loaded
-
-    def get(self, user_id: str) -> Profile | None:
-        return self.profiles.get(user_id)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:

@@ -82,6 +82,61 @@ def test_month_of_micros_agrees_with_month_of_around_every_month_boundary(zone: 
                     assert domain.month_of_micros(micros, tz) == domain.month_of(moment, tz), moment
 
 
+def _first_micros_of(month: int, tz: ZoneInfo) -> int:
+    """The first µs whose month in ``tz`` is ``month`` (bisection with ``month_of``)."""
+    start = domain.month_start(month)
+    low = domain.epoch_micros(datetime.combine(start, datetime.min.time(), UTC)) - 86_400_000_000
+    high = low + 2 * 86_400_000_000
+    while high - low > 1:
+        middle = (low + high) // 2
+        moment = domain.EPOCH + timedelta(microseconds=middle)
+        if domain.month_of(moment, tz) >= month:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+@pytest.mark.parametrize(
+    ("zone", "years"),
+    [
+        ("UTC", (1970, 2026, 9998)),
+        ("Asia/Kathmandu", (2026,)),  # +05:45
+        ("Pacific/Kiritimati", (2026, 9998)),  # +14: the new month starts the UTC day before
+        ("Pacific/Niue", (2026,)),  # -11
+        ("Africa/Monrovia", (1970, 1971)),  # -00:44:30: a month starts at 00:44:30 UTC
+        # Offsets that change on the first of a month at local midnight (Asunción 1976-1983),
+        # and on 2026-11-01 (Havana): the day is converted instant by instant.
+        ("America/Asuncion", (1976, 1977, 1983)),
+        ("America/Havana", (2026,)),
+        ("Europe/Berlin", (2026,)),
+    ],
+)
+def test_month_of_micros_changes_month_at_the_exact_microsecond(
+    zone: str, years: tuple[int, ...]
+) -> None:
+    tz = ZoneInfo(zone)
+    for year in years:
+        for number in range(1, 13):
+            month = year * 12 + number - 1
+            first = _first_micros_of(month, tz)
+            for micros in (first - 1, first, first + 1):
+                moment = domain.EPOCH + timedelta(microseconds=micros)
+                assert domain.month_of_micros(micros, tz) == domain.month_of(moment, tz), moment
+            assert domain.month_of_micros(first - 1, tz) == month - 1
+            assert domain.month_of_micros(first, tz) == month
+
+
+def test_month_of_micros_at_the_ends_of_the_accepted_years() -> None:
+    # The last µs of year 9998 in UTC and in zones ahead of and behind it; the first of 1970.
+    last = domain.epoch_micros(datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))
+    assert domain.month_label(domain.month_of_micros(last, ZoneInfo("UTC"))) == "9998-12"
+    behind = last + 11 * 3_600_000_000  # 9998-12-31T23:59:59.999999-11:00
+    assert domain.month_label(domain.month_of_micros(behind, ZoneInfo("Pacific/Niue"))) == "9998-12"
+    assert domain.month_label(domain.month_of_micros(0, ZoneInfo("UTC"))) == "1970-01"
+    assert domain.month_label(domain.month_of_micros(0, NEW_YORK)) == "1969-12"
+
+
 def test_month_index_arithmetic() -> None:
     december = domain.month_of(at("2025-12-15T12:00:00+00:00"), ZoneInfo("UTC"))
     january = domain.month_of(at("2026-01-15T12:00:00+00:00"), ZoneInfo("UTC"))

@@ -31,6 +31,7 @@ from streams.pipeline.validate import (
     InvalidEvent,
     TicketEvent,
     UserProfile,
+    parse_timestamp,
 )
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -376,3 +377,85 @@ def test_profile_values_held_between_events_follow_a_newer_profile() -> None:
     assert (
         fact.attributes[:-1] == expected(None, fact.month) == ("paid", domain.UNKNOWN, "eu", "12m+")
     )
+
+
+def test_held_attributes_follow_the_month_of_each_event() -> None:
+    """A user's attributes are held with the month of their last event: events of one user in
+    alternating months (tenure differs by month) each get the rule's attributes."""
+    signup = domain.month_from_label("2026-01")
+    profiles = {"u-1": Profile(signup, {"plan": "free", "product": "docs"}, 1)}
+    enriching = enricher(profiles)
+    for at, tenure in [
+        ("2026-03-02T10:00:00Z", "1-2m"),
+        ("2026-03-09T10:00:00Z", "1-2m"),
+        ("2026-01-31T23:59:59.999999Z", "new"),
+        ("2026-03-01T00:00:00Z", "1-2m"),
+        ("2026-02-28T23:59:59Z", "1-2m"),
+        ("2026-01-01T00:00:00Z", "new"),
+    ]:
+        fact = enriching.active_fact(activity(at=at), NOW)
+        assert fact is not None and type(fact) is ActiveFact
+        assert fact.attributes == ("free", "docs", domain.UNKNOWN, tenure), at
+        assert fact.attributes == domain.user_attributes(
+            DIMENSIONS, None, profiles["u-1"].segments, signup, fact.month
+        )
+
+
+@pytest.mark.parametrize(
+    ("zone", "at", "now", "month"),
+    [
+        # A leap second is the minute's last µs: still the month it ends.
+        ("UTC", "2026-02-28T23:59:60Z", NOW, "2026-02"),
+        ("UTC", "2026-02-28T23:59:60.5-01:00", NOW, "2026-03"),  # 00:59:59.999999Z
+        ("America/Sao_Paulo", "2026-02-28T23:59:60-03:00", NOW, "2026-02"),
+        ("America/Sao_Paulo", "2026-03-01T00:00:00-03:00", NOW, "2026-03"),
+        # Kolkata (+05:30): March starts at 18:30 UTC on the last day of February.
+        ("Asia/Kolkata", "2026-02-28T18:29:59.999999Z", NOW, "2026-02"),
+        ("Asia/Kolkata", "2026-02-28T18:30:00Z", NOW, "2026-03"),
+        ("Asia/Kolkata", "2026-02-28T18:30:00.000001+00:00", NOW, "2026-03"),
+        # Berlin: winter time (+01:00) on March 1.
+        ("Europe/Berlin", "2026-02-28T22:59:59.999999Z", NOW, "2026-02"),
+        ("Europe/Berlin", "2026-02-28T23:00:00Z", NOW, "2026-03"),
+        # The last accepted year, in zones behind and ahead of UTC.
+        (
+            "Pacific/Niue",
+            "9998-12-31T23:59:59.999999-11:00",
+            datetime(9999, 1, 2, tzinfo=UTC),
+            "9998-12",
+        ),
+        (
+            "Pacific/Kiritimati",
+            "9998-12-31T09:59:59.999999Z",
+            datetime(9999, 1, 2, tzinfo=UTC),
+            "9998-12",
+        ),
+        ("Pacific/Kiritimati", "9998-12-31T10:00:00Z", datetime(9999, 1, 2, tzinfo=UTC), "9999-01"),
+    ],
+)
+def test_the_month_of_a_parsed_timestamp_in_the_zone(
+    zone: str, at: str, now: datetime, month: str
+) -> None:
+    """Parsing and enrichment together: offsets, leap seconds, month boundaries, year 9998."""
+    enriching = enricher(zone=ZoneInfo(zone))
+    moment = parse_timestamp(at, "created_at")
+    fact = enriching.ticket_fact(TicketEvent("t-1", "u-1", moment, "chat", None), now)
+    assert domain.month_label(fact.month) == month
+    assert fact.ts == epoch_micros(moment)
+    assert domain.month_label(domain.month_of(moment, ZoneInfo(zone))) == month
+
+
+def test_too_late_times_are_named_by_month_and_stay_out_of_the_month_cache() -> None:
+    """Input can name any day since 1970: a too-late time gets its month by the plain conversion,
+    so the cache of months per day holds only days of the kept months."""
+    enriching = enricher(zone=ZoneInfo("Asia/Kolkata"))
+    domain._day_months.cache_clear()
+    for year in range(1970, 2025):
+        for number in range(1, 13):
+            at = f"{year}-{number:02d}-01T00:10:00+05:30"  # the first day in Kolkata
+            with pytest.raises(InvalidEvent) as caught:
+                enriching.ticket_fact(ticket(at=at), NOW)
+            assert caught.value.reason == TOO_LATE
+            assert caught.value.detail.startswith(f"month {year}-{number:02d} is older than")
+    assert domain._day_months.cache_info().currsize == 0
+    assert enriching.ticket_fact(ticket(at="2026-03-01T00:10:00+05:30"), NOW).month == MARCH
+    assert domain._day_months.cache_info().currsize == 1
