@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.bench.measure import describe_difference
 from streams.dev.broker import free_port
+from streams.dev.generate import Dataset
 from streams.dev.produce import key_of, produce_records
 from streams.dev.worker_process import WorkerProcess as WorkerProcess  # re-exported for tests
 from streams.dev.worker_process import worker_environment
@@ -25,7 +26,7 @@ from streams.kafka import follow
 from streams.kafka.admin import create_topics
 from streams.kafka.embedded import true_end_offsets
 from streams.pipeline.emit import update_value
-from streams.settings import TOPIC_UPDATES, load_settings
+from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, TOPIC_UPDATES, load_settings
 from streams.sink.rows import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
 from streams.store.clickhouse import open_store
 from streams.topics import topic_catalogue
@@ -99,6 +100,12 @@ def produce(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
     """Produce values keyed by their user_id (as `cci produce` does)."""
     records = [(key_of(v), v) for v in values]
     return asyncio.run(produce_records(bootstrap, topic, records, one_record_batches=True))
+
+
+def produce_events(bootstrap: str, data: Dataset, part: slice = slice(None)) -> None:
+    """Produce a data set's activity and tickets (or a slice of each)."""
+    produce(bootstrap, TOPIC_ACTIVITY, data.activity[part])
+    produce(bootstrap, TOPIC_TICKETS, data.tickets[part])
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:

@@ -3,7 +3,8 @@
 #
 #   tests/integration/loop_multiworker.sh [N]        (TESTS="three_workers" for one of them)
 #
-# Each run is a fresh embedded broker and fresh workers (tests/integration/test_exactness.py):
+# Each run is a fresh embedded broker and fresh workers (tests/integration/test_exactness.py and
+# test_multiworker.py):
 #   sigkill        one worker killed -9 mid-stream and restarted
 #   two_workers    two workers share the group, one is killed -9, the other carries on
 #   three_workers  three workers, one killed -9 and restarted, one leaving cleanly
@@ -21,6 +22,7 @@ for test in ${TESTS:-sigkill two_workers three_workers}; do
         log="$logs/$test-$run.log"
         started=$SECONDS
         if "$python" -m pytest -q -x -p no:cacheprovider tests/integration/test_exactness.py \
+            tests/integration/test_multiworker.py \
             -m "loop or not loop" -k "$test" --basetemp="$logs/$test-$run" >"$log" 2>&1; then
             passed=$((passed + 1))
             echo "$test run $run: passed in $((SECONDS - started)) s"
