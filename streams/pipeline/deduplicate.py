@@ -132,10 +132,13 @@ class PartitionState:
                 users, users_month = actives[month], month
             current = users.get(user_id)
             candidate = ts << ATTRIBUTE_BITS | attribute_id
-            if current is not None and (
-                current == candidate or not self._earlier(candidate, current, ts)
-            ):
-                continue
+            if current is not None:
+                # A later time loses at once; only a tie on time compares the attributes.
+                current_ts = current >> ATTRIBUTE_BITS
+                if ts > current_ts or (
+                    ts == current_ts and not self._earlier(candidate, current, ts)
+                ):
+                    continue
             # One string per user across months, not one per user-month.
             users[intern(user_id)] = candidate
             current_id = None if current is None else current & ATTRIBUTE_MASK
