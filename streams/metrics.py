@@ -225,6 +225,11 @@ consumer_lag = Gauge(
     ["topic"],
     registry=registry,
 )
+first_event_consumed = Gauge(
+    "cci_first_event_consumed_timestamp_seconds",
+    "Unix time at which the running ingest process first received input records (0 before)",
+    registry=registry,
+)
 
 segment_guard_acted = Counter(
     "cci_segment_guard_acted_total",
@@ -270,6 +275,7 @@ INGEST_METRICS: tuple[Counter | Gauge, ...] = (
     invalid_profiles,
     consumer_lag,
     ingest_restarts,
+    first_event_consumed,
 )
 
 # (index in INGEST_METRICS, label values) → value

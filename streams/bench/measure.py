@@ -95,6 +95,12 @@ def per_second(events: int, seconds: float | None) -> float | None:
     return events / seconds
 
 
+def seconds_between(start_ms: int, end_ms: int | None) -> float | None:
+    """Seconds from ``start_ms`` to ``end_ms`` (both Kafka-style ms timestamps of one host's
+    clock); None when there is no end."""
+    return None if end_ms is None else (end_ms - start_ms) / 1000
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None

@@ -4,10 +4,10 @@ its figures equal the recount, and when they first did."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -16,6 +16,14 @@ from streams.bench.measure import EMPTY, Figure, FigureHistory, FigureKey, descr
 from streams.bench.phase import STALL_TIMEOUT_S, Figures
 
 READ_TIMEOUT_MS = 500
+
+
+class OutputRecord(Protocol):
+    """What the tail reads of a consumed record (aiokafka's ConsumerRecord has it)."""
+
+    key: bytes | None
+    value: bytes | None
+    timestamp: int  # ms
 
 
 Decoder = Callable[[bytes | None, bytes | None], list[tuple[FigureKey, Figure]]]
@@ -68,7 +76,7 @@ class OutputTail:
         self.decode = decode
         self.history = FigureHistory()
         self.watched: dict[FigureKey, list[tuple[int, Figure]]] = {}
-        self.first_record_ms: int | None = None  # the timestamp of the first record with figures
+        self.first_record_ms: int | None = None  # the earliest timestamp of a record with figures
         self.consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> Self:
@@ -96,18 +104,23 @@ class OutputTail:
         """Fold what arrived (waiting up to READ_TIMEOUT_MS); the number of records read."""
         assert self.consumer is not None
         batches = await self.consumer.getmany(timeout_ms=READ_TIMEOUT_MS, max_records=50_000)
-        count = 0
         for records in batches.values():
-            for record in records:
-                figures = self.decode(record.key, record.value)
-                if figures and self.first_record_ms is None:
-                    self.first_record_ms = record.timestamp
-                for key, figure in figures:
-                    self.history.apply(key, figure, record.timestamp)
-                    if key in self.watched:
-                        self.watched[key].append((record.timestamp, figure))
-            count += len(records)
-        return count
+            self.fold(records)
+        return sum(len(records) for records in batches.values())
+
+    def fold(self, records: Iterable[OutputRecord]) -> None:
+        """Fold the records of one partition, in their order."""
+        for record in records:
+            figures = self.decode(record.key, record.value)
+            # The earliest over every partition: they are read one after the other, and a later
+            # fetch may bring another partition's earlier records.
+            first = self.first_record_ms
+            if figures and (first is None or record.timestamp < first):
+                self.first_record_ms = record.timestamp
+            for key, figure in figures:
+                self.history.apply(key, figure, record.timestamp)
+                if key in self.watched:
+                    self.watched[key].append((record.timestamp, figure))
 
 
 @dataclass

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from streams import children
-from streams.bench.measure import memory_of, per_second, ratio
+from streams.bench.measure import memory_of, per_second, ratio, seconds_between
 from streams.bench.outputs import OutputTail, PeerDecoder, wait_settled
 from streams.bench.peers import Peer
 from streams.bench.peers.environments import peer_environment
@@ -92,11 +92,9 @@ async def run_peer(
     run = PeerRun(name=peer.title, exact=settled.exact, difference=settled.difference)
     run.peak_rss_bytes = memory.peak_rss_bytes
     run.start_rss_bytes = start_rss if isinstance(start_rss, int) else None
-    if tail.first_record_ms is not None:
-        run.first_output_seconds = (tail.first_record_ms - first_ms) / 1000
-    if settled.at_ms is not None:
-        run.seconds = (settled.at_ms - first_ms) / 1000
-        run.events_per_s = per_second(workload.events, run.seconds)
+    run.first_output_seconds = seconds_between(first_ms, tail.first_record_ms)
+    run.seconds = seconds_between(first_ms, settled.at_ms)
+    run.events_per_s = per_second(workload.events, run.seconds)
     if memory.rss_bytes is not None and run.start_rss_bytes is not None:
         run.rss_growth_bytes_per_user_month = ratio(
             memory.rss_bytes - run.start_rss_bytes, workload.user_months

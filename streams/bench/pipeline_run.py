@@ -9,7 +9,14 @@ import contextlib
 import time
 
 from streams.bench.latency import run_latency
-from streams.bench.measure import describe_difference, memory_of, metric_values, per_second, ratio
+from streams.bench.measure import (
+    describe_difference,
+    memory_of,
+    metric_values,
+    per_second,
+    ratio,
+    seconds_between,
+)
 from streams.bench.outputs import OutputTail, Settled, decode_update, wait_settled
 from streams.bench.phase import (
     METRICS_POLL_S,
@@ -34,8 +41,13 @@ STORE_SQL = (
 )
 
 
+FIRST_EVENT_GAUGE = "cci_first_event_consumed_timestamp_seconds"
+
+
 async def first_event_ms(worker: WorkerProcess) -> int:
-    """When the worker first counted an input event (cci_events_consumed_total > 0)."""
+    """When the worker's ingest process first received input records: its own clock's reading
+    (``cci_first_event_consumed_timestamp_seconds``), the clock that stamps the worker's output
+    records, so the time it took to see it through ``/metrics`` counts for nothing."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         code = worker.exited()
@@ -45,8 +57,9 @@ async def first_event_ms(worker: WorkerProcess) -> int:
             page = await asyncio.to_thread(worker.get, "/metrics")
         except OSError:
             page = ""  # not listening yet
-        if metric_values(page, ["cci_events_consumed_total"])["cci_events_consumed_total"]:
-            return int(time.time() * 1000)
+        first = metric_values(page, [FIRST_EVENT_GAUGE])[FIRST_EVENT_GAUGE]
+        if first:
+            return round(first * 1000)
         await asyncio.sleep(METRICS_POLL_S)
     raise BenchFailed(f"the worker consumed nothing in {START_TIMEOUT_S:.0f} s")
 
@@ -103,11 +116,9 @@ async def run_pipeline(
         now_rss = memory_of(worker.pid or 0, with_children=True).rss_bytes
         if now_rss is not None and start_rss is not None:
             run.rss_growth_bytes_per_user_month = ratio(now_rss - start_rss, workload.user_months)
-        if tail.first_record_ms is not None:
-            run.first_output_seconds = (tail.first_record_ms - first_ms) / 1000
-        if settled.at_ms is not None:
-            run.seconds = (settled.at_ms - first_ms) / 1000
-            run.events_per_s = per_second(workload.events, run.seconds)
+        run.first_output_seconds = seconds_between(first_ms, tail.first_record_ms)
+        run.seconds = seconds_between(first_ms, settled.at_ms)
+        run.events_per_s = per_second(workload.events, run.seconds)
         say(summary("pipeline → cci-updates", run.exact, run.events_per_s, run.seconds))
         if settled.exact:
             store = settings.with_overrides(
@@ -116,9 +127,8 @@ async def run_pipeline(
             stored = await wait_store(store, workload.expected)
             run.clickhouse_exact = stored.exact
             run.difference += stored.difference
-            if stored.at_ms is not None:
-                run.clickhouse_seconds = (stored.at_ms - first_ms) / 1000
-                run.clickhouse_events_per_s = per_second(workload.events, run.clickhouse_seconds)
+            run.clickhouse_seconds = seconds_between(first_ms, stored.at_ms)
+            run.clickhouse_events_per_s = per_second(workload.events, run.clickhouse_seconds)
             say(
                 summary(
                     "pipeline → ClickHouse",

@@ -21,18 +21,19 @@ LATENCY_DEFINITION = (
 )
 THROUGHPUT_DEFINITION = (
     "events/s = input events / seconds from the first input event the process consumed (worker: "
-    "cci_events_consumed_total > 0, polled every 0.1 s; peer: its first record) to the timestamp "
-    "of the last output record that changed a figure, once the output equals the batch recount. "
+    "cci_first_event_consumed_timestamp_seconds, when its ingest process first received input "
+    "records; peer: its first record) to the timestamp of the last output record that changed a "
+    "figure, once the output equals the batch recount. "
     "ClickHouse: to the first poll (every 0.5 s) at which cci_segment_monthly FINAL equals it. "
     "Ceiling: one aiokafka consumer in a group, getmany(max_records=10000) + orjson.loads of every "
     "input record, from its first batch to its last record."
 )
 FIRST_OUTPUT_DEFINITION = (
-    "first output = seconds from the first input event the process consumed to the timestamp of "
-    "its first output record carrying figures, with the whole backlog waiting: when a user first "
-    "sees a figure. The worker's first event is seen through /metrics (its ingest process counts a "
-    "batch once processed and reports every 0.1 s; the bench polls every 0.1 s), so on a loaded "
-    "host its first output can come before it: negative, and its events/s flattered as much."
+    "first output = seconds from the first input event the process consumed to the earliest "
+    "timestamp of its output records carrying figures, with the whole backlog waiting: when a "
+    "user first sees a figure. Both are read from the host's one clock: the worker's ingest "
+    "process stamps its first input (cci_first_event_consumed_timestamp_seconds), the worker "
+    "stamps its output records (Kafka CreateTime)."
 )
 RATIO_DEFINITION = (
     "Ratios are pipeline / peer of one run: events/s (above 1: the pipeline is faster), first "

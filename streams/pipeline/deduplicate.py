@@ -111,29 +111,48 @@ class PartitionState:
     def apply(self, facts: Iterable[Fact], seq: int) -> dict[int, list[Fact]]:
         """Apply facts from the facts message at offset ``seq``; return the winners, per month."""
         changed: dict[int, list[Fact]] = defaultdict(list)
+        # The active path is inline, its lookups bound once per record: most facts are activity
+        # repeats, which end after the first comparison (a method call per fact cost ~20%).
+        actives = self.actives
+        attribute_ids = self._attribute_ids
+        attribute_id_of = self._attribute_id
+        intern = sys.intern
+        users: dict[str, int] = {}
+        users_month = -1
         for fact in facts:
-            if self._apply_one(fact):
-                changed[fact.month].append(fact)
-        self.applied_seq = max(self.applied_seq, seq)
-        return changed
-
-    def _apply_one(self, fact: Fact) -> bool:
-        attribute_id = self._attribute_id(fact.attributes)
-        if isinstance(fact, ActiveFact):
-            users = self.actives[fact.month]
-            current = users.get(fact.user_id)
-            candidate = fact.ts << ATTRIBUTE_BITS | attribute_id
-            if current is not None and not self._earlier(candidate, current, fact.ts):
-                return False
+            if type(fact) is not ActiveFact:
+                if self._apply_ticket(fact):  # type: ignore[arg-type]
+                    changed[fact.month].append(fact)
+                continue
+            user_id, month, ts, attributes = fact
+            attribute_id = attribute_ids.get(attributes)
+            if attribute_id is None:
+                attribute_id = attribute_id_of(attributes)
+            if month != users_month:
+                users, users_month = actives[month], month
+            current = users.get(user_id)
+            candidate = ts << ATTRIBUTE_BITS | attribute_id
+            if current is not None:
+                # A later time loses at once; only a tie on time compares the attributes.
+                current_ts = current >> ATTRIBUTE_BITS
+                if ts > current_ts or (
+                    ts == current_ts and not self._earlier(candidate, current, ts)
+                ):
+                    continue
             # One string per user across months, not one per user-month.
-            users[sys.intern(fact.user_id)] = candidate
+            users[intern(user_id)] = candidate
             current_id = None if current is None else current & ATTRIBUTE_MASK
             if current_id != attribute_id:
-                changes = self._active_changes[fact.month]
+                changes = self._active_changes[month]
                 if current_id is not None:
                     changes[current_id] = changes.get(current_id, 0) - 1
                 changes[attribute_id] = changes.get(attribute_id, 0) + 1
-            return True
+            changed[month].append(fact)
+        self.applied_seq = max(self.applied_seq, seq)
+        return changed
+
+    def _apply_ticket(self, fact: TicketFact) -> bool:
+        attribute_id = self._attribute_id(fact.attributes)
         packed = (fact.ts << MONTH_BITS | fact.month) << ATTRIBUTE_BITS | attribute_id
         current_ticket = self.tickets.get(fact.ticket_id)
         if current_ticket is not None:

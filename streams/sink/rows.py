@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -79,6 +79,7 @@ def segment_row(value: bytes) -> list[Any]:
 
 
 NO_EXTRAS: dict[str, str] = {}  # never mutated: shared by every row without extra dimensions
+ATTRIBUTES = operator.itemgetter(2)  # of a chunk's active or ticket row
 
 
 class FactRows:
@@ -93,6 +94,9 @@ class FactRows:
         self._extras = [
             (i, name) for i, name in enumerate(self.dimensions) if name not in SEGMENT_COLUMN_NAMES
         ]
+        # Without extra dimensions the attributes are the segment columns in order: a row is
+        # built in one expression (a call per row was ~40% of turning a chunk into rows).
+        self._plain = self.dimensions == SEGMENT_COLUMN_NAMES
 
     def _segments(self, attributes: Sequence[str], width: int) -> list[Any]:
         if len(attributes) != width:
@@ -110,6 +114,8 @@ class FactRows:
         month = domain.month_start(domain.month_from_label(label))
         chunk = orjson.loads(value)
         width = len(self.dimensions)
+        if self._plain:
+            return self._plain_rows(month, chunk, width)
         users = [
             [month, user_id, ts, *self._segments(attributes, width), VERSION_BASE - ts]
             for user_id, ts, attributes in chunk["a"]
@@ -125,5 +131,36 @@ class FactRows:
                 VERSION_BASE - ts,
             ]
             for ticket_id, ts, attributes, *user in chunk["t"]
+        ]
+        return users, tickets
+
+    def _plain_rows(
+        self, month: date, chunk: dict[str, Any], width: int
+    ) -> tuple[list[list[Any]], list[list[Any]]]:
+        """``chunk_rows`` without extra dimensions: the widths checked once per chunk, in C."""
+        active_rows, ticket_rows = chunk["a"], chunk["t"]
+        for rows, expected in ((active_rows, width), (ticket_rows, width + 1)):
+            widths = set(map(len, map(ATTRIBUTES, rows)))
+            if widths - {expected}:
+                self._segments(next(r[2] for r in rows if len(r[2]) != expected), expected)
+        users = [
+            [month, user_id, ts, *attributes, NO_EXTRAS, VERSION_BASE - ts]
+            for user_id, ts, attributes in active_rows
+        ]
+        tickets = [
+            [
+                ticket_id,
+                user[0] if user else "",
+                month,
+                ts,
+                attributes[4],
+                attributes[0],
+                attributes[1],
+                attributes[2],
+                attributes[3],
+                NO_EXTRAS,
+                VERSION_BASE - ts,
+            ]
+            for ticket_id, ts, attributes, *user in ticket_rows
         ]
         return users, tickets

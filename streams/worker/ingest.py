@@ -171,6 +171,7 @@ class IngestRunner(Loop):
         # Awaited once per batch, counted and not yet committed: where the ingest process hands
         # its counts to the worker, since no one reads a committed batch again.
         self.before_commit = before_commit
+        self.first_consumed = False  # set once per process: cci_first_event_consumed_timestamp
 
     async def run(self) -> None:
         await self.wait_ready()
@@ -227,6 +228,10 @@ class IngestRunner(Loop):
         settings = self.settings
         while not self.should_stop:
             fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=INGEST_BATCH)
+            if fetched and not self.first_consumed:
+                # When the first records came in: the start of the bench's figures.
+                self.first_consumed = True
+                metrics.first_event_consumed.set_to_current_time()
             if fetched:
                 records = [record for batch in fetched.values() for record in batch]
                 batch = ingest_records(

@@ -67,10 +67,8 @@ def test_bench_measures_every_phase_and_each_result_equals_the_recount(tmp_path:
         assert measured["events_per_s"] > 0
     for process in (report["pipeline"], peer):
         assert process["peak_rss_bytes"] > 0
-        assert process["first_output_seconds"] <= process["seconds"]
-    # The worker's first event is seen through /metrics, late on a loaded host; a peer's first
-    # record is timed by the peer itself.
-    assert peer["first_output_seconds"] > 0
+        # Each first event is stamped by the process itself, on the clock of its output records.
+        assert 0 < process["first_output_seconds"] <= process["seconds"]
     assert report["pipeline"]["user_months_gauge"] == report["run"]["user_months"]
     assert report["pipeline"]["dedup_state_bytes_gauge"] > 0
     assert report["ratios"]["pipeline_vs_fastest_peer"] > 0

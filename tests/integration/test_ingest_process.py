@@ -15,9 +15,16 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.bench.measure import metric_values
+from streams.bench.outputs import OutputTail, decode_update
 from streams.dev.generate import generate
 from streams.pipeline.recount import recount
-from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
+from streams.settings import (
+    TOPIC_ACTIVITY,
+    TOPIC_PROFILES,
+    TOPIC_TICKETS,
+    TOPIC_UPDATES,
+    load_settings,
+)
 from streams.topics import ingest_group
 from tests.integration.harness import WorkerProcess, produce, wait_for_figures, wait_until
 
@@ -158,3 +165,41 @@ def test_the_ingest_process_exits_when_the_worker_dies(pipeline) -> None:
     os.kill(worker.pid, signal.SIGKILL)  # the worker alone, not its process group
     # The kernel kills it with its parent (streams/children.py): at once, not after a timeout.
     wait_until(lambda: not alive(child), 5, f"ingest process {child} outlived its worker")
+
+
+def first_event_gauge(worker: WorkerProcess) -> float | None:
+    gauge = "cci_first_event_consumed_timestamp_seconds"
+    return metric_values(worker.get("/metrics"), [gauge])[gauge]
+
+
+async def first_update_ms(bootstrap: str) -> int | None:
+    async with OutputTail(bootstrap, TOPIC_UPDATES, decode_update) as tail:
+        while await tail.read():
+            pass
+        return tail.first_record_ms
+
+
+def test_the_first_event_gauge_is_the_ingest_clock_when_the_first_input_came(pipeline) -> None:
+    """``cci bench`` times the first output from it: on the clock that stamps the worker's output
+    records, so the first cci-updates record is never before it."""
+    now = datetime.now(UTC)
+    settings = load_settings({})
+    data = generate(users=100, months=2, seed=11, now=now, zone=settings.zone)
+    expected = recount(data.activity, data.tickets, data.profiles, now, settings).figures
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    worker = pipeline.worker()
+    assert first_event_gauge(worker) == 0  # profiles are no input events
+
+    before = time.time()
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets)
+    wait_for_figures(pipeline.bootstrap, expected, workers=[worker])
+
+    first = first_event_gauge(worker)
+    assert first is not None and before <= first <= time.time()
+    first_output_ms = asyncio.run(first_update_ms(pipeline.bootstrap))
+    assert first_output_ms is not None and first * 1000 <= first_output_ms
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets)  # a later batch changes nothing
+    events = 2 * len(data.tickets) + len(data.activity)
+    wait_until(lambda: consumed(worker) >= events, 30, f"counted {consumed(worker)} of {events}")
+    assert first_event_gauge(worker) == first

@@ -131,7 +131,7 @@ def test_json_holds_every_figure_the_ratios_and_the_definitions() -> None:
         },
     }
     assert "first cci-updates record" in document["definitions"]["latency"]
-    assert "first output record" in document["definitions"]["first_output"]
+    assert "earliest timestamp of its output records" in document["definitions"]["first_output"]
     assert document["run"]["commit"] == "abc1234"
 
 

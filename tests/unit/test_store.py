@@ -196,3 +196,26 @@ def test_a_server_url_reaches_clickhouse_connect_as_is_with_readonly_for_queries
     assert list(analyst["settings"]) == [*ANALYST_LIMITS, "log_comment", "readonly"]
     assert analyst["settings"]["max_execution_time"] == QUERY_SECONDS
     assert analyst["settings"]["readonly"] == 1
+
+
+def test_rows_without_extra_dimensions_are_those_of_the_general_path() -> None:
+    """The one-expression rows of the usual case equal the per-row path's, row for row."""
+    plain = FactRows(domain.user_dimensions(()))
+    general = FactRows(domain.user_dimensions(()))
+    general._plain = False  # the path every worker with extra dimensions takes
+    chunk = orjson.dumps(
+        {
+            "seq": 3,
+            "a": [["u1", 1_000, ["paid", "docs", "eu", "new"]], ["u2", 5, ["free", "a", "b", "c"]]],
+            "t": [
+                ["t1", 2_000, ["paid", "docs", "eu", "new", "phone"], "u1"],
+                ["t2", 7, ["free", "a", "b", "c", "email"]],  # written before tickets had users
+            ],
+        }
+    )
+
+    assert plain._plain
+    assert plain.chunk_rows(b"2026-03@3", chunk) == general.chunk_rows(b"2026-03@3", chunk)
+    wrong = orjson.dumps({"a": [], "t": [["t1", 2, ["paid", "docs", "eu", "new"], "u1"]]})
+    with pytest.raises(ValueError, match="4 attributes where 5 were expected"):
+        plain.chunk_rows(b"2026-03@1", wrong)
