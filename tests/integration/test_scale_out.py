@@ -27,6 +27,7 @@ from streams.settings import (
     TOPIC_ACTIVITY,
     TOPIC_PROFILES,
     TOPIC_TICKETS,
+    TOPIC_UPDATES,
     load_settings,
 )
 from tests.integration.harness import (
@@ -35,6 +36,7 @@ from tests.integration.harness import (
     figures_of,
     latest_updates,
     produce,
+    read_topic,
     run_cci,
     wait_for_figures,
     wait_until,
@@ -80,9 +82,14 @@ def versioned(rows: Iterable[dict[str, Any]]) -> Versioned:
 
 
 def of_updates(updates: dict[str, dict[str, Any]]) -> Versioned:
+    return last_by_key(updates.values())
+
+
+def last_by_key(records: Iterable[dict[str, Any]]) -> Versioned:
+    """The last of ``records`` per key, whatever its version."""
     return {
         (u["month"], u["dimension"], u["segment"]): (u["tickets"], u["active_users"], u["version"])
-        for u in updates.values()
+        for u in records
     }
 
 
@@ -120,8 +127,10 @@ def owned_user_months(worker: WorkerProcess) -> float:
 # its data directory; the third leaves cleanly; a fourth, new, joins; the tickets keep arriving
 # throughout. A few minutes a run on the shared 2 cores, and not yet exact in every run (issue 18:
 # a moved partition read from past its committed offset), so run by
-# tests/integration/loop_multiworker.sh (TESTS=scale_out), not by make test.
+# tests/integration/loop_multiworker.sh (TESTS=scale_out), not by make test. Runs took 107-254 s
+# on the loaded shared machine, hence a limit of 600 s instead of the suite's 300 s.
 @pytest.mark.loop
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("pipeline", [{"CCI_PARTITIONS": str(PARTITIONS)}], indirect=True)
 def test_scale_out_twelve_partitions_kill_leave_and_join(pipeline, dataset, tmp_path) -> None:
     data, expected = dataset
@@ -186,3 +195,49 @@ def test_scale_out_twelve_partitions_kill_leave_and_join(pipeline, dataset, tmp_
     assert without_versions(versioned(every_row)) == expected
     # Not vacuous: the leaver's store stopped with it, before the last tickets.
     assert without_versions(versioned(store_rows(third, CURRENT_SQL, tmp_path))) != expected
+
+
+def newest_by_offset(bootstrap: str) -> Versioned:
+    """The last ``cci-updates`` record per key in topic order (what compaction keeps), without
+    ``latest_updates``' check that versions rise."""
+    records = (orjson.loads(value or b"{}") for _, value in read_topic(bootstrap, TOPIC_UPDATES))
+    return last_by_key(records)
+
+
+# Finding (docs/scaling.md, "Proof of scale on this machine"): a figure's version is its
+# publisher's wall clock (streams/pipeline/emit.py). When a month's partition moves to a worker
+# whose clock is behind the previous owner's, the new owner's figures carry lower versions: the
+# topic's newest record is right, but ClickHouse FINAL (the highest version) keeps the previous
+# owner's stale row. One machine shares one clock, so the skew is made with CCI_CLOCK_OFFSET_FILE.
+@pytest.mark.xfail(strict=True, reason="versions from skewed clocks: FINAL keeps a stale figure")
+def test_a_worker_with_a_slower_clock_taking_over_keeps_the_store_exact(
+    pipeline, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    settings = load_settings({})
+    data = generate(users=200, months=2, seed=29, now=now, zone=settings.zone)
+    expected = recount(data.activity, data.tickets, data.profiles, now, settings).figures
+    half = len(data.tickets) // 2
+    at_half = recount(data.activity, data.tickets[:half], data.profiles, now, settings).figures
+    ahead = tmp_path / "clock-ahead"
+    ahead.write_text("300")  # five minutes fast: events stay in the past, months unchanged
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    fast = pipeline.worker("fast", CCI_CLOCK_OFFSET_FILE=str(ahead))
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[:half])
+    wait_for_figures(pipeline.bootstrap, at_half, workers=[fast])
+    # A worker with the true clock joins, the fast one leaves: every partition moves to it.
+    true = pipeline.worker("true")
+    assert fast.stop() == 0
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[half:])
+    deadline = time.monotonic() + 90
+    while without_versions(newest_by_offset(pipeline.bootstrap)) != expected:
+        assert time.monotonic() < deadline, "cci-updates never reached the recount"
+        time.sleep(1)
+    # The topic is right; the store, reading every record of it, must be too.
+    deadline = time.monotonic() + 30
+    while (found := without_versions(versioned(store_rows(true, CURRENT_SQL, tmp_path)))) != (
+        expected
+    ) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert found == expected
