@@ -9,8 +9,8 @@
 #   three_workers      three workers, one killed -9 and restarted, one leaving cleanly
 #   twelve_partitions  12 partitions: three workers, one killed -9 and restarted, one leaving
 #                      cleanly, a fourth joining; the ClickHouse stores checked too
-#                      (tests/integration/test_scale_out.py; -k matches test names, not the
-#                      module's, or the module's other test would run too)
+#                      (tests/integration/test_scale_out.py; not "scale_out": -k matches the
+#                      module's name too, which would run its other test as well)
 # Every run must reach the batch recount exactly. The log of each failed run is kept (its path
 # is printed). Exit status: 0 when every run passed, 1 otherwise.
 set -u
