@@ -6,6 +6,8 @@ Each worker has its own embedded store (``chdb://`` in its data directory), and 
 consumer group (``streams/sink/runner.py``, ``sink_group``): every store reads the whole of
 ``cci-updates``, whichever worker published each record. So each store alone must end up equal to
 the topic, and a store that stopped early (the worker that left) holds an older prefix of it.
+That rests on versions rising per key across workers; with clocks that disagree they do not (the
+second test, a known finding).
 """
 
 from __future__ import annotations
