@@ -41,10 +41,16 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+def pipeline(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pipeline]:
+    """A fresh broker with every topic created; workers started from it are stopped at the end.
+
+    Indirect parameters are settings for the topics and every worker, e.g.
+    ``@pytest.mark.parametrize("pipeline", [{"CCI_PARTITIONS": "12"}], indirect=True)``.
+    """
+    env: dict[str, str] = dict(getattr(request, "param", {}))
     with EmbeddedBroker() as broker:
-        create_all_topics(broker.bootstrap)
-        running = Pipeline(broker, tmp_path)
+        create_all_topics(broker.bootstrap, **env)
+        running = Pipeline(broker, tmp_path, env)
         try:
             yield running
         finally:
