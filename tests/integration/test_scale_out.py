@@ -127,10 +127,8 @@ def owned_user_months(worker: WorkerProcess) -> float:
 
 # Three workers start; the second is killed -9 while the activity is arriving and comes back with
 # its data directory; the third leaves cleanly; a fourth, new, joins; the tickets keep arriving
-# throughout. Not yet exact in every run (issue 18: a moved partition read from past its committed
-# offset), so run by tests/integration/loop_multiworker.sh (TESTS=twelve_partitions), not by make
-# test. A run takes minutes on the loaded shared machine: a limit of 600 s, not the suite's 300 s.
-@pytest.mark.loop
+# throughout. Also run in a loop by tests/integration/loop_multiworker.sh (TESTS=twelve_partitions).
+# A run takes minutes on the loaded shared machine: a limit of 600 s, not the suite's 300 s.
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("pipeline", [{"CCI_PARTITIONS": str(PARTITIONS)}], indirect=True)
 def test_scale_out_twelve_partitions_kill_leave_and_join(pipeline, dataset, tmp_path) -> None:
