@@ -33,7 +33,7 @@ from streams.bench.measure import describe_difference, metric_values
 from streams.bench.run import BenchFailed, OutputTail, decode_update, process_environment
 from streams.dev.broker import EmbeddedBroker
 from streams.dev.generate import generate
-from streams.dev.produce import key_of, produce_records
+from streams.dev.produce import key_of, produce_in_bulk
 from streams.dev.worker_process import WorkerProcess
 from streams.kafka.admin import create_topics
 from streams.pipeline.recount import recount
@@ -137,8 +137,13 @@ def _failover(
         broker = stack.enter_context(EmbeddedBroker())
         bootstrap = broker.bootstrap
         asyncio.run(create_topics(bootstrap, topic_catalogue(settings)))
+        loading = time.monotonic()
         for topic, values in inputs.items():
-            asyncio.run(_produce(bootstrap, topic, values, one_record=topic == TOPIC_PROFILES))
+            asyncio.run(_produce(bootstrap, topic, values))
+        say(
+            f"standby replicas {settings.standby_replicas}: loaded "
+            f"{sum(map(len, inputs.values())):,} records in {time.monotonic() - loading:.0f} s"
+        )
         workers = []
         for name in ("survivor", "owner"):
             env = process_environment(settings, bootstrap, state_dir / name)
@@ -162,7 +167,7 @@ def _failover(
         )
         owner.kill()
         killed = time.monotonic()
-        asyncio.run(_produce(bootstrap, TOPIC_TICKETS, probe, one_record=False))
+        asyncio.run(_produce(bootstrap, TOPIC_TICKETS, probe))
         asyncio.run(_after_kill(bootstrap, expected[1], survivor, killed, run))
         run.took_over_standby = "taking over its standby state" in survivor.log_path.read_text()
         say(
@@ -172,9 +177,8 @@ def _failover(
     return run
 
 
-async def _produce(bootstrap: str, topic: str, values: list[bytes], one_record: bool) -> None:
-    records = ((key_of(value), value) for value in values)
-    await produce_records(bootstrap, topic, records, one_record_batches=one_record)
+async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    await produce_in_bulk(bootstrap, topic, ((key_of(value), value) for value in values))
 
 
 async def _settle(
