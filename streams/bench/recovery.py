@@ -168,7 +168,7 @@ def _failover(
         owner.kill()
         killed = time.monotonic()
         asyncio.run(_produce(bootstrap, TOPIC_TICKETS, probe))
-        asyncio.run(_after_kill(bootstrap, expected[1], survivor, killed, run))
+        asyncio.run(_after_kill(bootstrap, expected[1], survivor, killed, run, say))
         run.took_over_standby = "taking over its standby state" in survivor.log_path.read_text()
         say(
             f"  unhealthy after {_s(run.unhealthy_after_s)}, healthy after "
@@ -198,10 +198,16 @@ async def _settle(
 
 
 async def _after_kill(
-    bootstrap: str, expected: Figures, survivor: WorkerProcess, killed: float, run: FailoverRun
+    bootstrap: str,
+    expected: Figures,
+    survivor: WorkerProcess,
+    killed: float,
+    run: FailoverRun,
+    say: Say,
 ) -> None:
     """Follow the survivor's /health and cci-updates from the kill until the figures are exact
-    and the survivor is healthy again (or SETTLE_TIMEOUT_S)."""
+    and the survivor is healthy again (or SETTLE_TIMEOUT_S). Each step is said as it is seen:
+    a large run that never becomes exact still shows how far it got."""
     deadline = killed + SETTLE_TIMEOUT_S
     next_health = 0.0
     async with OutputTail(bootstrap, TOPIC_UPDATES, decode_update) as tail:
@@ -211,13 +217,20 @@ async def _after_kill(
             if run.exact_after_s is None and tail.history.figures() == expected:
                 run.exact_after_s = now - killed
                 run.exact = True
+                say(f"  exact again after {_s(run.exact_after_s)}")
             if now >= next_health:
                 next_health = now + POLL_S
                 status = await asyncio.to_thread(survivor.health, 1.0)
                 if status != 200 and run.unhealthy_after_s is None:
                     run.unhealthy_after_s = now - killed
-                elif status == 200 and run.unhealthy_after_s is not None:
-                    run.healthy_after_s = run.healthy_after_s or now - killed
+                    say(f"  /health left 200 after {_s(run.unhealthy_after_s)}")
+                elif (
+                    status == 200
+                    and run.unhealthy_after_s is not None
+                    and run.healthy_after_s is None
+                ):
+                    run.healthy_after_s = now - killed
+                    say(f"  /health 200 again after {_s(run.healthy_after_s)}")
             if survivor.exited() is not None:
                 raise RecoveryFailed(f"the surviving worker exited:\n{survivor.log_tail()}")
             if run.exact and (run.healthy_after_s is not None or now - killed > 120):
