@@ -41,7 +41,9 @@ from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, TOPI
 from streams.topics import topic_catalogue
 
 STATE_DIR = Path(".cci/bench-recovery")
-DEFAULT_USERS = 20_000  # a few minutes on a 2-core machine; the figure is --users 1000000
+# A few minutes on a 2-core machine. The size, a killed worker holding 1,000,000
+# user-months, is --users 1020000 (~2 user-months a user over 3 months, half of them its own).
+DEFAULT_USERS = 20_000
 PROBE_SHARE = 10  # one ticket in ten is held back and produced right after the kill
 POLL_S = 0.2
 SETTLE_TIMEOUT_S = 1800.0  # a first settle of 1M users on a loaded 2-core machine is slow
