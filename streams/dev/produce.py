@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
 
@@ -18,6 +19,8 @@ Record = tuple[bytes | None, bytes]
 # Sends in flight before we wait for their acknowledgements; bounds memory for large files.
 MAX_PENDING_SENDS = 10_000
 NORMAL_LINGER_MS = 20
+# A whole batch per produce request: well under Kafka's default 1 MB message.max.bytes.
+BULK_BATCH_BYTES = 512 * 1024
 
 
 async def produce_records(
@@ -53,6 +56,71 @@ async def produce_records(
         acknowledged += len(await asyncio.gather(*pending))
     finally:
         await producer.stop()
+    return acknowledged
+
+
+async def produce_in_bulk(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[Record],
+    *,
+    client_kwargs: Mapping[str, Any] | None = None,
+) -> int:
+    """Send every (key, value) to `topic` in batches of up to BULK_BATCH_BYTES built here, each
+    partition's in order and the partitions side by side; return how many were acknowledged.
+
+    Keys go to the partition Kafka's default partitioner picks, as with `produce_records`. Each
+    partition's last record is sent alone, after the rest is acknowledged: the embedded broker
+    reports a partition's end as its last batch's base offset + 1 (docs/embedded-broker.md), so a
+    one-record last batch makes that the true end for readers that stop there (the profile table).
+    For loading large inputs quickly (`cci bench --recovery`): the per-record `send` of
+    `produce_records` moves ~25,000 records/s, and one-record batches ~3,000.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_batch_size=BULK_BATCH_BYTES,
+        **dict(client_kwargs or {}),
+    )
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        by_partition: dict[int, list[Record]] = {p: [] for p in partitions}
+        partition_of = DefaultPartitioner()
+        for key, value in records:
+            by_partition[partition_of(key, partitions, partitions)].append((key, value))
+        sent = await asyncio.gather(
+            *(
+                _send_partition(producer, topic, partition, rows)
+                for partition, rows in by_partition.items()
+                if rows
+            )
+        )
+    finally:
+        await producer.stop()
+    return sum(sent)
+
+
+async def _send_partition(
+    producer: AIOKafkaProducer, topic: str, partition: int, records: list[Record]
+) -> int:
+    async def send(rows: list[Record]) -> list[asyncio.Future[Any]]:
+        futures = []
+        batch = producer.create_batch()
+        for key, value in rows:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(value):,} bytes is over one batch")
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    acknowledged = 0
+    for rows in (records[:-1], records[-1:]):
+        if rows:
+            await asyncio.gather(*await send(rows))
+            acknowledged += len(rows)
     return acknowledged
 
 

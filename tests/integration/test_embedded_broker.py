@@ -14,8 +14,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
 from streams.dev.broker import EmbeddedBroker
+from streams.dev.produce import produce_in_bulk
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES, detect, true_end_offsets
 from streams.settings import load_settings
 from streams.worker.app import create_app
@@ -123,6 +125,45 @@ def test_true_end_offsets_find_the_records_the_reported_end_leaves_out(
     # The quirk (if the broker ever reports the true end, docs/embedded-broker.md is out of date).
     assert reported < TRUE_END_RECORDS
     assert true == TRUE_END_RECORDS
+
+
+def test_bulk_loading_ends_each_partition_where_the_broker_reports_its_end(
+    broker: EmbeddedBroker, make_topic_name
+) -> None:
+    """`produce_in_bulk` sends many-record batches, yet a reader stopping at the reported end
+    (the profile table) sees every record: each partition's last batch holds one record."""
+    topic = make_topic_name("bulk")
+    tps = [TopicPartition(topic, p) for p in range(3)]
+    records = [(f"user-{i}".encode(), f"value-{i}".encode()) for i in range(TRUE_END_RECORDS)]
+
+    async def run() -> tuple[int, dict[TopicPartition, int], dict[bytes, int]]:
+        await _create_topic(broker.bootstrap, topic, partitions=3)
+        acknowledged = await produce_in_bulk(broker.bootstrap, topic, records)
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_wait_ms=100)
+        await consumer.start()
+        try:
+            reported = await consumer.end_offsets(tps)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            partition_of: dict[bytes, int] = {}
+            while len(partition_of) < TRUE_END_RECORDS:
+                batches = await consumer.getmany(timeout_ms=2000)
+                if not batches:
+                    break
+                for tp, batch in batches.items():
+                    partition_of.update((r.key, tp.partition) for r in batch if r.key)
+        finally:
+            await consumer.stop()
+        return acknowledged, reported, partition_of
+
+    acknowledged, reported, partition_of = asyncio.run(run())
+    assert acknowledged == TRUE_END_RECORDS
+    assert sum(reported.values()) == TRUE_END_RECORDS  # the reported ends are the true ends
+    assert len(partition_of) == TRUE_END_RECORDS
+    # Each key went where Kafka's default partitioner puts it, as a per-record send does.
+    assert all(
+        partition_of[key] == DefaultPartitioner()(key, [0, 1, 2], [0, 1, 2]) for key, _ in records
+    )
 
 
 def test_auto_detects_the_embedded_broker(broker: EmbeddedBroker) -> None:
