@@ -132,6 +132,36 @@ def partitions_with_records(bootstrap: str, topic: str) -> int:
     return asyncio.run(count())
 
 
+def wait_all_committed(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:
+    """Wait until ``group`` has committed every record of ``topic`` (its true ends)."""
+
+    async def behind() -> dict[int, tuple[int | None, int]]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            ends = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
+            committed = {tp: await consumer.committed(tp) for tp in tps}
+            return {
+                tp.partition: (committed[tp], ends[tp])
+                for tp in tps
+                if (committed[tp] or 0) < ends[tp]
+            }
+        finally:
+            await consumer.stop()
+
+    left: dict[int, tuple[int | None, int]] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = asyncio.run(behind())
+        if not left:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{group} has not committed all of {topic}: (committed, end) {left}")
+
+
 def dump_topics(bootstrap: str, folder: Path) -> None:
     """Every record of every topic as JSON lines (partition, offset, key, value) in ``folder``:
     what a failed exactness run needs to find the stage that lost something."""

@@ -188,7 +188,12 @@ def test_a_state_read_past_its_changelog_end_is_rebuilt_not_fatal(pipeline) -> N
     It must rebuild the partition, loudly, and stay up."""
     from streams.dev.generate import generate
     from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES
-    from tests.integration.harness import latest_updates, produce, wait_until
+    from tests.integration.harness import (
+        latest_updates,
+        produce,
+        wait_all_committed,
+        wait_until,
+    )
 
     pipeline.env["CCI_EMBEDDED_BROKER"] = "false"
     data = generate(users=300, months=2, seed=5, now=datetime.now(UTC), zone=UTC_ZONE)
@@ -196,7 +201,10 @@ def test_a_state_read_past_its_changelog_end_is_rebuilt_not_fatal(pipeline) -> N
     first = pipeline.worker("first")
     produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
     wait_until(lambda: bool(latest_updates(pipeline.bootstrap)), 90, "nothing was published")
-    time.sleep(3)
+    # Every fact applied and committed before the kill: a restarted worker that replayed facts
+    # would write the changelogs again and end them with a batch of one (no rebuild to see).
+    wait_all_committed(pipeline.bootstrap, "cci-ingest", TOPIC_ACTIVITY)
+    wait_all_committed(pipeline.bootstrap, "cci", "cci-facts")
     first.kill()
     # Every partition of a changelog ends with a multi-record batch: its last records again
     # (harmless: the dedup state applies the same facts twice). No new input follows, so nothing
