@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from streams.dev.broker import EmbeddedBroker
-from streams.dev.generate import Dataset, generate
-from streams.pipeline.recount import recount
-from streams.settings import load_settings
-from tests.integration.harness import Figures, WorkerProcess, create_all_topics, worker_env
+from streams.dev.generate import Dataset
+from tests.integration.harness import (
+    Figures,
+    WorkerProcess,
+    create_all_topics,
+    exactness_dataset,
+    worker_env,
+)
 
 
 @dataclass
@@ -61,8 +64,4 @@ def pipeline(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pipelin
 @pytest.fixture(scope="module")
 def dataset() -> tuple[Dataset, Figures]:
     """400 users over 3 months and the recount of their figures (the exactness tests)."""
-    now = datetime.now(UTC)
-    data = generate(users=400, months=3, seed=11, now=now, zone=load_settings({}).zone)
-    expected = recount(data.activity, data.tickets, data.profiles, now, load_settings({})).figures
-    assert len(expected) > 50 and any(t for t, _ in expected.values())
-    return data, expected
+    return exactness_dataset(seed=11)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.bench.measure import describe_difference
 from streams.dev.broker import free_port
-from streams.dev.generate import Dataset
+from streams.dev.generate import Dataset, generate
 from streams.dev.produce import key_of, produce_records
 from streams.dev.worker_process import WorkerProcess as WorkerProcess  # re-exported for tests
 from streams.dev.worker_process import worker_environment
@@ -26,6 +26,7 @@ from streams.kafka import follow
 from streams.kafka.admin import create_topics
 from streams.kafka.embedded import true_end_offsets
 from streams.pipeline.emit import update_value
+from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, TOPIC_UPDATES, load_settings
 from streams.sink.rows import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
 from streams.store.clickhouse import open_store
@@ -100,6 +101,16 @@ def produce(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
     """Produce values keyed by their user_id (as `cci produce` does)."""
     records = [(key_of(v), v) for v in values]
     return asyncio.run(produce_records(bootstrap, topic, records, one_record_batches=True))
+
+
+def exactness_dataset(seed: int, users: int = 400, months: int = 3) -> tuple[Dataset, Figures]:
+    """Generated traffic and the recount of its figures (the exactness tests)."""
+    now = datetime.now(UTC)
+    settings = load_settings({})
+    data = generate(users=users, months=months, seed=seed, now=now, zone=settings.zone)
+    expected = recount(data.activity, data.tickets, data.profiles, now, settings).figures
+    assert len(expected) > 50 and any(t for t, _ in expected.values())
+    return data, expected
 
 
 def produce_events(bootstrap: str, data: Dataset, part: slice = slice(None)) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from streams.bench.measure import metric_values
+from streams.dev.generate import Dataset
 from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
 from tests.integration.harness import (
+    Figures,
     WorkerProcess,
     latest_updates,
     produce,
@@ -22,8 +24,10 @@ from tests.integration.harness import (
 )
 
 
-def test_two_workers_share_the_group_and_survive_a_rebalance(pipeline, dataset) -> None:
-    data, expected = dataset
+def _two_workers_at_half_the_tickets(
+    pipeline, data: Dataset
+) -> tuple[WorkerProcess, WorkerProcess, int, Figures]:
+    """Two workers in the group, every activity and half the tickets counted by both."""
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
     first = pipeline.worker("first")
     second = pipeline.worker("second")
@@ -33,7 +37,13 @@ def test_two_workers_share_the_group_and_survive_a_rebalance(pipeline, dataset) 
     recount_half = recount(
         data.activity, data.tickets[:half], data.profiles, datetime.now(UTC), load_settings({})
     ).figures
-    wait_for_figures(pipeline.bootstrap, recount_half)
+    wait_for_figures(pipeline.bootstrap, recount_half, workers=[first, second])
+    return first, second, half, recount_half
+
+
+def test_two_workers_share_the_group_and_survive_a_rebalance(pipeline, dataset) -> None:
+    data, expected = dataset
+    first, second, half, _ = _two_workers_at_half_the_tickets(pipeline, data)
     # Both workers took part: each owns some partitions.
     assert "partitions" in first.log_tail(400) and second.health() == 200
     # The second worker dies; its partitions move to the first, which must carry on exactly.
@@ -70,16 +80,7 @@ def test_three_workers_one_killed_and_restarted_one_leaving(pipeline, dataset) -
 def test_a_standby_takes_over_a_killed_workers_partitions_exactly(pipeline, dataset) -> None:
     data, expected = dataset
     pipeline.env["CCI_STANDBY_REPLICAS"] = "1"
-    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
-    first = pipeline.worker("first")
-    second = pipeline.worker("second")
-    half = len(data.tickets) // 2
-    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
-    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[:half])
-    recount_half = recount(
-        data.activity, data.tickets[:half], data.profiles, datetime.now(UTC), load_settings({})
-    ).figures
-    wait_for_figures(pipeline.bootstrap, recount_half, workers=[first, second])
+    first, second, half, recount_half = _two_workers_at_half_the_tickets(pipeline, data)
     # Each worker holds a copy of the other's partitions, but publishes (and counts) only its
     # own: the owned user-months of both add up to the true total once, not twice.
     total = sum(

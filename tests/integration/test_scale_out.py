@@ -35,6 +35,7 @@ from streams.settings import (
 from tests.integration.harness import (
     Figures,
     WorkerProcess,
+    exactness_dataset,
     figures_of,
     latest_updates,
     produce,
@@ -58,11 +59,7 @@ Versioned = dict[Key, tuple[int, int, int]]  # → (tickets, active users, versi
 
 @pytest.fixture(scope="module")
 def dataset() -> tuple[Dataset, Figures]:
-    now = datetime.now(UTC)
-    data = generate(users=400, months=3, seed=23, now=now, zone=load_settings({}).zone)
-    expected = recount(data.activity, data.tickets, data.profiles, now, load_settings({})).figures
-    assert len(expected) > 50 and any(t for t, _ in expected.values())
-    return data, expected
+    return exactness_dataset(seed=23)
 
 
 def store_rows(worker: WorkerProcess, sql: str, cwd: Path) -> list[dict[str, Any]]:
