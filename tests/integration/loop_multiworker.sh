@@ -13,14 +13,21 @@
 #                      (not "scale_out": -k matches the module's name too, which would run its
 #                      other test as well)
 # Every run must reach the batch recount exactly. The log of each failed run is kept (its path
-# is printed). Exit status: 0 when every run passed, 1 otherwise.
+# is printed). Exit status: 0 when every run passed, 1 otherwise, 2 for an unknown name in TESTS.
 set -u
 cd "$(dirname "$0")/../.."
 runs="${1:-10}"
 python="${PYTHON:-.venv/bin/python}"
 logs="$(mktemp -d -t cci-multiworker-XXXXXX)"
+known="sigkill two_workers three_workers twelve_partitions"
+for test in ${TESTS:-$known}; do
+    case " $known " in
+        *" $test "*) ;;
+        *) echo "TESTS: unknown test '$test'; choose from: $known" >&2; exit 2 ;;
+    esac
+done
 failed=0
-for test in ${TESTS:-sigkill two_workers three_workers twelve_partitions}; do
+for test in ${TESTS:-$known}; do
     passed=0
     for run in $(seq 1 "$runs"); do
         log="$logs/$test-$run.log"
