@@ -28,7 +28,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import metrics
 from streams.clock import Clock
-from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
+from streams.kafka.embedded import PRODUCER_BATCH_BYTES
 from streams.loops import Loop
 from streams.pipeline.enrich import ActiveFact, Enricher, TicketFact, encode_facts
 from streams.pipeline.partitioning import partition_for
@@ -54,6 +54,18 @@ INPUT_TOPICS = (TOPIC_ACTIVITY, TOPIC_TICKETS)
 # this one pay Faust's per-record cost once per ~BATCH/partitions facts, not once per event.
 INGEST_BATCH = 5000
 POLL_MS = 50  # how long an idle poll waits: bounds the latency a quiet stream adds
+# The facts of one input batch leave in one request instead of one request per partition.
+FACTS_LINGER_MS = 5
+
+
+def facts_producer_batching() -> dict[str, int]:
+    """How the ingest stage batches facts and dead letters, on any broker.
+
+    On the embedded broker too: whatever reads a topic to its end asks ``true_end_offsets``, so its
+    misreported end of a multi-record batch misleads none. With one record per batch a partition
+    took one record per round trip while the worker long-polled it (docs/embedded-broker.md).
+    """
+    return {"max_batch_size": PRODUCER_BATCH_BYTES, "linger_ms": FACTS_LINGER_MS}
 
 
 def dead_letter_value(
@@ -209,18 +221,12 @@ class IngestRunner(Loop):
 
     def _producer(self) -> AIOKafkaProducer:
         settings = self.settings
-        # The embedded broker misreports the end of multi-record batches (docs/embedded-broker.md).
-        batching: dict[str, Any] = (
-            {"max_batch_size": ONE_RECORD_BATCH_BYTES, "linger_ms": 0}
-            if settings.embedded_broker
-            else {"linger_ms": 5}
-        )
         return AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             client_id=f"{settings.app_id}-ingest",
             acks="all",
-            # Facts batches are split to fit the default 1 MB request (streams/pipeline/records.py).
-            **batching,
+            # Facts records are split to fit the default 1 MB request (streams/pipeline/records.py).
+            **facts_producer_batching(),
             **settings.kafka_client_kwargs(),
         )
 

@@ -21,6 +21,7 @@ from streams.dev.produce import produce_in_bulk
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES, detect, true_end_offsets
 from streams.settings import load_settings
 from streams.worker.app import create_app
+from streams.worker.ingest import facts_producer_batching
 
 # The worker's producer against one-record batches (what it used before issue 18), both sending
 # to one partition one record after another as Faust does (each send waits until the record is
@@ -75,18 +76,21 @@ async def _records_per_second(
         await follower.stop()
 
 
-def test_the_worker_producer_publishes_thousands_of_records_a_second(
-    broker: EmbeddedBroker, make_topic_name
+@pytest.mark.parametrize("producer", ["worker", "ingest"])
+def test_the_pipeline_producers_publish_thousands_of_records_a_second(
+    broker: EmbeddedBroker, make_topic_name, producer: str
 ) -> None:
+    """The worker's Faust producer and the ingest stage's facts producer, each against one-record
+    batches on the same broker (both sent one record per batch once: ~100 records/s)."""
     one_record = {"max_batch_size": ONE_RECORD_BATCH_BYTES, "linger_ms": 0}
     baseline = asyncio.run(
         _records_per_second(broker.bootstrap, make_topic_name("one"), BASELINE_RECORDS, one_record)
     )
-    batching = _worker_batching()
+    batching = _worker_batching() if producer == "worker" else facts_producer_batching()
     rate = asyncio.run(
-        _records_per_second(broker.bootstrap, make_topic_name("worker"), RECORDS, batching)
+        _records_per_second(broker.bootstrap, make_topic_name(producer), RECORDS, batching)
     )
-    print(f"worker producer: {rate:,.0f} records/s; one-record batches: {baseline:,.0f}")
+    print(f"{producer} producer: {rate:,.0f} records/s; one-record batches: {baseline:,.0f}")
     assert rate >= MIN_SPEED_UP * baseline, (rate, baseline)
     assert rate >= MIN_RECORDS_PER_SECOND, (rate, baseline)
 
