@@ -102,6 +102,8 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         broker_rebalance_timeout=max(settings.session_timeout, 10.0),
         producer_acks=-1,
+        # Records sent within 5 ms share a request: fewer requests for the worker and the broker.
+        producer_linger=0.005,
         **embedded.app_options(settings),
     )
 

@@ -29,7 +29,7 @@ from streams.worker.tables import Runtime, Tables, month_slot
 
 log = logging.getLogger("streams")
 
-PARTIALS_INTERVAL = 0.1  # seconds between publishes of changed partial counts
+PARTIALS_INTERVAL = 0.05  # seconds between publishes of changed partial counts
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
