@@ -8,10 +8,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from streams import domain
 from streams.bench.measure import EMPTY, per_second, percentile, visibility_latencies
@@ -23,29 +21,17 @@ from streams.bench.workload import BenchOptions, Workload
 from streams.pipeline.recount import recount
 from streams.settings import Settings
 
-PACE_TICK_S = 0.01
+PACE_TICK_S = 0.002
 
 
 async def produce_paced(
     bootstrap: str, events: list[LatencyEvent], rate: float
 ) -> tuple[list[int], float]:
     """Produce ``events`` at ``rate`` per second; each one's produce timestamp (ms, also its
-    record timestamp) and the seconds the whole took.
-
-    The events due at a tick go out as one batch per partition, as a busy application's producer
-    batches them, and their partitions (Kafka's murmur2 of the key, pure Python in aiokafka) are
-    picked before the clock starts: the bench's own CPU competes less with the pipeline's.
-    """
+    record timestamp) and the seconds the whole took."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
     produced = [0] * len(events)
-    partition_of = DefaultPartitioner()
-    partitions = {
-        topic: sorted(await producer.partitions_for(topic)) for topic in {e.topic for e in events}
-    }
-    destinations = [
-        (e.topic, partition_of(e.key, partitions[e.topic], partitions[e.topic])) for e in events
-    ]
     pending: list[asyncio.Future[object]] = []
     try:
         started = time.monotonic()
@@ -56,21 +42,14 @@ async def produce_paced(
                 await asyncio.sleep(PACE_TICK_S)
                 continue
             stamp = int(time.time() * 1000)
-            batches: dict[tuple[str, int], Any] = {}
             for index in range(sent, due):
-                destination, event = destinations[index], events[index]
-                batch = batches.get(destination)
-                if batch is None:
-                    batch = batches[destination] = producer.create_batch()
-                if batch.append(key=event.key, value=event.value, timestamp=stamp) is None:
-                    pending.append(
-                        await producer.send_batch(batch, destination[0], partition=destination[1])
+                event = events[index]
+                pending.append(
+                    await producer.send(
+                        event.topic, value=event.value, key=event.key, timestamp_ms=stamp
                     )
-                    batch = batches[destination] = producer.create_batch()
-                    batch.append(key=event.key, value=event.value, timestamp=stamp)
+                )
                 produced[index] = stamp
-            for (topic, partition), batch in batches.items():
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
             sent = due
         seconds = time.monotonic() - started
         await asyncio.gather(*pending)

@@ -17,8 +17,7 @@ LATENCY_DEFINITION = (
     "are visible at the timestamp of the first cci-updates record of {month}|all|all whose "
     "active_users (tickets) reaches its value before the phase + k. Latency = that record's "
     "timestamp (when the worker sent it) - the event's produce timestamp, both Kafka record "
-    "timestamps in ms from one clock. The events due at each 10 ms tick go out as one batch per "
-    "partition. Percentiles are nearest-rank over every event of the phase."
+    "timestamps in ms from one clock. Percentiles are nearest-rank over every event of the phase."
 )
 THROUGHPUT_DEFINITION = (
     "events/s = input events / seconds from the first input event the process consumed (worker: "
