@@ -27,7 +27,13 @@ from streams.kafka.admin import create_topics
 from streams.kafka.embedded import true_end_offsets
 from streams.pipeline.emit import update_value
 from streams.pipeline.recount import recount
-from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, TOPIC_UPDATES, load_settings
+from streams.settings import (
+    TOPIC_ACTIVITY,
+    TOPIC_PROFILES,
+    TOPIC_TICKETS,
+    TOPIC_UPDATES,
+    load_settings,
+)
 from streams.sink.rows import SEGMENT_COLUMNS, SEGMENT_TABLE, segment_row
 from streams.store.clickhouse import open_store
 from streams.topics import topic_catalogue
@@ -117,6 +123,18 @@ def produce_events(bootstrap: str, data: Dataset, part: slice = slice(None)) -> 
     """Produce a data set's activity and tickets (or a slice of each)."""
     produce(bootstrap, TOPIC_ACTIVITY, data.activity[part])
     produce(bootstrap, TOPIC_TICKETS, data.tickets[part])
+
+
+def three_workers_on_half_the_activity(
+    pipeline: Any, data: Dataset
+) -> tuple[tuple[WorkerProcess, WorkerProcess, WorkerProcess], int]:
+    """The profiles, workers "first", "second" and "third", then the first half of the activity;
+    the workers and where that half ends."""
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    workers = (pipeline.worker("first"), pipeline.worker("second"), pipeline.worker("third"))
+    half = len(data.activity) // 2
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[:half])
+    return workers, half
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:

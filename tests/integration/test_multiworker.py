@@ -19,6 +19,7 @@ from tests.integration.harness import (
     latest_updates,
     produce,
     produce_events,
+    three_workers_on_half_the_activity,
     wait_for_figures,
     wait_until,
 )
@@ -56,12 +57,7 @@ def test_two_workers_share_the_group_and_survive_a_rebalance(pipeline, dataset) 
 
 def test_three_workers_one_killed_and_restarted_one_leaving(pipeline, dataset) -> None:
     data, expected = dataset
-    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
-    first = pipeline.worker("first")
-    second = pipeline.worker("second")
-    third = pipeline.worker("third")
-    half = len(data.activity) // 2
-    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[:half])
+    (first, second, third), half = three_workers_on_half_the_activity(pipeline, data)
     wait_until(lambda: bool(latest_updates(pipeline.bootstrap)), 60, "nothing was published")
     # SIGKILL mid-stream, and back with the same name (and data directory).
     second.kill()

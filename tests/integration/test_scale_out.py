@@ -41,6 +41,7 @@ from tests.integration.harness import (
     produce,
     read_topic,
     run_cci,
+    three_workers_on_half_the_activity,
     wait_for_figures,
     wait_until,
 )
@@ -130,12 +131,7 @@ def owned_user_months(worker: WorkerProcess) -> float:
 @pytest.mark.parametrize("pipeline", [{"CCI_PARTITIONS": str(PARTITIONS)}], indirect=True)
 def test_scale_out_twelve_partitions_kill_leave_and_join(pipeline, dataset, tmp_path) -> None:
     data, expected = dataset
-    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
-    first = pipeline.worker("first")
-    second = pipeline.worker("second")
-    third = pipeline.worker("third")
-    half = len(data.activity) // 2
-    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[:half])
+    (first, second, third), half = three_workers_on_half_the_activity(pipeline, data)
     # SIGKILL while the rest of the activity is arriving: state, changelogs and offsets are
     # mid-flight. Back with the same name (data directory and store).
     feeder = threading.Thread(
