@@ -43,10 +43,14 @@ from streams.settings_values import (
 
 # The embedded broker answers a fetch only when the consumer's fetch_max_wait_ms runs out, even
 # when records arrive meanwhile (Kafka answers as soon as it has them), so the pipeline's own
-# consumers (ingest, Faust's, the sink) wait less on it. Not less than this: the broker also cuts
-# a fetch short at the wait, and shorter waits returned nearly empty fetches from a backlog
-# (measurements in docs/embedded-broker.md).
+# consumers (ingest and the sink here, Faust's below) wait less on it. Not less than this: the
+# broker also cuts a fetch short at the wait, and shorter waits returned nearly empty fetches from
+# a backlog of one-record batches (measurements in docs/embedded-broker.md).
 EMBEDDED_FETCH_MAX_WAIT_MS = 100
+# The worker's Faust consumer reads only what the pipeline writes in batches (facts, partials,
+# changelogs): no long backlog of one-record batches, and a fetch that finds nothing sleeps its
+# whole wait, so records of these low-rate topics waited up to 100 ms a hop (docs/performance.md).
+EMBEDDED_INTERNAL_FETCH_MAX_WAIT_MS = 50
 
 TOPIC_ACTIVITY = "user-activity"
 TOPIC_TICKETS = "ticket-created"
@@ -167,10 +171,11 @@ class Settings:
     retain_months: int = _setting(
         "CCI_RETAIN_MONTHS", 13, parse_positive_int, "calendar months of state kept (this one too)"
     )
-    # 0.25 s: half of what a figure waits at worst at 10,000 events/s (docs/performance.md).
+    # 0.1 s: the wait for the next emit is a hop of its own in the latency, up to this long; an
+    # emit sends one record per changed figure, tens a month (docs/performance.md).
     emit_interval: float = _setting(
         "CCI_EMIT_INTERVAL",
-        0.25,
+        0.1,
         parse_seconds,
         "seconds a changed figure may wait before it is published, coalescing bursts",
     )

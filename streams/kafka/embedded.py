@@ -24,7 +24,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.settings import EMBEDDED_FETCH_MAX_WAIT_MS, Settings
+from streams.settings import (
+    EMBEDDED_FETCH_MAX_WAIT_MS,
+    EMBEDDED_INTERNAL_FETCH_MAX_WAIT_MS,
+    Settings,
+)
 
 log = logging.getLogger("streams")
 
@@ -171,7 +175,7 @@ class EmbeddedBrokerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # ty
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Faust hard-codes a 1,500 ms fetch wait; read by aiokafka when its fetcher starts.
-        consumer._fetch_max_wait_ms = EMBEDDED_FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = EMBEDDED_INTERNAL_FETCH_MAX_WAIT_MS
         return consumer
 
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
