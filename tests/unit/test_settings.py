@@ -41,7 +41,7 @@ def test_defaults() -> None:
     assert settings.data_dir == Path(".cci/data")
     assert (settings.partitions, settings.replication_factor) == (4, 1)
     assert settings.retain_months == 13
-    assert settings.emit_interval == 0.25
+    assert settings.emit_interval == 0.1
     assert settings.alert_rules == AlertRules() and not settings.alert_rules.rules
     assert str(settings.target_range) == "20,30"
     assert settings.max_event_bytes == 65536
