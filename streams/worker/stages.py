@@ -4,7 +4,6 @@ these only move records between them, the tables and Kafka."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -97,56 +96,35 @@ def add_deduplicate(app: faust.App, runtime: Runtime, tables: Tables, topics: To
             for month, winners in changed.items():
                 for key, value in state.encode_chunks(month, seq, winners):
                     tables.dedup.send_changelog(partition, key.encode(), value)
-            if changed and runtime.ready:
-                # At once, not at the next tick: a facts record is already a batch of events,
-                # and the tick's wait was a hop of its own in the latency (docs/performance.md).
-                await publish_partition(partition, state)
-
-    # One publisher at a time: a partial older than one already sent is dropped as stale by the
-    # aggregate (``merge_partial``), so the agent's and the timer's sends must not interleave.
-    publishing = asyncio.Lock()
-    gauges = {"stale": False}  # the state changed since the gauges were last set
-
-    async def publish_partition(partition: int, state: PartitionState) -> bool:
-        """Publish the changed partial counts of one facts partition; True if any."""
-        async with publishing:
-            return await _publish_partition(partition, state)
-
-    async def _publish_partition(partition: int, state: PartitionState) -> bool:
-        published = False
-        for partial in state.drain_dirty():
-            label = domain.month_label(partial.month)
-            # Split to fit a record; only the first of a reset replaces what is held.
-            for number, counts in enumerate(dict_chunks(partial.counts, overhead=200)):
-                body = {
-                    "p": partition,
-                    "seq": partial.seq,
-                    "counts": counts,
-                    "reset": partial.reset and number == 0,
-                }
-                await topics.partials.send(
-                    key=label.encode(),
-                    value=orjson.dumps(body),
-                    partition=partition_for(label, settings.partitions),
-                )
-                metrics.partials_published.inc()
-            published = gauges["stale"] = True
-        _report_guard(state, partition, settings.max_segment_values)
-        return published
 
     @app.timer(PARTIALS_INTERVAL)
     async def publish_partials() -> None:
-        # What the agent did not publish: the state marked dirty by a recovery, or changed
-        # while the worker was not ready yet.
         if not runtime.ready:
             return
         # Standby copies (runtime.standbys) are never published from: only owned partitions.
         standbys = list(runtime.standbys.values())
         metrics.standby_user_months.set(sum(state.user_months() for state in standbys))
+        published = False
         for partition, state in list(runtime.states.items()):
-            await publish_partition(partition, state)
-        if gauges["stale"]:
-            gauges["stale"] = False
+            for partial in state.drain_dirty():
+                label = domain.month_label(partial.month)
+                # Split to fit a record; only the first of a reset replaces what is held.
+                for number, counts in enumerate(dict_chunks(partial.counts, overhead=200)):
+                    body = {
+                        "p": partition,
+                        "seq": partial.seq,
+                        "counts": counts,
+                        "reset": partial.reset and number == 0,
+                    }
+                    await topics.partials.send(
+                        key=label.encode(),
+                        value=orjson.dumps(body),
+                        partition=partition_for(label, settings.partitions),
+                    )
+                    metrics.partials_published.inc()
+                published = True
+            _report_guard(state, partition, settings.max_segment_values)
+        if published:
             # Cheap (sampled) and only when the state changed, so the gauges are never stale.
             states = list(runtime.states.values())
             metrics.user_months.set(sum(state.user_months() for state in states))
