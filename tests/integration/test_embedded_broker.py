@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,9 +20,15 @@ from aiokafka.partitioner import DefaultPartitioner
 from streams.dev.broker import EmbeddedBroker
 from streams.dev.produce import produce_in_bulk
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES, detect, true_end_offsets
-from streams.settings import load_settings
+from streams.kafka.follow import read_topic
+from streams.pipeline.enrich import Enricher, decode_facts_record
+from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
 from streams.worker.app import create_app
-from streams.worker.ingest import facts_producer_batching
+from streams.worker.ingest import (
+    MIN_BATCH_INTERVAL_S,
+    IngestRunner,
+    facts_producer_batching,
+)
 
 # The worker's producer against one-record batches (what it used before issue 18), both sending
 # to one partition one record after another as Faust does (each send waits until the record is
@@ -258,3 +265,77 @@ async def _end_with_a_multi_record_batch(bootstrap: str, topic: str) -> None:
         await asyncio.gather(*sent)
     finally:
         await producer.stop()
+
+
+TRICKLE_EVENTS = 300
+TRICKLE_GAP_S = 0.005  # 200 events/s, one record per request: a steady stream, never a backlog
+
+
+def test_a_steady_stream_is_ingested_in_paced_batches() -> None:
+    """In a steady stream the ingest stage takes a batch at most every MIN_BATCH_INTERVAL_S: each
+    fetch (the embedded broker lists every batch of the partition for it) and each facts record
+    downstream carries more events. Every event still becomes a fact. A fresh broker: the input
+    topics' names are the product's own."""
+    with EmbeddedBroker() as fresh:
+        records, users, seconds = asyncio.run(_trickle_through_ingest(fresh.bootstrap))
+    assert users == {f"trickle-{n}" for n in range(TRICKLE_EVENTS)}
+    # Unpaced, the loop took a batch every ~10 ms here (216 facts records for 300 events).
+    assert records <= seconds / MIN_BATCH_INTERVAL_S + 4, (records, seconds)
+
+
+async def _trickle_through_ingest(bootstrap: str) -> tuple[int, set[str], float]:
+    """Facts records made of the trickle, its users, and how long it took to send."""
+    settings = load_settings(
+        {
+            "CCI_KAFKA_BOOTSTRAP": bootstrap,
+            "CCI_EMBEDDED_BROKER": "true",
+            "CCI_PARTITIONS": "1",
+            "CCI_SESSION_TIMEOUT": "6",
+        }
+    )
+    facts_topic = "trickle-facts"
+    for topic in (TOPIC_ACTIVITY, TOPIC_TICKETS, facts_topic):
+        await _create_topic(bootstrap, topic)
+
+    async def ready() -> None:
+        return None
+
+    runner = IngestRunner(settings, Enricher.from_settings(settings, {}.get), facts_topic, ready)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await runner.start()
+    await producer.start()
+    try:
+        await _send_activity(producer, "warm-up")
+        await _facts_until(bootstrap, facts_topic, {"warm-up"})  # the group has joined
+        start = (await _facts_records(bootstrap, facts_topic))[0]
+        began = time.monotonic()
+        for n in range(TRICKLE_EVENTS):
+            await _send_activity(producer, f"trickle-{n}")
+            await asyncio.sleep(TRICKLE_GAP_S)
+        seconds = time.monotonic() - began
+        users = {f"trickle-{n}" for n in range(TRICKLE_EVENTS)}
+        await _facts_until(bootstrap, facts_topic, users | {"warm-up"})
+        records, seen = await _facts_records(bootstrap, facts_topic)
+        return records - start, seen - {"warm-up"}, seconds
+    finally:
+        await producer.stop()
+        await runner.stop()
+
+
+async def _send_activity(producer: AIOKafkaProducer, user: str) -> None:
+    event = {"user_id": user, "occurred_at": datetime.now(UTC).isoformat(), "activity": "login"}
+    await (await producer.send(TOPIC_ACTIVITY, orjson.dumps(event), key=user.encode()))
+
+
+async def _facts_until(bootstrap: str, topic: str, users: set[str]) -> None:
+    deadline = time.monotonic() + 30
+    while not users <= (await _facts_records(bootstrap, topic))[1]:
+        assert time.monotonic() < deadline, "the facts never came"
+        await asyncio.sleep(0.2)
+
+
+async def _facts_records(bootstrap: str, topic: str) -> tuple[int, set[str]]:
+    """How many records the facts topic holds, and the users of their facts."""
+    records = await read_topic(bootstrap, topic, true_ends=True)
+    users = {fact[0] for _, value in records for fact in decode_facts_record(value or b"")}
+    return len(records), users
