@@ -244,17 +244,16 @@ class IngestRunner(Loop):
             if (rest := next_take - loop.time()) > 0:
                 await asyncio.sleep(rest)
             fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=INGEST_BATCH)
-            taken = sum(len(batch) for batch in fetched.values())
+            records = [record for batch in fetched.values() for record in batch]
             # A batch short of full: the stream is caught up, so the next one may wait. An empty
             # poll already waited POLL_MS; a full batch is a backlog, taken at once.
-            paced = 0 < taken < INGEST_BATCH
+            paced = 0 < len(records) < INGEST_BATCH
             next_take = loop.time() + MIN_BATCH_INTERVAL_S if paced else 0.0
-            if fetched and not self.first_consumed:
+            if records and not self.first_consumed:
                 # When the first records came in: the start of the bench's figures.
                 self.first_consumed = True
                 metrics.first_event_consumed.set_to_current_time()
-            if fetched:
-                records = [record for batch in fetched.values() for record in batch]
+            if records:
                 batch = ingest_records(
                     records,
                     self.enricher,
