@@ -8,7 +8,10 @@ Rows per record:
   ``cci_tickets`` rows. A chunk holds the winners at the time it was written; a later chunk for
   the same user-month or ticket always has an earlier (or equal) time, so the version
   ``2^63 - ts`` makes FINAL keep the stream's winner in whatever order chunks are written.
-  Tombstones (expired months) are skipped: ClickHouse keeps history.
+  Tombstones (expired months) are skipped: ClickHouse keeps history. A chunk of this shape is
+  validated here and inserted whole, as one ``cci_changelog_chunks`` row whose materialized
+  views make those rows (schemas/clickhouse/006); one of another shape (tickets written before
+  they carried their user) becomes rows here.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from streams import domain
@@ -26,6 +30,8 @@ SEGMENT_TABLE = "cci_segment_monthly"
 ACTIVE_TABLE = "cci_monthly_active_users"
 TICKET_TABLE = "cci_tickets"
 OFFSETS_TABLE = "cci_sink_offsets"  # per group and partition: what the store holds
+CHUNKS_TABLE = "cci_changelog_chunks"  # a Null table: its views write ACTIVE_ and TICKET_TABLE
+CHUNKS_COLUMNS = ("month", "dimensions", "users", "tickets", "body")
 OFFSETS_COLUMNS = ("group_id", "topic", "partition", "next_offset")
 SEGMENT_COLUMNS = (
     "month",
@@ -56,6 +62,7 @@ COLUMNS = {
     ACTIVE_TABLE: ACTIVE_COLUMNS,
     TICKET_TABLE: TICKET_COLUMNS,
     OFFSETS_TABLE: OFFSETS_COLUMNS,
+    CHUNKS_TABLE: CHUNKS_COLUMNS,
 }
 # Versions of facts count time backwards from here, so the earliest event has the highest one.
 VERSION_BASE = 1 << 63
@@ -78,6 +85,19 @@ def segment_row(value: bytes) -> list[Any]:
     ]
 
 
+# An event time ClickHouse's views can count back from 2^63 in an Int64 (µs: ±146,000 years).
+EventMicros = Annotated[int, msgspec.Meta(gt=-(1 << 62), lt=1 << 62)]
+
+
+class _Chunk(msgspec.Struct):
+    """A changelog chunk as the views of ``CHUNKS_TABLE`` read it (``seq`` is not needed)."""
+
+    a: list[tuple[str, EventMicros, list[str]]]
+    t: list[tuple[str, EventMicros, list[str], str]]
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+
 NO_EXTRAS: dict[str, str] = {}  # never mutated: shared by every row without extra dimensions
 ATTRIBUTES = operator.itemgetter(2)  # of a chunk's active or ticket row
 
@@ -88,6 +108,7 @@ class FactRows:
 
     def __init__(self, dimensions: Sequence[str]) -> None:
         self.dimensions = tuple(dimensions)
+        self._dimension_list = list(self.dimensions)  # shared by every chunk row
         self._named = operator.itemgetter(
             *[self.dimensions.index(name) for name in SEGMENT_COLUMN_NAMES]
         )
@@ -107,6 +128,23 @@ class FactRows:
         # Runs once per row: the common case without extra dimensions shares one empty map.
         extras = {name: attributes[i] for i, name in self._extras} if self._extras else NO_EXTRAS
         return [*self._named(attributes), extras]
+
+    def chunk_row(self, key: bytes, value: bytes) -> list[Any] | None:
+        """The ``CHUNKS_TABLE`` row of one chunk, validated: every field of the type the views
+        read and as many attributes as the dimensions; None for a chunk of another shape (its
+        rows come from ``chunk_rows``, which says what is wrong with it, if anything)."""
+        try:
+            chunk = _decode_chunk(value)
+        except msgspec.ValidationError:
+            return None  # msgspec.DecodeError (not JSON at all) is a ValueError: skipped
+        width = len(self.dimensions)
+        if set(map(len, map(ATTRIBUTES, chunk.a))) - {width} or set(
+            map(len, map(ATTRIBUTES, chunk.t))
+        ) - {width + 1}:
+            return None
+        label, _, _ = key.decode("utf-8").partition("@")
+        month = domain.month_start(domain.month_from_label(label))
+        return [month, self._dimension_list, len(chunk.a), len(chunk.t), value]
 
     def chunk_rows(self, key: bytes, value: bytes) -> tuple[list[list[Any]], list[list[Any]]]:
         """(active-user rows, ticket rows) of one chunk."""

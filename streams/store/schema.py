@@ -89,7 +89,11 @@ _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)(\s)", re.IGNORECA
 _CREATE_VIEW = re.compile(
     r"^(CREATE VIEW IF NOT EXISTS|CREATE OR REPLACE VIEW) (\w+) AS\b", re.IGNORECASE
 )
+_CREATE_MATERIALIZED_VIEW = re.compile(
+    r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)(\s+TO (\w+) AS\b)", re.IGNORECASE
+)
 _ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)(\s)", re.IGNORECASE)
+_NULL_ENGINE = re.compile(r"\sENGINE = Null$")
 _ENGINE = re.compile(r"ENGINE = (\w*)MergeTree(?:\(([^)]*)\))?")
 # Replicated tables deduplicate a retried insert by themselves (replicated_deduplication_window).
 _NON_REPLICATED_DEDUP = re.compile(r"\s*SETTINGS non_replicated_deduplication_window = \d+$")
@@ -108,9 +112,22 @@ def cluster_statements(statement: str, cluster: str) -> list[str]:
 
     A table becomes a replicated local table ``NAME_local`` on every node plus a Distributed
     table under the old name, so inserts and every query keep their table names. A view is
-    created on every node (it reads the Distributed tables). An ALTER changes both tables.
+    created on every node (it reads the Distributed tables), and so are a Null table and a
+    materialized view (it writes to a Distributed table). An ALTER changes both tables.
     """
     on = f"ON CLUSTER '{check_cluster_name(cluster)}'"
+    if (match := _CREATE_TABLE.match(statement)) and _NULL_ENGINE.search(statement):
+        # A Null table keeps nothing (its views write the rows): one on every node.
+        name = match.group(1)
+        return [_CREATE_TABLE.sub(f"CREATE TABLE IF NOT EXISTS {name} {on}\\2", statement, count=1)]
+    if match := _CREATE_MATERIALIZED_VIEW.match(statement):
+        # On every node, writing to the Distributed table: each row reaches its shard.
+        name = match.group(1)
+        return [
+            _CREATE_MATERIALIZED_VIEW.sub(
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS {name} {on}\\2", statement, count=1
+            )
+        ]
     if match := _CREATE_TABLE.match(statement):
         name = match.group(1)
         if name not in SHARDING_KEYS:

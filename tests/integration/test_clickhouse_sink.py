@@ -93,10 +93,13 @@ def _chunks(rng: random.Random, users: int) -> tuple[list[tuple[bytes, bytes | N
             plan = rng.choice(["free", "paid", "vip"])
             attributes = [plan, "docs", "eu", "new"]
             ticket_id = f"t{u}"
+            # Mostly today's chunks (inserted whole, unpacked by the store's views); every
+            # tenth written before tickets carried their user (rows built by the sink).
+            user = [] if seq % 10 == 0 else [f"u{u}"]
             body = {
                 "seq": seq,
                 "a": [[f"u{u}", ts, attributes]],
-                "t": [[ticket_id, ts + version, [*attributes, "email"]]],
+                "t": [[ticket_id, ts + version, [*attributes, "email"], *user]],
             }
             records.append((f"2026-02@{seq}".encode(), orjson.dumps(body)))
             key = ("2026-02-01", f"u{u}")
@@ -147,7 +150,12 @@ async def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> None
 def _retries() -> float:
     return sum(
         metrics.registry.get_sample_value("cci_sink_retries_total", {"table": table}) or 0.0
-        for table in ("cci_segment_monthly", "cci_monthly_active_users", "cci_tickets")
+        for table in (
+            "cci_segment_monthly",
+            "cci_changelog_chunks",
+            "cci_monthly_active_users",
+            "cci_tickets",
+        )
     )
 
 

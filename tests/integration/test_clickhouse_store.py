@@ -19,6 +19,8 @@ from streams import domain
 from streams.sink.rows import (
     ACTIVE_COLUMNS,
     ACTIVE_TABLE,
+    CHUNKS_COLUMNS,
+    CHUNKS_TABLE,
     SEGMENT_COLUMNS,
     SEGMENT_TABLE,
     TICKET_COLUMNS,
@@ -108,7 +110,7 @@ def test_the_band_migration_upgrades_a_store_with_figures(tmp_path: Path) -> Non
         store.insert(SEGMENT_TABLE, [old[: len(old_columns)]], old_columns)
         with pytest.raises(StoreError):
             store.query("SELECT band FROM cci_segment_monthly")
-        assert store.apply_schema() == [4, 5]  # bands, then the sink offsets
+        assert store.apply_schema() == [4, 5, 6]  # bands, the sink offsets, chunk views
         store.insert(SEGMENT_TABLE, [row("2026-03", 35, "above", 2)], SEGMENT_COLUMNS)
 
         monthly = store.query(
@@ -359,9 +361,15 @@ def _chunk(label: str, seq: int, users: list, tickets: list) -> tuple[bytes, byt
     return f"{label}@{seq}".encode(), orjson.dumps({"seq": seq, "a": users, "t": tickets})
 
 
-def _insert_chunks(store: Store, chunks: list[tuple[bytes, bytes]]) -> None:
+def _insert_chunks(store: Store, chunks: list[tuple[bytes, bytes]], path: str = "rows") -> None:
+    """Each chunk as rows built here (``rows``) or whole, unpacked by the store's views."""
     facts = FactRows(DIMENSIONS)
     for key, value in chunks:
+        if path == "views":
+            row = facts.chunk_row(key, value)
+            assert row is not None, value
+            store.insert(CHUNKS_TABLE, [row], CHUNKS_COLUMNS)
+            continue
         users, tickets = facts.chunk_rows(key, value)
         store.insert(ACTIVE_TABLE, users, ACTIVE_COLUMNS)
         store.insert(TICKET_TABLE, tickets, TICKET_COLUMNS)
@@ -373,8 +381,8 @@ def _final_facts(store: Store) -> tuple[list[tuple], list[tuple]]:
         "extra FROM cci_monthly_active_users FINAL ORDER BY month, user_id"
     ).rows
     tickets = store.query(
-        "SELECT ticket_id, month, toUnixTimestamp64Micro(created_at), channel, plan, tenure "
-        "FROM cci_tickets FINAL ORDER BY ticket_id"
+        "SELECT ticket_id, user_id, month, toUnixTimestamp64Micro(created_at), channel, plan, "
+        "tenure FROM cci_tickets FINAL ORDER BY ticket_id"
     ).rows
     return users, tickets
 
@@ -384,21 +392,26 @@ FREE = ["free", "docs", "eu", "1-10", "new"]
 PAID = ["paid", "docs", "eu", "1-10", "new"]
 CHUNKS = [
     # u1 in March, first seen late (ts 300), then an earlier activity (ts 100) with other segments.
-    _chunk("2026-03", 10, [["u1", 300, FREE], ["u2", 200, FREE]], [["t1", 500, [*FREE, "email"]]]),
+    _chunk(
+        "2026-03", 10, [["u1", 300, FREE], ["u2", 200, FREE]], [["t1", 500, [*FREE, "email"], "u1"]]
+    ),
     _chunk("2026-03", 11, [["u1", 100, PAID]], []),
     # t1 resent with an earlier time in February: the ticket moves month.
-    _chunk("2026-02", 12, [], [["t1", 50, [*PAID, "phone"]]]),
+    _chunk("2026-02", 12, [], [["t1", 50, [*PAID, "phone"], "u1"]]),
     _chunk("2026-02", 13, [["u1", 40, FREE]], []),  # February is another user-month
 ]
 
 
-def test_replays_of_chunks_in_any_order_converge_to_the_streams_winners(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["rows", "views"])
+def test_replays_of_chunks_in_any_order_converge_to_the_streams_winners(
+    tmp_path: Path, path: str
+) -> None:
     expected_users = [
         (date(2026, 2, 1), "u1", 40, "free", "docs", "eu", "new", {"company_size": "1-10"}),
         (date(2026, 3, 1), "u1", 100, "paid", "docs", "eu", "new", {"company_size": "1-10"}),
         (date(2026, 3, 1), "u2", 200, "free", "docs", "eu", "new", {"company_size": "1-10"}),
     ]
-    expected_tickets = [("t1", date(2026, 2, 1), 50, "phone", "paid", "new")]
+    expected_tickets = [("t1", "u1", date(2026, 2, 1), 50, "phone", "paid", "new")]
     orders = {
         "in order": CHUNKS,
         "reversed": CHUNKS[::-1],
@@ -407,12 +420,57 @@ def test_replays_of_chunks_in_any_order_converge_to_the_streams_winners(tmp_path
     for name, chunks in orders.items():
         with open_store(f"chdb://{tmp_path / name.replace(' ', '-')}") as store:
             store.apply_schema()
-            _insert_chunks(store, chunks)
+            _insert_chunks(store, chunks, path)
             assert _final_facts(store) == (expected_users, expected_tickets), name
             store.command("OPTIMIZE TABLE cci_monthly_active_users FINAL")
             store.command("OPTIMIZE TABLE cci_tickets FINAL")
             assert _count(store, "SELECT count() FROM cci_monthly_active_users") == 3, name
             assert _count(store, "SELECT count() FROM cci_tickets") == 1, name
+
+
+def test_the_chunk_views_write_exactly_the_rows_the_sink_would_build(tmp_path: Path) -> None:
+    """Every column, with values a JSON parser could trip on, two extra dimensions, and event
+    times from 1970 to 2260: the views of version 6 and ``FactRows.chunk_rows`` agree."""
+    dimensions = domain.user_dimensions(("company_size", "country"))
+    facts = FactRows(dimensions)
+    odd = ['quote"d', "back\\slash", "tab\tnew\nline", "ünïcödé ✓", "", "comma, semi;", "\u2028"]
+    chunks = []
+    for n, value in enumerate(odd):
+        attributes = [value, f"p{n}", "eu", f"size {value}", value[::-1], "12m+"]
+        ts = [1, 1_780_000_000_123_456, 9_000_000_000_000_000][n % 3] + n
+        chunks.append(
+            _chunk(
+                f"2026-0{1 + n % 3}",
+                n,
+                [[f"u{value}", ts, attributes]],
+                [[f"t{value}", ts + 1, [*attributes, f"chan {value}"], f"u{value}"]],
+            )
+        )
+    columns = {
+        ACTIVE_TABLE: "* EXCEPT inserted_at",
+        TICKET_TABLE: "* EXCEPT inserted_at",
+    }
+    with open_store(f"chdb://{tmp_path / 'clickhouse'}") as store:
+        store.apply_schema()
+        for table in columns:
+            store.command(f"CREATE TABLE expected_{table} AS {table}")
+        for key, value in chunks:
+            users, tickets = facts.chunk_rows(key, value)
+            store.insert(f"expected_{ACTIVE_TABLE}", users, ACTIVE_COLUMNS)
+            store.insert(f"expected_{TICKET_TABLE}", tickets, TICKET_COLUMNS)
+            row = facts.chunk_row(key, value)
+            assert row is not None and row[2:4] == [1, 1]
+            store.insert(CHUNKS_TABLE, [row], CHUNKS_COLUMNS)
+        for table, selected in columns.items():
+            ours, theirs = (
+                f"SELECT {selected} FROM {table}",
+                f"SELECT {selected} FROM expected_{table}",
+            )
+            assert _count(store, f"SELECT count() FROM {table}") == len(odd), table
+            assert _count(store, f"SELECT count() FROM ({ours} EXCEPT {theirs})") == 0, table
+            assert _count(store, f"SELECT count() FROM ({theirs} EXCEPT {ours})") == 0, table
+        extras = store.query(f"SELECT extra FROM {ACTIVE_TABLE} ORDER BY user_id").rows
+        assert {"company_size", "country"} == set(extras[0][0])
 
 
 def _update(

@@ -76,6 +76,9 @@ def test_on_a_cluster_every_table_is_replicated_and_distributed_under_its_old_na
         if name == "schema_migrations":
             assert "ReplicatedReplacingMergeTree" in cluster_tables[name]
             continue
+        if tables[name].endswith("ENGINE = `Null`"):  # keeps nothing: one on every node
+            assert cluster_tables[name].endswith("ENGINE = `Null`")
+            continue
         local = cluster_tables[name + LOCAL_SUFFIX]
         assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/" in local
         assert "non_replicated_deduplication_window" not in local
@@ -83,6 +86,14 @@ def test_on_a_cluster_every_table_is_replicated_and_distributed_under_its_old_na
         assert f"AS {name}{LOCAL_SUFFIX}" in distributed
         assert f"Distributed('{CLUSTER}', currentDatabase(), {name}{LOCAL_SUFFIX}" in distributed
     assert set(cluster_tables) == set(tables) | {t + LOCAL_SUFFIX for t in SHARDING_KEYS}
+    # Materialized views are on every node and write to the Distributed tables (old names).
+    single_views = created(single, "MATERIALIZED VIEW")
+    cluster_materialized = created(clustered, "MATERIALIZED VIEW")
+    assert set(cluster_materialized) == set(single_views) != set()
+    for name, statement in cluster_materialized.items():
+        target = re.search(r"\bTO (\w+)", statement)
+        assert target is not None and target.group(1) in SHARDING_KEYS, statement
+        assert target.group(1) == re.search(r"\bTO (\w+)", single_views[name]).group(1)  # type: ignore[union-attr]
     # The ALTERs of versions 3 and 4 change the local tables and the Distributed ones, in that
     # order.
     alters = [s for s in clustered if s.startswith("ALTER TABLE")]

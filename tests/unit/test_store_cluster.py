@@ -36,7 +36,7 @@ def test_every_sharding_key_is_part_of_its_tables_sorting_key() -> None:
     """FINAL collapses versions within one shard: all versions of a row must go to one shard."""
     for statement in flat(""):
         match = re.match(r"CREATE TABLE IF NOT EXISTS (cci_\w+)", statement)
-        if not match:
+        if not match or statement.endswith("ENGINE = Null"):  # a Null table keeps no rows
             continue
         order_by = re.search(r"ORDER BY \(?([\w, ]+)\)?", statement)
         assert order_by is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ from aiokafka import TopicPartition
 from streams import domain, metrics
 from streams.settings import load_settings
 from streams.sink.batch import ClickHouseSink, SinkStopped
-from streams.sink.rows import ACTIVE_TABLE, SEGMENT_TABLE, TICKET_TABLE
+from streams.sink.rows import ACTIVE_TABLE, CHUNKS_TABLE, SEGMENT_TABLE, TICKET_TABLE, FactRows
 from streams.sink.runner import sink_group
 from streams.store.clickhouse import StoreError
 
@@ -68,13 +69,16 @@ def _update(segment: str) -> bytes:
     )
 
 
-def _chunk(users: int, tickets: int) -> bytes:
+def _chunk(users: int, tickets: int, *, ticket_users: bool = False) -> bytes:
+    """A changelog chunk; tickets carry their user only with ``ticket_users`` (as written
+    before version 3 of the schema: such chunks become rows in the sink, not in the store)."""
     attributes = ["free", "docs", "eu", "new"]
+    user = ["u0"] if ticket_users else []
     return orjson.dumps(
         {
             "seq": 1,
             "a": [[f"u{i}", i, attributes] for i in range(users)],
-            "t": [[f"t{i}", i, [*attributes, "web"]] for i in range(tickets)],
+            "t": [[f"t{i}", i, [*attributes, "web"], *user] for i in range(tickets)],
         }
     )
 
@@ -96,6 +100,53 @@ async def test_flush_writes_every_table_and_returns_the_offsets_to_commit() -> N
         (TICKET_TABLE, 1),
     ]
     assert not sink.batch and await sink.flush() == {}
+
+
+async def test_a_chunk_of_todays_shape_is_written_whole_and_counted_as_its_rows() -> None:
+    store = RecordingStore()
+    sink = _sink(store, batch_rows=7)
+    labels = {"table": ACTIVE_TABLE}, {"table": TICKET_TABLE}
+    before = [
+        metrics.registry.get_sample_value("cci_sink_rows_written_total", x) or 0 for x in labels
+    ]
+    sink.add(CHANGELOG, 0, 1, b"2026-01@9", _chunk(users=3, tickets=2, ticket_users=True))
+    assert not sink.due()  # 5 rows of 7
+    sink.add(CHANGELOG, 0, 2, b"2026-01@10", _chunk(users=1, tickets=1, ticket_users=True))
+    assert sink.due()
+
+    await sink.flush()
+
+    assert [(table, [row[:4] for row in rows]) for table, rows in store.inserts] == [
+        (
+            CHUNKS_TABLE,
+            [
+                [date(2026, 1, 1), ["plan", "product", "region", "tenure"], 3, 2],
+                [date(2026, 1, 1), ["plan", "product", "region", "tenure"], 1, 1],
+            ],
+        )
+    ]
+    after = [
+        metrics.registry.get_sample_value("cci_sink_rows_written_total", x) or 0 for x in labels
+    ]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [4, 3]
+
+
+@pytest.mark.parametrize(
+    ("chunk", "why"),
+    [
+        (_chunk(users=1, tickets=1), "tickets without their user"),
+        ({"seq": 1, "a": [["u1", 5, ["free", "docs", "eu"]]], "t": []}, "too few attributes"),
+        ({"seq": 1, "a": [["u1", "5", ["free", "docs", "eu", "new"]]], "t": []}, "time as text"),
+        ({"seq": 1, "a": [["u1", 2**62, ["free", "docs", "eu", "new"]]], "t": []}, "time too late"),
+        ({"seq": 1, "a": [[1, 5, ["free", "docs", "eu", "new"]]], "t": []}, "user as number"),
+        ({"seq": 1, "a": []}, "no tickets"),
+    ],
+)
+def test_a_chunk_of_another_shape_is_never_handed_to_the_stores_views(chunk: Any, why: str) -> None:
+    """Such a chunk becomes rows in the sink, which reads the old shape and refuses the rest."""
+    facts = FactRows(domain.user_dimensions(()))
+    value = chunk if isinstance(chunk, bytes) else orjson.dumps(chunk)
+    assert facts.chunk_row(b"2026-01@1", value) is None, why
 
 
 def test_a_batch_is_due_by_rows_or_by_age() -> None:
@@ -163,6 +214,16 @@ def test_an_unreadable_record_is_skipped_and_counted() -> None:
     after = metrics.registry.get_sample_value("cci_sink_skipped_records_total", {"topic": UPDATES})
     assert (after or 0) - (before or 0) == 2
     assert sink.batch.rows == {} and sink.batch.commit == {TopicPartition(UPDATES, 0): 2}
+
+    skipped = {"topic": CHANGELOG}
+    before = metrics.registry.get_sample_value("cci_sink_skipped_records_total", skipped)
+    sink.add(CHANGELOG, 1, 0, b"2026-01@1", b'{"seq": 1, "a": [')
+    short = {"seq": 1, "a": [["u1", 5, ["free", "docs"]]], "t": []}
+    sink.add(CHANGELOG, 1, 1, b"2026-01@2", orjson.dumps(short))
+    sink.add(CHANGELOG, 1, 2, b"not-a-month@3", _chunk(users=1, tickets=0, ticket_users=True))
+    after = metrics.registry.get_sample_value("cci_sink_skipped_records_total", skipped)
+    assert (after or 0) - (before or 0) == 3
+    assert sink.batch.rows == {} and sink.batch.commit[TopicPartition(CHANGELOG, 1)] == 3
 
 
 def test_workers_share_a_group_per_store_and_each_embedded_store_gets_its_own() -> None:
