@@ -140,6 +140,8 @@ async def test_a_chunk_of_todays_shape_is_written_whole_and_counted_as_its_rows(
         ({"seq": 1, "a": [["u1", 2**62, ["free", "docs", "eu", "new"]]], "t": []}, "time too late"),
         ({"seq": 1, "a": [[1, 5, ["free", "docs", "eu", "new"]]], "t": []}, "user as number"),
         ({"seq": 1, "a": []}, "no tickets"),
+        # A forged body whose first "a" (what ClickHouse's JSONExtract would read) is not valid.
+        (b'{"a": [[1, 2, 3]], "t": [], "a": [["u1", 5, ["free", "docs", "eu", "new"]]]}', "twice"),
     ],
 )
 def test_a_chunk_of_another_shape_is_never_handed_to_the_stores_views(chunk: Any, why: str) -> None:
