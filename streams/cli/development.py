@@ -65,7 +65,7 @@ def generate(
     summary = generator.write_dataset(dataset, out, settings, now)
     click.echo(f"wrote {out}: {summary}")
     if to_topics:
-        from streams.dev.produce import key_of, produce_records
+        from streams.dev.produce import key_of, load_records
 
         settings = resolved(settings)
         from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS
@@ -76,11 +76,11 @@ def generate(
             (TOPIC_TICKETS, dataset.tickets),
         ):
             count = asyncio.run(
-                produce_records(
+                load_records(
                     settings.kafka_bootstrap,
                     topic,
                     ((key_of(line), line) for line in lines),
-                    one_record_batches=settings.embedded_broker,
+                    embedded_broker=bool(settings.embedded_broker),
                     client_kwargs=settings.kafka_client_kwargs(),
                 )
             )
@@ -94,15 +94,21 @@ def generate(
 @click.pass_context
 def produce(ctx: click.Context, file: Path, topic: str, bootstrap: str | None) -> None:
     """Load JSON-lines events from FILE into TOPIC, keyed by user_id."""
-    from streams.dev.produce import produce_jsonl
+    from streams.dev.produce import MAX_REQUEST_BYTES, oversized_lines, produce_jsonl
 
+    if oversized := oversized_lines(file):
+        (number, size), more = oversized[0], len(oversized) - 1
+        raise click.ClickException(
+            f"{file}: line {number} is {size:,} bytes, over the {MAX_REQUEST_BYTES:,} a record may"
+            f" have{f' ({more} more such lines)' if more else ''}; nothing was produced"
+        )
     settings = resolved(settings_of(ctx).with_overrides(kafka_bootstrap=bootstrap))
     count = asyncio.run(
         produce_jsonl(
             settings.kafka_bootstrap,
             topic,
             file,
-            one_record_batches=settings.embedded_broker,
+            embedded_broker=bool(settings.embedded_broker),
             client_kwargs=settings.kafka_client_kwargs(),
         )
     )

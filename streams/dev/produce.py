@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES
@@ -21,6 +22,10 @@ MAX_PENDING_SENDS = 10_000
 NORMAL_LINGER_MS = 20
 # A whole batch per produce request: well under Kafka's default 1 MB message.max.bytes.
 BULK_BATCH_BYTES = 512 * 1024
+# Bulk batches sent and not yet acknowledged, at most: bounds the memory of a large load.
+MAX_BULK_BATCHES_IN_FLIGHT = 32
+MAX_BULK_BYTES_BUILDING = 32 * 1024 * 1024  # and the batches still being filled
+MAX_REQUEST_BYTES = 1024 * 1024  # aiokafka's default max_request_size: a record over it fails
 
 
 async def produce_records(
@@ -73,8 +78,9 @@ async def produce_in_bulk(
     partition's last record is sent alone, after the rest is acknowledged: the embedded broker
     reports a partition's end as its last batch's base offset + 1 (docs/embedded-broker.md), so a
     one-record last batch makes that the true end for readers that stop there (the profile table).
-    For loading large inputs quickly (`cci bench --recovery`): the per-record `send` of
-    `produce_records` moves ~25,000 records/s, and one-record batches ~3,000.
+    Few batches matter there too: each fetch of a partition lists every batch it holds, so a
+    topic loaded one record per batch costs the broker on every fetch for as long as anyone
+    follows it. Streams: at most MAX_BULK_BATCHES_IN_FLIGHT batches are held unacknowledged.
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -85,43 +91,84 @@ async def produce_in_bulk(
     await producer.start()
     try:
         partitions = sorted(await producer.partitions_for(topic))
-        by_partition: dict[int, list[Record]] = {p: [] for p in partitions}
         partition_of = DefaultPartitioner()
-        for key, value in records:
-            by_partition[partition_of(key, partitions, partitions)].append((key, value))
-        sent = await asyncio.gather(
-            *(
-                _send_partition(producer, topic, partition, rows)
-                for partition, rows in by_partition.items()
-                if rows
+        in_flight: list[tuple[asyncio.Future[Any], int]] = []
+        acknowledged = 0
+
+        async def settle() -> int:
+            settled = sum(count for _, count in in_flight)
+            await asyncio.gather(*(future for future, _ in in_flight))
+            in_flight.clear()
+            return settled
+
+        async def send(partition: int, batch: Any) -> int:
+            in_flight.append(
+                (await producer.send_batch(batch, topic, partition=partition), batch.record_count())
             )
-        )
+            return await settle() if len(in_flight) >= MAX_BULK_BATCHES_IN_FLIGHT else 0
+
+        building: dict[int, Any] = {}  # partition → the batch being filled
+        building_bytes = 0
+        held: dict[int, Record] = {}  # partition → its newest record: sent last, alone
+        for record in records:
+            partition = partition_of(record[0], partitions, partitions)
+            previous = held.get(partition)
+            held[partition] = record
+            if previous is None:
+                continue
+            building_bytes += len(previous[0] or b"") + len(previous[1])
+            if building_bytes > MAX_BULK_BYTES_BUILDING:
+                # Many partitions, each batch still filling: send them as they are.
+                for waiting, batch in building.items():
+                    acknowledged += await send(waiting, batch)
+                building.clear()
+                building_bytes = 0
+            batch = building.get(partition)
+            if batch is None or not _append(batch, previous):
+                if batch is not None:
+                    acknowledged += await send(partition, batch)
+                batch = producer.create_batch()
+                _append(batch, previous)  # an empty batch takes any record
+            building[partition] = batch
+        for partition, batch in building.items():
+            acknowledged += await send(partition, batch)
+        acknowledged += await settle()
+        for partition, record in held.items():
+            batch = producer.create_batch()
+            _append(batch, record)
+            acknowledged += await send(partition, batch)
+        acknowledged += await settle()
     finally:
         await producer.stop()
-    return sum(sent)
-
-
-async def _send_partition(
-    producer: AIOKafkaProducer, topic: str, partition: int, records: list[Record]
-) -> int:
-    async def send(rows: list[Record]) -> list[asyncio.Future[Any]]:
-        futures = []
-        batch = producer.create_batch()
-        for key, value in rows:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"a record of {len(value):,} bytes is over one batch")
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
-
-    acknowledged = 0
-    for rows in (records[:-1], records[-1:]):
-        if rows:
-            await asyncio.gather(*await send(rows))
-            acknowledged += len(rows)
     return acknowledged
+
+
+def _append(batch: Any, record: Record) -> bool:
+    key, value = record
+    if len(key or b"") + len(value) > MAX_REQUEST_BYTES:
+        # What the producer's send says of such a record (the embedded broker would take it).
+        raise MessageSizeTooLargeError(
+            f"a record of {len(value):,} bytes is over the {MAX_REQUEST_BYTES:,}-byte request limit"
+        )
+    return batch.append(key=key, value=value, timestamp=None) is not None
+
+
+async def load_records(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[Record],
+    *,
+    embedded_broker: bool,
+    client_kwargs: Mapping[str, Any] | None = None,
+) -> int:
+    """How the tools load a topic (`cci produce`, `cci generate --to-topics`): on the embedded
+    broker in bulk (`produce_in_bulk`: few batches, the reported ends true), on Kafka through the
+    producer's own batching (its batches fit any broker's message.max.bytes)."""
+    if embedded_broker:
+        return await produce_in_bulk(bootstrap, topic, records, client_kwargs=client_kwargs)
+    return await produce_records(
+        bootstrap, topic, records, one_record_batches=False, client_kwargs=client_kwargs
+    )
 
 
 async def produce_jsonl(
@@ -130,23 +177,31 @@ async def produce_jsonl(
     path_or_lines: str | os.PathLike[str] | Iterable[str | bytes],
     *,
     key_field: str = "user_id",
-    one_record_batches: bool,
+    embedded_broker: bool,
     client_kwargs: Mapping[str, Any] | None = None,
 ) -> int:
-    """Produce each non-blank line of a JSON-lines file (or of an iterable of lines) as one record.
+    """Produce each non-blank line of a JSON-lines file (or of an iterable of lines) as one record
+    (`load_records`).
 
     The value is the line's bytes without its line ending; the key is the UTF-8 text of the
     record's `key_field`. A line that is not a JSON object with that field is produced with no
     key rather than dropped: the pipeline's dead-letter handling has to see bad input.
     """
     records = (_keyed(line, key_field) for line in _lines(path_or_lines))
-    return await produce_records(
-        bootstrap,
-        topic,
-        records,
-        one_record_batches=one_record_batches,
-        client_kwargs=client_kwargs,
+    return await load_records(
+        bootstrap, topic, records, embedded_broker=embedded_broker, client_kwargs=client_kwargs
     )
+
+
+def oversized_lines(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
+    """(line number, bytes) of each line of a JSON-lines file too large to be a record: checked
+    before a load, so that a file with one is refused whole rather than half loaded."""
+    with Path(path).open("rb") as lines:
+        return [
+            (number, len(value))
+            for number, line in enumerate(lines, 1)
+            if len(value := line.rstrip(b"\r\n")) > MAX_REQUEST_BYTES
+        ]
 
 
 def _lines(path_or_lines: str | os.PathLike[str] | Iterable[str | bytes]) -> Iterator[bytes]:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.bench.measure import describe_difference
@@ -46,6 +48,7 @@ Figures = dict[tuple[str, str, str], tuple[int, int]]
 # smallest by default, group.min.session.timeout.ms) instead of 10 s starts each worker ~4 s
 # sooner.
 TEST_SESSION_TIMEOUT = "6"
+FETCH_BYTES = 1 << 24  # batch_sizes: a fetch's limit, above any batch the tests produce
 
 
 def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -159,6 +162,34 @@ def partitions_with_records(bootstrap: str, topic: str) -> int:
             await consumer.stop()
 
     return asyncio.run(count())
+
+
+async def batch_sizes(bootstrap: str, tp: TopicPartition) -> list[int]:
+    """The records of each batch of a partition, in order: how it was produced, as the broker
+    stores it (a consumer hands over records, not batches). Raw fetches from each batch's end."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        await client.force_metadata_update()
+        leader = client.cluster.leader_for_partition(tp)
+        sizes: list[int] = []
+        offset = 0
+        while True:
+            request = FetchRequest(
+                100, 1, FETCH_BYTES, 0, [(tp.topic, [(tp.partition, offset, FETCH_BYTES)])]
+            )
+            response = await client.send(leader, request)
+            records = MemoryRecords(response.topics[0][1][0][-1])
+            start = offset
+            while (batch := records.next_batch()) is not None:
+                count = sum(1 for _ in batch)
+                if batch.base_offset + count > offset:  # a fetch may repeat the batch it is in
+                    sizes.append(count)
+                    offset = batch.base_offset + count
+            if offset == start:
+                return sizes
+    finally:
+        await client.close()
 
 
 def wait_all_committed(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:

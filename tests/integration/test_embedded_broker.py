@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.dev import produce
 from streams.dev.broker import EmbeddedBroker
 from streams.dev.produce import produce_in_bulk
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES, detect, true_end_offsets
@@ -29,6 +31,7 @@ from streams.worker.ingest import (
     IngestRunner,
     facts_producer_batching,
 )
+from tests.integration.harness import batch_sizes
 
 # The worker's producer against one-record batches (what it used before issue 18), both sending
 # to one partition one record after another as Faust does (each send waits until the record is
@@ -42,6 +45,7 @@ RECORDS = 3000
 BASELINE_RECORDS = 200
 # More than aiokafka hands over in one poll by default (500), in batches of up to 16 KiB.
 TRUE_END_RECORDS = 2000
+STREAMED_RECORDS = 5000
 
 
 async def _create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
@@ -168,13 +172,47 @@ def test_bulk_loading_ends_each_partition_where_the_broker_reports_its_end(
         return acknowledged, reported, partition_of
 
     acknowledged, reported, partition_of = asyncio.run(run())
+    batches = {tp: asyncio.run(batch_sizes(broker.bootstrap, tp)) for tp in tps}
     assert acknowledged == TRUE_END_RECORDS
     assert sum(reported.values()) == TRUE_END_RECORDS  # the reported ends are the true ends
+    # Few batches (each fetch of a partition lists them all), the last of one record.
+    assert all(sizes[-1] == 1 and len(sizes) == 2 for sizes in batches.values()), batches
     assert len(partition_of) == TRUE_END_RECORDS
     # Each key went where Kafka's default partitioner puts it, as a per-record send does.
     assert all(
         partition_of[key] == DefaultPartitioner()(key, [0, 1, 2], [0, 1, 2]) for key, _ in records
     )
+
+
+def test_bulk_loading_sends_as_it_reads_holding_little(
+    broker: EmbeddedBroker, make_topic_name, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`produce_in_bulk` streams (`cci produce` of a large file): records are sent while the input
+    is read, with at most a few batches held. It failed (nothing sent) when it read the whole
+    input before sending. The input fails part-way, as a bad file would."""
+    monkeypatch.setattr(produce, "BULK_BATCH_BYTES", 4096)
+    monkeypatch.setattr(produce, "MAX_BULK_BATCHES_IN_FLIGHT", 2)
+    monkeypatch.setattr(produce, "MAX_BULK_BYTES_BUILDING", 8192)
+    topic = make_topic_name("streamed")
+    read = 0
+
+    def records() -> Iterator[tuple[bytes, bytes]]:
+        nonlocal read
+        for read in range(1, STREAMED_RECORDS + 1):
+            yield f"user-{read}".encode(), b"v" * 100
+        raise OSError("the file could not be read further")
+
+    async def run() -> int:
+        await _create_topic(broker.bootstrap, topic, partitions=3)
+        with pytest.raises(OSError, match="could not be read further"):
+            await produce.produce_in_bulk(broker.bootstrap, topic, records())
+        return len(await read_topic(broker.bootstrap, topic, true_ends=True))
+
+    landed = asyncio.run(run())
+    assert read == STREAMED_RECORDS
+    # Held when the input failed: 2 batches in flight (~36 records each), 8 KiB still being
+    # filled (~75 records), each partition's newest record.
+    assert STREAMED_RECORDS - 200 <= landed < STREAMED_RECORDS, landed
 
 
 def test_auto_detects_the_embedded_broker(broker: EmbeddedBroker) -> None:

@@ -208,6 +208,27 @@ def test_produce_without_a_topic_names_the_flag(tmp_path: Path) -> None:
     assert "--topic" in result.output
 
 
+def test_producing_a_file_with_a_line_too_large_for_a_record_names_it(tmp_path: Path) -> None:
+    """Refused whole before any broker is asked (none listens here): no half-loaded topic, no
+    traceback."""
+    events = tmp_path / "events.jsonl"
+    big = '{"user_id": "u2", "activity": "%s"}' % ("x" * 1_100_000)
+    events.write_text(f'{{"user_id": "u1"}}\n{big}\n{big}\n')
+
+    result = run(
+        "produce",
+        str(events),
+        "--topic",
+        "t",
+        env={"CCI_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CCI_EMBEDDED_BROKER": "true"},
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "line 2 is 1,100,033 bytes, over the 1,048,576" in result.output
+    assert "(1 more such lines); nothing was produced" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_producing_a_missing_file_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "missing.jsonl"
 
