@@ -51,7 +51,7 @@ from streams.bench.soak_traffic import (
     profile_records,
 )
 from streams.dev.broker import EmbeddedBroker
-from streams.dev.produce import key_of, produce_records
+from streams.dev.produce import key_of, produce_in_bulk, produce_records
 from streams.dev.worker_process import WorkerProcess, WorkerStartError
 from streams.kafka.admin import create_topics
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, TOPIC_UPDATES, Settings
@@ -275,11 +275,8 @@ def run_soak(settings: Settings, options: SoakOptions, say: Say) -> SoakReport:
         profiles = profile_records(options.users, signup, options.seed)
         say(f"loading {len(profiles):,} profiles…")
         asyncio.run(
-            produce_records(
-                broker.bootstrap,
-                TOPIC_PROFILES,
-                ((key_of(value), value) for value in profiles),
-                one_record_batches=True,
+            produce_in_bulk(
+                broker.bootstrap, TOPIC_PROFILES, ((key_of(value), value) for value in profiles)
             )
         )
         env = process_environment(settings, broker.bootstrap, STATE_DIR)

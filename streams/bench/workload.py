@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from streams.bench.phase import BenchUsageError, Figures, Say
 from streams.bench.traffic import cut_to, users_for_events
 from streams.dev.generate import generate
-from streams.dev.produce import key_of, produce_records
+from streams.dev.produce import key_of, produce_in_bulk, produce_records
 from streams.kafka.admin import TopicSpec
 from streams.pipeline.recount import recount
 from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, TOPIC_UPDATES, Settings
@@ -81,11 +81,8 @@ def bench_topics(settings: Settings, peer_outputs: list[str]) -> dict[str, Topic
 
 
 async def load_inputs(bootstrap: str, workload: Workload) -> None:
-    await produce_records(
-        bootstrap,
-        TOPIC_PROFILES,
-        ((key_of(value), value) for value in workload.profiles),
-        one_record_batches=True,
+    await produce_in_bulk(
+        bootstrap, TOPIC_PROFILES, ((key_of(value), value) for value in workload.profiles)
     )
     for topic, values in ((TOPIC_ACTIVITY, workload.activity), (TOPIC_TICKETS, workload.tickets)):
         await produce_records(

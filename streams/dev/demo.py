@@ -49,7 +49,7 @@ from streams.dev.demo_traffic import (
     TrafficFeeder,
 )
 from streams.dev.generate import generate
-from streams.dev.produce import key_of, produce_records
+from streams.dev.produce import key_of, produce_in_bulk
 from streams.dev.worker_process import WorkerProcess, worker_environment
 from streams.kafka.admin import TopicCreationError, create_topics
 from streams.settings import TOPIC_PROFILES, Settings
@@ -249,11 +249,8 @@ class Demo:
         except StopRequested:
             return False
         # Profiles before the worker starts: it loads all of them before enriching any event.
-        profiles = produce_records(
-            broker.bootstrap,
-            TOPIC_PROFILES,
-            ((key_of(value), value) for value in history.profiles),
-            one_record_batches=True,
+        profiles = produce_in_bulk(
+            broker.bootstrap, TOPIC_PROFILES, ((key_of(value), value) for value in history.profiles)
         )
         if not await self._unless_stopped(profiles):
             return False
