@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -75,16 +77,29 @@ def generate(
             (TOPIC_ACTIVITY, dataset.activity),
             (TOPIC_TICKETS, dataset.tickets),
         ):
-            count = asyncio.run(
+            count = _loading(
+                topic,
                 load_records(
                     settings.kafka_bootstrap,
                     topic,
                     ((key_of(line), line) for line in lines),
                     embedded_broker=bool(settings.embedded_broker),
                     client_kwargs=settings.kafka_client_kwargs(),
-                )
+                ),
             )
             click.echo(f"produced {count} records to {topic}")
+
+
+def _loading(topic: str, load: Coroutine[Any, Any, int]) -> int:
+    """Run a load; a broker's refusal or loss ends the command with one line, not a traceback."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        return asyncio.run(load)
+    except KafkaError as exc:
+        raise click.ClickException(
+            f"loading {topic} failed: {exc}; records read before the failure may have been produced"
+        ) from None
 
 
 @click.command()
@@ -96,21 +111,24 @@ def produce(ctx: click.Context, file: Path, topic: str, bootstrap: str | None) -
     """Load JSON-lines events from FILE into TOPIC, keyed by user_id."""
     from streams.dev.produce import MAX_REQUEST_BYTES, oversized_lines, produce_jsonl
 
-    if oversized := oversized_lines(file):
+    # A pipe can be read only once: its lines are checked as they are sent instead.
+    if file.is_file() and (oversized := oversized_lines(file)):
         (number, size), more = oversized[0], len(oversized) - 1
         raise click.ClickException(
-            f"{file}: line {number} is {size:,} bytes, over the {MAX_REQUEST_BYTES:,} a record may"
-            f" have{f' ({more} more such lines)' if more else ''}; nothing was produced"
+            f"{file}: line {number} makes a record of {size:,} bytes, over the "
+            f"{MAX_REQUEST_BYTES:,} a produce request may carry"
+            f"{f' ({more} more such lines)' if more else ''}; nothing was produced"
         )
     settings = resolved(settings_of(ctx).with_overrides(kafka_bootstrap=bootstrap))
-    count = asyncio.run(
+    count = _loading(
+        topic,
         produce_jsonl(
             settings.kafka_bootstrap,
             topic,
             file,
             embedded_broker=bool(settings.embedded_broker),
             client_kwargs=settings.kafka_client_kwargs(),
-        )
+        ),
     )
     click.echo(f"produced {count} records to {topic}")
 

@@ -26,6 +26,7 @@ BULK_BATCH_BYTES = 512 * 1024
 MAX_BULK_BATCHES_IN_FLIGHT = 32
 MAX_BULK_BYTES_BUILDING = 32 * 1024 * 1024  # and the batches still being filled
 MAX_REQUEST_BYTES = 1024 * 1024  # aiokafka's default max_request_size: a record over it fails
+RECORD_OVERHEAD_BYTES = 512  # see record_size
 
 
 async def produce_records(
@@ -49,9 +50,9 @@ async def produce_records(
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", **batching, **dict(client_kwargs or {})
     )
-    await producer.start()
     acknowledged = 0
     try:
+        await producer.start()  # inside: a producer that failed to start is closed too
         pending: list[asyncio.Future[Any]] = []
         for key, value in records:
             pending.append(await producer.send(topic, value=value, key=key))
@@ -88,8 +89,8 @@ async def produce_in_bulk(
         max_batch_size=BULK_BATCH_BYTES,
         **dict(client_kwargs or {}),
     )
-    await producer.start()
     try:
+        await producer.start()  # inside: a producer that failed to start is closed too
         partitions = sorted(await producer.partitions_for(topic))
         partition_of = DefaultPartitioner()
         in_flight: list[tuple[asyncio.Future[Any], int]] = []
@@ -116,7 +117,7 @@ async def produce_in_bulk(
             held[partition] = record
             if previous is None:
                 continue
-            building_bytes += len(previous[0] or b"") + len(previous[1])
+            building_bytes += len(previous[0] or b"") + len(previous[1] or b"")
             if building_bytes > MAX_BULK_BYTES_BUILDING:
                 # Many partitions, each batch still filling: send them as they are.
                 for waiting, batch in building.items():
@@ -143,12 +144,18 @@ async def produce_in_bulk(
     return acknowledged
 
 
+def record_size(key: bytes | None, value: bytes | None) -> int:
+    """Bytes a record takes in a produce request, with room for the batch's headers (aiokafka
+    counts 88 for a key-less record): what ``MAX_REQUEST_BYTES`` bounds, on either path."""
+    return len(key or b"") + len(value or b"") + RECORD_OVERHEAD_BYTES
+
+
 def _append(batch: Any, record: Record) -> bool:
     key, value = record
-    if len(key or b"") + len(value) > MAX_REQUEST_BYTES:
+    if (size := record_size(key, value)) > MAX_REQUEST_BYTES:
         # What the producer's send says of such a record (the embedded broker would take it).
         raise MessageSizeTooLargeError(
-            f"a record of {len(value):,} bytes is over the {MAX_REQUEST_BYTES:,}-byte request limit"
+            f"a record of {size:,} bytes is over the {MAX_REQUEST_BYTES:,}-byte request limit"
         )
     return batch.append(key=key, value=value, timestamp=None) is not None
 
@@ -193,14 +200,19 @@ async def produce_jsonl(
     )
 
 
-def oversized_lines(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
-    """(line number, bytes) of each line of a JSON-lines file too large to be a record: checked
-    before a load, so that a file with one is refused whole rather than half loaded."""
+def oversized_lines(
+    path: str | os.PathLike[str], key_field: str = "user_id"
+) -> list[tuple[int, int]]:
+    """(line number, record bytes) of each line of a JSON-lines file too large to be a record,
+    its key included: checked before a load, so that a file with one is refused whole rather
+    than half loaded."""
     with Path(path).open("rb") as lines:
         return [
-            (number, len(value))
+            (number, size)
             for number, line in enumerate(lines, 1)
-            if len(value := line.rstrip(b"\r\n")) > MAX_REQUEST_BYTES
+            # A key is never longer than its line: most lines need no parse.
+            if 2 * len(value := line.rstrip(b"\r\n")) + RECORD_OVERHEAD_BYTES > MAX_REQUEST_BYTES
+            and (size := record_size(key_of(value, key_field), value)) > MAX_REQUEST_BYTES
         ]
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +24,7 @@ from tests.integration.harness import batch_sizes
 READ_TIMEOUT_S = 20.0
 # After the expected count arrives, poll this long more to catch records that should not exist.
 SETTLE_S = 0.5
+PIPED_LINES = 500
 FEW_BATCHES_LINES = 3000  # ~100 KiB: one batch per partition, then its last record alone
 
 
@@ -182,6 +187,35 @@ async def test_produce_jsonl_loads_the_embedded_broker_in_few_batches(
 
     assert produced == len(records) == sum(end_offsets.values()) == FEW_BATCHES_LINES
     assert all(len(sizes) == 2 and sizes[-1] == 1 for sizes in batches), batches
+
+
+def test_cci_produce_reads_a_pipe(
+    broker: EmbeddedBroker, make_topic_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """`cat events.jsonl | cci produce /dev/stdin`: a pipe can be read once, so the size check
+    that reads a file before sending it skips a pipe (it produced nothing when it did not)."""
+    topic = make_topic_name("piped")
+    asyncio.run(create_topics(broker.bootstrap, {topic: TopicSpec(partitions=2)}))
+    lines = b"".join(b'{"user_id": "u-%d"}\n' % i for i in range(PIPED_LINES))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CCI_")},
+        "CCI_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "CCI_EMBEDDED_BROKER": "true",
+    }
+
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "produce", "/dev/stdin", "--topic", topic],
+        input=lines,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    records, end_offsets = asyncio.run(read_topic(broker.bootstrap, topic, expected=PIPED_LINES))
+
+    assert result.returncode == 0, result.stderr
+    assert f"produced {PIPED_LINES} records".encode() in result.stdout
+    assert len(records) == sum(end_offsets.values()) == PIPED_LINES
 
 
 async def test_produce_jsonl_skips_blank_lines_and_strips_line_endings(

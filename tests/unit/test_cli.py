@@ -224,8 +224,47 @@ def test_producing_a_file_with_a_line_too_large_for_a_record_names_it(tmp_path: 
     )
 
     assert result.exit_code == 1, result.output
-    assert "line 2 is 1,100,033 bytes, over the 1,048,576" in result.output
+    assert "line 2 makes a record of 1,100,547 bytes, over the 1,048,576" in result.output
     assert "(1 more such lines); nothing was produced" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_line_under_the_limit_whose_record_is_over_it_is_refused_too(tmp_path: Path) -> None:
+    """The key and the batch's headers count: such a line failed half-way through a load (and
+    left the embedded broker's reported end wrong)."""
+    events = tmp_path / "events.jsonl"
+    line = '{"user_id": "u1", "activity": "%s"}'
+    events.write_text(line % ("x" * (1_048_576 - len(line % "") - 10)) + "\n")
+
+    result = run(
+        "produce",
+        str(events),
+        "--topic",
+        "t",
+        env={"CCI_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CCI_EMBEDDED_BROKER": "true"},
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "line 1 makes a record of 1,049,080 bytes" in result.output
+
+
+@pytest.mark.parametrize("embedded", ["true", "false"])
+def test_producing_to_a_broker_that_does_not_answer_says_so_in_a_line(
+    tmp_path: Path, embedded: str
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"user_id": "u1"}\n')
+
+    result = run(
+        "produce",
+        str(events),
+        "--topic",
+        "t",
+        env={"CCI_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CCI_EMBEDDED_BROKER": embedded},
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "Error: loading t failed: KafkaConnectionError" in result.output
     assert "Traceback" not in result.output
 
 
