@@ -208,6 +208,12 @@ def test_produce_without_a_topic_names_the_flag(tmp_path: Path) -> None:
     assert "--topic" in result.output
 
 
+def produce_where_no_broker_listens(events: Path, embedded: str = "true") -> Result:
+    """``cci produce events --topic t`` to port 9 of loopback, where nothing listens."""
+    env = {"CCI_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CCI_EMBEDDED_BROKER": embedded}
+    return run("produce", str(events), "--topic", "t", env=env)
+
+
 def test_producing_a_file_with_a_line_too_large_for_a_record_names_it(tmp_path: Path) -> None:
     """Refused whole before any broker is asked (none listens here): no half-loaded topic, no
     traceback."""
@@ -215,13 +221,7 @@ def test_producing_a_file_with_a_line_too_large_for_a_record_names_it(tmp_path: 
     big = '{"user_id": "u2", "activity": "%s"}' % ("x" * 1_100_000)
     events.write_text(f'{{"user_id": "u1"}}\n{big}\n{big}\n')
 
-    result = run(
-        "produce",
-        str(events),
-        "--topic",
-        "t",
-        env={"CCI_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CCI_EMBEDDED_BROKER": "true"},
-    )
+    result = produce_where_no_broker_listens(events)
 
     assert result.exit_code == 1, result.output
     assert "line 2 makes a record of 1,100,547 bytes, over the 1,048,576" in result.output
@@ -236,13 +236,7 @@ def test_a_line_under_the_limit_whose_record_is_over_it_is_refused_too(tmp_path:
     line = '{"user_id": "u1", "activity": "%s"}'
     events.write_text(line % ("x" * (1_048_576 - len(line % "") - 10)) + "\n")
 
-    result = run(
-        "produce",
-        str(events),
-        "--topic",
-        "t",
-        env={"CCI_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CCI_EMBEDDED_BROKER": "true"},
-    )
+    result = produce_where_no_broker_listens(events)
 
     assert result.exit_code == 1, result.output
     assert "line 1 makes a record of 1,049,080 bytes" in result.output
@@ -255,13 +249,7 @@ def test_producing_to_a_broker_that_does_not_answer_says_so_in_a_line(
     events = tmp_path / "events.jsonl"
     events.write_text('{"user_id": "u1"}\n')
 
-    result = run(
-        "produce",
-        str(events),
-        "--topic",
-        "t",
-        env={"CCI_KAFKA_BOOTSTRAP": "127.0.0.1:9", "CCI_EMBEDDED_BROKER": embedded},
-    )
+    result = produce_where_no_broker_listens(events, embedded)
 
     assert result.exit_code == 1, result.output
     assert "Error: loading t failed: KafkaConnectionError" in result.output
