@@ -103,9 +103,11 @@ async def produce_in_bulk(
             return settled
 
         async def send(partition: int, batch: Any) -> int:
-            in_flight.append(
-                (await producer.send_batch(batch, topic, partition=partition), batch.record_count())
-            )
+            future = await producer.send_batch(batch, topic, partition=partition)
+            # Each one's failure is seen, even those left in flight when another raised first
+            # (else asyncio logs "Future exception was never retrieved" for every one).
+            future.add_done_callback(_seen)
+            in_flight.append((future, batch.record_count()))
             return await settle() if len(in_flight) >= MAX_BULK_BATCHES_IN_FLIGHT else 0
 
         building: dict[int, Any] = {}  # partition → the batch being filled
@@ -142,6 +144,11 @@ async def produce_in_bulk(
     finally:
         await producer.stop()
     return acknowledged
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def record_size(key: bytes | None, value: bytes | None) -> int:

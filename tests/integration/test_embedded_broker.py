@@ -7,6 +7,8 @@ per round trip and crawled; recovery now reads to the true end of a changelog in
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.dev import produce
@@ -46,6 +49,7 @@ BASELINE_RECORDS = 200
 # More than aiokafka hands over in one poll by default (500), in batches of up to 16 KiB.
 TRUE_END_RECORDS = 2000
 STREAMED_RECORDS = 5000
+KILLED_LOAD_RECORDS = 200_000  # ~100 MB: many 512 KiB batches in flight when the broker dies
 
 
 async def _create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
@@ -213,6 +217,41 @@ def test_bulk_loading_sends_as_it_reads_holding_little(
     # Held when the input failed: 2 batches in flight (~36 records each), 8 KiB still being
     # filled (~75 records), each partition's newest record.
     assert STREAMED_RECORDS - 200 <= landed < STREAMED_RECORDS, landed
+
+
+def test_bulk_loading_into_a_broker_killed_mid_load_fails_with_one_error(
+    make_topic_name, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker killed -9 part-way: the load raises the broker's error once, and no batch left
+    in flight logs "Future exception was never retrieved" (it did, for each, under the CLI's
+    one-line error)."""
+    topic = make_topic_name("killed")
+
+    with EmbeddedBroker() as broker:
+
+        def records() -> Iterator[tuple[bytes, bytes]]:
+            for number in range(KILLED_LOAD_RECORDS):
+                if number == KILLED_LOAD_RECORDS // 2:
+                    assert broker.process is not None
+                    broker.process.kill()
+                yield f"user-{number}".encode(), b"v" * 500
+
+        async def run() -> str:
+            await _create_topic(broker.bootstrap, topic, partitions=4)
+            try:
+                await produce.produce_in_bulk(
+                    broker.bootstrap, topic, records(), client_kwargs={"request_timeout_ms": 3000}
+                )
+            except KafkaError as exc:
+                return type(exc).__name__  # not the exception: its traceback holds the futures
+            return "no error"
+
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            raised = asyncio.run(run())
+            gc.collect()  # an unretrieved future's exception is logged when it is collected
+
+    assert raised != "no error"
+    assert "never retrieved" not in caplog.text
 
 
 def test_auto_detects_the_embedded_broker(broker: EmbeddedBroker) -> None:
