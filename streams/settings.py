@@ -194,7 +194,7 @@ class Settings:
     )
     sink_batch_rows: int = _setting(
         "CCI_SINK_BATCH_ROWS",
-        5000,
+        50000,
         parse_positive_int,
         "rows the ClickHouse sink collects before it writes a batch",
     )

@@ -166,6 +166,18 @@ def test_a_batch_is_due_by_rows_or_by_age() -> None:
     assert aged.due()
 
 
+def test_by_default_a_backlog_waits_for_the_flush_interval_not_a_few_thousand_rows() -> None:
+    # Each insert costs the embedded engine a part per table and month, and the merges after it:
+    # with 5,000-row batches the sink wrote at every poll of a backlog, ~0.2 of a core in
+    # `cci bench` (docs/performance.md).
+    settings = load_settings({})
+    store = RecordingStore()
+    sink = _sink(store, settings.sink_batch_rows, settings.sink_flush_seconds)
+    for seq in range(80):  # 40,000 rows, as a few polls of a 100,000-events/s backlog bring
+        sink.add(CHANGELOG, 0, seq, f"2026-01@{seq}".encode(), _chunk(users=400, tickets=100))
+        assert not sink.due(), f"due after {sink.batch.row_count} rows"
+
+
 async def test_refused_inserts_are_retried_and_counted_until_written() -> None:
     store = RecordingStore(refuse=3)
     sink = _sink(store)
