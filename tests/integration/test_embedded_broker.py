@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams import metrics
 from streams.dev import produce
 from streams.dev.broker import EmbeddedBroker
 from streams.dev.produce import produce_in_bulk
@@ -30,6 +31,7 @@ from streams.pipeline.enrich import Enricher, decode_facts_record
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
 from streams.worker.app import create_app
 from streams.worker.ingest import (
+    INGEST_BATCH,
     MIN_BATCH_INTERVAL_S,
     IngestRunner,
     facts_producer_batching,
@@ -405,6 +407,68 @@ async def _trickle_through_ingest(bootstrap: str) -> tuple[int, set[str], float]
     finally:
         await producer.stop()
         await runner.stop()
+
+
+BACKLOG_EVENTS = 2 * INGEST_BATCH
+
+
+def test_the_next_batch_is_enriched_while_the_broker_acknowledges_one() -> None:
+    """A backlog: ingest reads and enriches a batch before it commits the one before, so the
+    broker's acknowledgement is awaited while the process has work to do. Every event still
+    becomes a fact and every offset is committed. A fresh broker: the product's topic names."""
+    with EmbeddedBroker() as fresh:
+        enriched, counted, users = asyncio.run(_ingest_a_backlog(fresh.bootstrap))
+    assert users == {f"backlog-{n}" for n in range(BACKLOG_EVENTS)}
+    # When the first batch was committed, more events had been enriched than it held. One batch
+    # at a time, the two were equal.
+    assert counted > 0 and enriched > counted, (enriched, counted)
+
+
+async def _ingest_a_backlog(bootstrap: str) -> tuple[int, int, set[str]]:
+    """(events enriched, events counted) when ingest first commits; the users of the facts."""
+    settings = load_settings(
+        {
+            "CCI_KAFKA_BOOTSTRAP": bootstrap,
+            "CCI_EMBEDDED_BROKER": "true",
+            "CCI_PARTITIONS": "2",
+            "CCI_SESSION_TIMEOUT": "6",
+        }
+    )
+    facts_topic = "backlog-facts"
+    for topic in (TOPIC_ACTIVITY, TOPIC_TICKETS, facts_topic):
+        await _create_topic(bootstrap, topic, partitions=2)
+    occurred_at = datetime.now(UTC).isoformat()
+    events = [
+        (None, orjson.dumps({"user_id": f"backlog-{n}", "occurred_at": occurred_at}))
+        for n in range(BACKLOG_EVENTS)
+    ]
+    await produce_in_bulk(bootstrap, TOPIC_ACTIVITY, events)
+    enriched = 0
+    first_commit: list[tuple[int, int]] = []
+
+    def profile_of(user_id: str) -> None:  # called once per event enriched
+        nonlocal enriched
+        enriched += 1
+
+    consumed = metrics.events_consumed.labels(TOPIC_ACTIVITY)
+    counted_before = consumed._value.get()
+
+    async def before_commit() -> None:
+        if not first_commit:
+            first_commit.append((enriched, int(consumed._value.get() - counted_before)))
+
+    async def ready() -> None:
+        return None
+
+    enricher = Enricher.from_settings(settings, profile_of)
+    runner = IngestRunner(settings, enricher, facts_topic, ready, before_commit=before_commit)
+    await runner.start()
+    try:
+        await _facts_until(bootstrap, facts_topic, {f"backlog-{n}" for n in range(BACKLOG_EVENTS)})
+    finally:
+        await runner.stop()
+    _, users = await _facts_records(bootstrap, facts_topic)
+    return (*first_commit[0], users)
 
 
 async def _send_activity(producer: AIOKafkaProducer, user: str) -> None:
