@@ -42,6 +42,7 @@ from mode.utils.logging import setup_logging
 
 from streams import children, metrics
 from streams.clock import clock_for
+from streams.kafka import lean_records
 from streams.logs import logging_config, quiet_repeats
 from streams.loops import Ended, Loop
 from streams.pipeline.enrich import Enricher
@@ -229,6 +230,7 @@ async def _serve(sock: socket.socket) -> None:
     install_log_redaction(settings)
     quiet_repeats()
     collector.configure()
+    lean_records.install()  # this process's consumers yield named tuples (its slowest part)
     child = IngestChild(settings, facts_topic, reader, writer)
     await child.start()
     log.info(
