@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import unicodedata
+from collections.abc import Collection, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -296,15 +297,43 @@ def snapshot(metrics: tuple[Counter | Gauge, ...]) -> Snapshot:
 
 
 def apply_snapshot(
-    metrics: tuple[Counter | Gauge, ...], previous: Snapshot, current: Snapshot
+    metrics: tuple[Counter | Gauge, ...],
+    previous: Snapshot,
+    current: Snapshot,
+    *,
+    skip: Collection[Counter | Gauge] = (),
 ) -> None:
     """Bring ``metrics`` forward by what one process counted between two of its snapshots:
     counters by the difference (they keep counting across restarts of that process), gauges to
-    the value."""
+    the value; the metrics in ``skip`` are left alone."""
     for (index, labels), value in current.items():
         metric = metrics[index]
+        if metric in skip:
+            continue
         child = metric.labels(*labels) if labels else metric
         if isinstance(metric, Counter):
             child.inc(max(0.0, value - previous.get((index, labels), 0.0)))
         else:
             child.set(value)
+
+
+def combine_gauges(
+    metrics: tuple[Counter | Gauge, ...],
+    snapshots: Iterable[Snapshot],
+    earliest: Collection[Gauge] = (),
+) -> None:
+    """Set the gauges of ``metrics`` from several processes' latest snapshots: the sum (each
+    process has its own share, e.g. of the partitions), or for a timestamp in ``earliest`` the
+    earliest one set. Counters are left alone (``apply_snapshot``)."""
+    values: dict[tuple[int, tuple[str, ...]], list[float]] = {}
+    for snapshot in snapshots:
+        for key, value in snapshot.items():
+            if isinstance(metrics[key[0]], Gauge):
+                values.setdefault(key, []).append(value)
+    for (index, labels), found in values.items():
+        metric = metrics[index]
+        child = metric.labels(*labels) if labels else metric
+        if metric in earliest:
+            child.set(min((v for v in found if v > 0), default=0.0))
+        else:
+            child.set(sum(found))

@@ -25,6 +25,7 @@ from streams.settings_values import (
     parse_clickhouse_url,
     parse_cluster_name,
     parse_host_list,
+    parse_ingest_processes,
     parse_log_format,
     parse_log_level,
     parse_name_list,
@@ -157,6 +158,13 @@ class Settings:
         4,
         parse_positive_int,
         "partitions of the topics `cci topics create` makes",
+    )
+    ingest_processes: int = _setting(
+        "CCI_INGEST_PROCESSES",
+        2,
+        parse_ingest_processes,
+        "child processes of a worker that validate and enrich input records, each reading a share "
+        "of the input partitions and holding the whole profile table (1-16)",
     )
     standby_replicas: int = _setting(
         "CCI_STANDBY_REPLICAS",

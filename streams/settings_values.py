@@ -56,6 +56,16 @@ def parse_segment_values(value: str) -> int:
     return values
 
 
+MAX_INGEST_PROCESSES = 16
+
+
+def parse_ingest_processes(value: str) -> int:
+    processes = parse_positive_int(value)
+    if processes > MAX_INGEST_PROCESSES:
+        raise ValueError(f"must be 1 to {MAX_INGEST_PROCESSES}, got {processes}")
+    return processes
+
+
 MAX_STANDBY_REPLICAS = 3
 
 

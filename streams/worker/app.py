@@ -27,7 +27,7 @@ from streams.topics import changelog_topic, internal_topic_names
 from streams.web.dashboard.source import DashboardSource
 from streams.worker import delivery, positions
 from streams.worker.alert_publisher import AlertPublisher
-from streams.worker.ingest_process import IngestProcess
+from streams.worker.ingest_process import IngestProcesses
 from streams.worker.producer_watch import ProducerWatch
 from streams.worker.recovery import RebuildingRecovery
 from streams.worker.routes import add_data_routes, add_operations_routes, web_application_options
@@ -57,15 +57,15 @@ def create_app(settings: Settings) -> faust.App:
     # The broker's presence for /health, and a broker that lost data stops the worker.
     broker = BrokerWatch(settings, _watched_topics(settings))
     app.cci_broker_watch = broker  # type: ignore[attr-defined]
-    # Validate + enrich run in a child process that writes the facts topic.
-    ingest = IngestProcess(settings, internal_topic_names(settings.app_id)["facts"])
+    # Validate + enrich run in child processes (CCI_INGEST_PROCESSES) that write the facts topic.
+    ingest = IngestProcesses(settings, internal_topic_names(settings.app_id)["facts"])
     app.cci_ingest = ingest  # type: ignore[attr-defined]
     # Every worker follows cci-updates and cci-alerts whole for its dashboard.
     dashboard = DashboardSource(settings)
     app.cci_dashboard = dashboard  # type: ignore[attr-defined]
     # Every background part is a mode.Service (streams/loops.py), started and stopped with the app;
     # the broker watch outlives it (streams/worker/run.py).
-    for service in (alerts, sink, ingest, dashboard):
+    for service in (alerts, sink, *ingest.processes, dashboard):
         app.service(service)
 
     add_stages(app, runtime, tables, topics, alerts, producer_watch)

@@ -34,6 +34,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,17 +94,62 @@ def write_message(writer: asyncio.StreamWriter, message: Any) -> None:
 # --- the worker's side ---------------------------------------------------------------------------
 
 
+class IngestProcesses:
+    """The worker's ``CCI_INGEST_PROCESSES`` ingest processes, seen as one: healthy when each is,
+    their problems, and their gauges combined (each reads its share of the input partitions)."""
+
+    def __init__(self, settings: Settings, facts_topic: str) -> None:
+        count = settings.ingest_processes
+        self.processes = [
+            IngestProcess(settings, facts_topic, index, count, self._reported)
+            for index in range(count)
+        ]
+
+    @property
+    def healthy(self) -> bool:
+        return all(process.healthy for process in self.processes)
+
+    @property
+    def problem(self) -> str:
+        """Why ingest cannot make progress ("" when it can, or is still starting normally)."""
+        return "; ".join(process.problem for process in self.processes if process.problem)
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes if process.pid is not None]
+
+    def _reported(self) -> None:
+        metrics.combine_gauges(
+            metrics.INGEST_METRICS,
+            (process.report.metrics for process in self.processes),
+            earliest=(metrics.first_event_consumed,),
+        )
+        metrics.ingest_stalled.set(1 if self.problem else 0)
+
+
 class IngestProcess(Loop):
     """Runs ingest in a child process, starts another when it dies, and relays its reports."""
 
-    what = "ingest process"
     backoff_initial, backoff_max = BACKOFF_FIRST_S, BACKOFF_MOST_S
     stop_within = 20.0
 
-    def __init__(self, settings: Settings, facts_topic: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        facts_topic: str,
+        index: int = 0,
+        count: int = 1,
+        on_report: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
+        self.what = "ingest process" if count == 1 else f"ingest process {index + 1} of {count}"
         self.settings = settings
         self.facts_topic = facts_topic
+        # Gauges are the group's (combined over its processes). Every process follows the whole
+        # profile table: the first counts its invalid profiles.
+        gauges = tuple(m for m in metrics.INGEST_METRICS if isinstance(m, metrics.Gauge))
+        self._skipped = gauges if index == 0 else (*gauges, metrics.invalid_profiles)
+        self._on_report = on_report or (lambda: None)
         self.report = Report()
         self.pid: int | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -124,7 +170,7 @@ class IngestProcess(Loop):
         return ""
 
     def _show_problem(self) -> None:
-        metrics.ingest_stalled.set(1 if self.problem else 0)
+        self._on_report()  # the group sets the gauges and cci_ingest_stalled
 
     async def on_stop(self) -> None:
         self._send_stop()
@@ -145,10 +191,10 @@ class IngestProcess(Loop):
             return
         if time.monotonic() - started > STABLE_AFTER_S:
             self.progressed()  # it had run long enough: start the next one soon
-        raise Ended(f"the ingest process exited (code {code})")
+        raise Ended(f"the {self.what} exited (code {code})")
 
     async def on_failure(self, exc: Exception) -> None:
-        self._last_exit = f"the ingest process exited; restarting it ({exc})"
+        self._last_exit = f"the {self.what} exited; restarting it ({exc})"
         if isinstance(exc, Ended):
             self._last_exit = f"{exc}; restarting it"
         self._show_problem()
@@ -169,7 +215,7 @@ class IngestProcess(Loop):
         finally:
             theirs.close()
         self._process, self.pid = process, process.pid
-        log.info("ingest process started: pid %d", process.pid)
+        log.info("%s started: pid %d", self.what, process.pid)
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         previous: metrics.Snapshot = {}
         try:
@@ -178,7 +224,9 @@ class IngestProcess(Loop):
             if self.should_stop:  # stop() came while the child was starting
                 self._send_stop()
             while (report := await read_message(reader)) is not None:
-                metrics.apply_snapshot(metrics.INGEST_METRICS, previous, report.metrics)
+                metrics.apply_snapshot(
+                    metrics.INGEST_METRICS, previous, report.metrics, skip=self._skipped
+                )
                 previous = report.metrics
                 self.report = report
                 if report.running:

@@ -20,7 +20,7 @@ from streams.web import guard as web_guard
 from streams.web.dashboard import web as dashboard_web
 from streams.web.dashboard.source import DashboardSource
 from streams.worker.alert_publisher import AlertPublisher
-from streams.worker.ingest_process import IngestProcess
+from streams.worker.ingest_process import IngestProcesses
 from streams.worker.producer_watch import PRODUCER_STALL_SECONDS, ProducerWatch
 from streams.worker.tables import Runtime
 
@@ -40,7 +40,7 @@ def add_operations_routes(
     app: faust.App,
     runtime: Runtime,
     broker: BrokerWatch,
-    ingest: IngestProcess,
+    ingest: IngestProcesses,
     alerts: AlertPublisher,
     producer_watch: ProducerWatch,
 ) -> None:

@@ -61,6 +61,9 @@ def worker_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
         # Unbuffered: the log of a worker killed with SIGKILL ends where the worker did.
         **{
             "CCI_EMIT_INTERVAL": "0.3",
+            # One ingest process (the default is 2): a lighter worker for the tests that are
+            # about something else; test_ingest_process.py runs two.
+            "CCI_INGEST_PROCESSES": "1",
             "CCI_LOG_LEVEL": "INFO",
             "CCI_SESSION_TIMEOUT": TEST_SESSION_TIMEOUT,
             "PYTHONUNBUFFERED": "1",

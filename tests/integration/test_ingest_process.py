@@ -203,3 +203,56 @@ def test_the_first_event_gauge_is_the_ingest_clock_when_the_first_input_came(pip
     events = 2 * len(data.tickets) + len(data.activity)
     wait_until(lambda: consumed(worker) >= events, 30, f"counted {consumed(worker)} of {events}")
     assert first_event_gauge(worker) == first
+
+
+def ingest_pids(worker: WorkerProcess) -> list[int]:
+    return [
+        int(pid)
+        for task in Path(f"/proc/{worker.pid}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
+
+
+def test_two_ingest_processes_share_the_input_and_count_everything_once(pipeline) -> None:
+    """CCI_INGEST_PROCESSES=2 (the default): the input partitions are split between two children
+    (one consumer group), the figures are exact, and the worker serves every count once: the
+    events of both, the invalid profiles (which both read) of one. One killed is replaced."""
+    now = datetime.now(UTC)
+    settings = load_settings({})
+    data = generate(users=400, months=3, seed=9, now=now, zone=settings.zone)
+    expected = recount(data.activity, data.tickets, data.profiles, now, settings).figures
+    invalid = [b'{"user_id": "broken"}', b"not json"]
+    produce(pipeline.bootstrap, TOPIC_PROFILES, [*data.profiles, *invalid])
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[: len(data.activity) // 2])
+    worker = pipeline.worker(CCI_INGEST_PROCESSES="2")
+    wait_until(lambda: len(ingest_pids(worker)) == 2, 30, "two ingest processes")
+    first, second = ingest_pids(worker)
+    wait_until(lambda: consumed(worker) > 0, 60, "nothing consumed")
+    os.kill(second, signal.SIGKILL)
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity[len(data.activity) // 2 :])
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets)
+    wait_until(lambda: second not in ingest_pids(worker), 30, "the killed one not replaced")
+    wait_until(lambda: len(ingest_pids(worker)) == 2, 30, "two ingest processes again")
+    worker.wait_healthy(60)
+    assert "the ingest process 2 of 2 exited (code -9)" in worker.log_tail(400)
+    wait_for_figures(pipeline.bootstrap, expected, workers=[worker])
+
+    names = [
+        "cci_events_consumed_total",
+        "cci_invalid_profiles_total",
+        "cci_consumer_lag_records",
+        "cci_first_event_consumed_timestamp_seconds",
+    ]
+    events = len(data.activity) + len(data.tickets)
+    wait_until(
+        lambda: metric_values(worker.get("/metrics"), names)["cci_consumer_lag_records"] == 0,
+        30,
+        "lag left",
+    )
+    values = metric_values(worker.get("/metrics"), names)
+    # At least once: the killed process's last batch may have been read again by its successor.
+    assert events <= (values["cci_events_consumed_total"] or 0) < 2 * events
+    assert values["cci_invalid_profiles_total"] == len(invalid)
+    started = values["cci_first_event_consumed_timestamp_seconds"]
+    assert started is not None and now.timestamp() <= started <= time.time()
+    assert first in ingest_pids(worker)

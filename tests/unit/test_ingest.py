@@ -22,7 +22,7 @@ from streams.worker.ingest import (
     dead_letter_value,
     ingest_records,
 )
-from streams.worker.ingest_process import IngestProcess, Report
+from streams.worker.ingest_process import IngestProcess, IngestProcesses, Report
 
 NOW = datetime(2026, 3, 15, tzinfo=UTC)
 SETTINGS = load_settings({"CCI_ACTIVE_ACTIVITIES": "login"})
@@ -177,3 +177,17 @@ def test_a_stalled_ingest_makes_the_worker_unhealthy_with_the_reason() -> None:
     process.report = Report(True, True, {}, "failed 2 time(s) without progress; last: X: y")
     assert not process.healthy
     assert process.problem == "ingest failed 2 time(s) without progress; last: X: y"
+
+
+def test_ingest_processes_are_healthy_when_each_is_and_show_every_problem() -> None:
+    group = IngestProcesses(load_settings({"CCI_INGEST_PROCESSES": "3"}), "cci-facts")
+    assert [p.what for p in group.processes] == [f"ingest process {n} of 3" for n in (1, 2, 3)]
+    for process in group.processes:
+        process.report = Report(running=True, profiles_loaded=True)
+    assert group.healthy and group.problem == ""
+    group.processes[1].report = Report(True, False)  # still loading its profiles
+    assert not group.healthy and group.problem == ""
+    group.processes[1].report = Report(True, True)
+    group.processes[2].report = Report(True, True, {}, "failed 1 time(s) without progress")
+    assert not group.healthy
+    assert group.problem == "ingest failed 1 time(s) without progress"

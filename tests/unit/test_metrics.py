@@ -59,6 +59,36 @@ def test_counters_move_by_the_difference_and_carry_on_across_a_new_process() -> 
     assert value(served[1]) == 1
 
 
+def test_gauges_of_several_processes_combine_and_skipped_counters_stay() -> None:
+    consumed, inactive, lag = fresh()
+    first_seen = Gauge("first_seen", "", registry=CollectorRegistry())
+    served = (consumed, inactive, lag, first_seen)
+    one, two = fresh(), fresh()
+    one[0].labels("a").inc(2)
+    one[1].inc(5)
+    one[2].labels("a").set(3)
+    two[1].inc(5)  # both read the same input: only the first one's count is served
+    two[2].labels("a").set(4)
+    two[2].labels("b").set(1)
+    one_seen, two_seen = (Gauge("first_seen", "", registry=CollectorRegistry()) for _ in "12")
+    one_seen.set(200.0)
+    two_seen.set(100.0)
+    snapshots = [metrics.snapshot((*one, one_seen)), metrics.snapshot((*two, two_seen))]
+    metrics.apply_snapshot(served, {}, snapshots[0], skip=(lag, first_seen))
+    metrics.apply_snapshot(served, {}, snapshots[1], skip=(inactive, lag, first_seen))
+    assert value(served[2], "a") == 0  # gauges are not taken from one process
+    metrics.combine_gauges(served, snapshots, earliest=(first_seen,))
+    assert value(consumed, "a") == 2 and value(inactive) == 5
+    assert value(lag, "a") == 7 and value(lag, "b") == 1
+    assert value(first_seen) == 100.0
+    # A process that has not seen an event yet (0) does not make the earliest time 0.
+    two_seen.set(0)
+    metrics.combine_gauges(
+        served, [snapshots[0], metrics.snapshot((*two, two_seen))], earliest=(first_seen,)
+    )
+    assert value(first_seen) == 200.0
+
+
 def test_series_guard_admits_a_bounded_number_of_segments_per_month_and_dimension() -> None:
     from streams.metrics import SeriesGuard
 
