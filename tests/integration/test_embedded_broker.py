@@ -31,6 +31,7 @@ from streams.pipeline.enrich import Enricher, decode_facts_record
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
 from streams.worker.app import create_app
 from streams.worker.ingest import (
+    FIRST_BATCH,
     INGEST_BATCH,
     MIN_BATCH_INTERVAL_S,
     IngestRunner,
@@ -420,8 +421,8 @@ def test_the_next_batch_is_enriched_while_the_broker_acknowledges_one() -> None:
         enriched, counted, users = asyncio.run(_ingest_a_backlog(fresh.bootstrap))
     assert users == {f"backlog-{n}" for n in range(BACKLOG_EVENTS)}
     # When the first batch was committed, more events had been enriched than it held. One batch
-    # at a time, the two were equal.
-    assert counted > 0 and enriched > counted, (enriched, counted)
+    # at a time, the two were equal. The first batch is small: the first figures come soon.
+    assert 0 < counted <= FIRST_BATCH < enriched, (enriched, counted)
 
 
 async def _ingest_a_backlog(bootstrap: str) -> tuple[int, int, set[str]]:
