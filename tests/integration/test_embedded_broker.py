@@ -28,7 +28,7 @@ from streams.dev.produce import produce_in_bulk
 from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES, detect, true_end_offsets
 from streams.kafka.follow import read_topic
 from streams.pipeline.enrich import Enricher, decode_facts_record
-from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, load_settings
+from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, Settings, load_settings
 from streams.worker.app import create_app
 from streams.worker.ingest import (
     FIRST_BATCH,
@@ -371,19 +371,24 @@ def test_a_steady_stream_is_ingested_in_paced_batches() -> None:
     assert records <= seconds / MIN_BATCH_INTERVAL_S + 4, (records, seconds)
 
 
-async def _trickle_through_ingest(bootstrap: str) -> tuple[int, set[str], float]:
-    """Facts records made of the trickle, its users, and how long it took to send."""
-    settings = load_settings(
+async def _ingest_topics(bootstrap: str, facts_topic: str, partitions: int) -> Settings:
+    """The input topics and ``facts_topic`` on a fresh broker; the settings of an ingest runner."""
+    for topic in (TOPIC_ACTIVITY, TOPIC_TICKETS, facts_topic):
+        await _create_topic(bootstrap, topic, partitions=partitions)
+    return load_settings(
         {
             "CCI_KAFKA_BOOTSTRAP": bootstrap,
             "CCI_EMBEDDED_BROKER": "true",
-            "CCI_PARTITIONS": "1",
+            "CCI_PARTITIONS": str(partitions),
             "CCI_SESSION_TIMEOUT": "6",
         }
     )
+
+
+async def _trickle_through_ingest(bootstrap: str) -> tuple[int, set[str], float]:
+    """Facts records made of the trickle, its users, and how long it took to send."""
     facts_topic = "trickle-facts"
-    for topic in (TOPIC_ACTIVITY, TOPIC_TICKETS, facts_topic):
-        await _create_topic(bootstrap, topic)
+    settings = await _ingest_topics(bootstrap, facts_topic, partitions=1)
 
     async def ready() -> None:
         return None
@@ -427,17 +432,8 @@ def test_the_next_batch_is_enriched_while_the_broker_acknowledges_one() -> None:
 
 async def _ingest_a_backlog(bootstrap: str) -> tuple[int, int, set[str]]:
     """(events enriched, events counted) when ingest first commits; the users of the facts."""
-    settings = load_settings(
-        {
-            "CCI_KAFKA_BOOTSTRAP": bootstrap,
-            "CCI_EMBEDDED_BROKER": "true",
-            "CCI_PARTITIONS": "2",
-            "CCI_SESSION_TIMEOUT": "6",
-        }
-    )
     facts_topic = "backlog-facts"
-    for topic in (TOPIC_ACTIVITY, TOPIC_TICKETS, facts_topic):
-        await _create_topic(bootstrap, topic, partitions=2)
+    settings = await _ingest_topics(bootstrap, facts_topic, partitions=2)
     occurred_at = datetime.now(UTC).isoformat()
     events = [
         (None, orjson.dumps({"user_id": f"backlog-{n}", "occurred_at": occurred_at}))
