@@ -20,12 +20,12 @@ import base64
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import metrics
@@ -205,6 +205,10 @@ class IngestRunner(Loop):
         # its counts to the worker, since no one reads a committed batch again.
         self.before_commit = before_commit
         self.first_consumed = False  # set once per process: cci_first_event_consumed_timestamp
+        # The batch sent and not yet committed, and the lock of whoever settles it: the loop, or
+        # a rebalance, which must commit it first (else the batch is read and counted again).
+        self._in_flight: SentBatch | None = None
+        self._settling = asyncio.Lock()
 
     async def run(self) -> None:
         await self.wait_ready()
@@ -237,7 +241,7 @@ class IngestRunner(Loop):
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
             **settings.consumer_kwargs(),
         )
-        consumer.subscribe(list(INPUT_TOPICS))
+        consumer.subscribe(list(INPUT_TOPICS), listener=_SettleBeforeRebalance(self, consumer))
         return consumer
 
     def _producer(self) -> AIOKafkaProducer:
@@ -255,9 +259,7 @@ class IngestRunner(Loop):
         settings = self.settings
         loop = asyncio.get_running_loop()
         next_take = 0.0  # loop time at which the next batch may be taken
-        # The batch sent and not yet committed: settled after the next one is read and enriched,
-        # so the broker's acknowledgement is awaited while this process has work to do.
-        in_flight: SentBatch | None = None
+        self._in_flight = None  # a restart reads from the committed offsets
         while not self.should_stop:
             if (rest := next_take - loop.time()) > 0:
                 await asyncio.sleep(rest)
@@ -269,7 +271,7 @@ class IngestRunner(Loop):
                 # When the first records came in: the start of the bench's figures.
                 self.first_consumed = True
                 metrics.first_event_consumed.set_to_current_time()
-            following = None
+            batch = None
             if records:
                 batch = ingest_records(
                     records,
@@ -279,21 +281,34 @@ class IngestRunner(Loop):
                     self.clock.now(),
                     settings.max_segment_chars,
                 )
-                offsets = {tp: part[-1].offset + 1 for tp, part in fetched.items() if part}
-                following = SentBatch(batch, offsets, await self._send(producer, batch))
-            if in_flight is not None:
-                await self._settle(consumer, in_flight)
-            in_flight = following
+            async with self._settling:
+                # The batch before is settled after this one is sent: the broker acknowledges
+                # it while this process reads and enriches.
+                following = None
+                if batch is not None:
+                    offsets = {tp: part[-1].offset + 1 for tp, part in fetched.items() if part}
+                    acks = await self._send(producer, batch)
+                    # Its facts are sent: only its counts are kept.
+                    following = SentBatch(replace(batch, facts={}), offsets, acks)
+                if self._in_flight is not None:
+                    await self._settle(consumer, self._in_flight)
+                self._in_flight = following
             lag = await self._update_lag(consumer)
-            if lag == 0 and in_flight is None:
+            if lag == 0 and self._in_flight is None:
                 self.progressed()  # caught up: nothing is stuck
             # A batch short of full, and less than a batch left to read: the stream is caught up,
             # so the next batch may wait. An empty poll already waited POLL_MS; a backlog is taken
             # at once, also when a poll of it brought less than a batch (the fetches' size limit).
             paced = 0 < len(records) < most and (lag or 0) < INGEST_BATCH
             next_take = taken_at + MIN_BATCH_INTERVAL_S if paced else 0.0
-        if in_flight is not None:  # stopping: the last batch sent is committed too
-            await self._settle(consumer, in_flight)
+        await self.settle_in_flight(consumer)  # stopping: the last batch sent is committed too
+
+    async def settle_in_flight(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the batch sent and not yet committed, if any (before a rebalance, at a stop)."""
+        async with self._settling:
+            sent, self._in_flight = self._in_flight, None
+            if sent is not None:
+                await self._settle(consumer, sent)
 
     async def _send(self, producer: AIOKafkaProducer, batch: IngestedBatch) -> list[Any]:
         """Hand the batch's facts and dead letters to the producer; the futures of their acks."""
@@ -319,6 +334,12 @@ class IngestRunner(Loop):
 
     @staticmethod
     async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        # Partitions this consumer no longer owns cannot be committed (aiokafka refuses the
+        # whole commit): their next owner reads them again, which the deduplicate stage absorbs.
+        owned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        if not offsets:
+            return
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
@@ -332,6 +353,12 @@ class IngestRunner(Loop):
         the position, summed over this worker's partitions. Returns the total, None when the end
         of some partition is not known yet."""
         lag: Counter[str] = Counter()  # only topics whose end is known: no made-up zeros
+        # A topic none of whose partitions this consumer owns (any more) has no lag here: a
+        # stale value would be added to the other ingest processes' (IngestProcesses).
+        owned = {tp.topic for tp in consumer.assignment()}
+        for topic in INPUT_TOPICS:
+            if topic not in owned:
+                metrics.consumer_lag.labels(topic).set(0)
         known = True
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
@@ -342,6 +369,20 @@ class IngestRunner(Loop):
         for topic, records in lag.items():
             metrics.consumer_lag.labels(topic).set(records)
         return sum(lag.values()) if known and consumer.assignment() else None
+
+
+class _SettleBeforeRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits the batch in flight before partitions move (awaited by aiokafka before it
+    rejoins), so that no one reads it again."""
+
+    def __init__(self, runner: IngestRunner, consumer: AIOKafkaConsumer) -> None:
+        self.runner, self.consumer = runner, consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.runner.settle_in_flight(self.consumer)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
 
 
 def _count(batch: IngestedBatch) -> None:

@@ -10,8 +10,10 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -29,6 +31,8 @@ from streams.kafka.embedded import ONE_RECORD_BATCH_BYTES, detect, true_end_offs
 from streams.kafka.follow import read_topic
 from streams.pipeline.enrich import Enricher, decode_facts_record
 from streams.settings import TOPIC_ACTIVITY, TOPIC_TICKETS, Settings, load_settings
+from streams.topics import ingest_group
+from streams.worker import ingest as ingest_stage
 from streams.worker.app import create_app
 from streams.worker.ingest import (
     FIRST_BATCH,
@@ -36,6 +40,7 @@ from streams.worker.ingest import (
     MIN_BATCH_INTERVAL_S,
     IngestRunner,
     facts_producer_batching,
+    ingest_records,
 )
 from tests.integration.harness import batch_sizes
 
@@ -466,6 +471,105 @@ async def _ingest_a_backlog(bootstrap: str) -> tuple[int, int, set[str]]:
         await runner.stop()
     _, users = await _facts_records(bootstrap, facts_topic)
     return (*first_commit[0], users)
+
+
+# A backlog of this many batches, each enriched in a second, outlasts a group join (~3-5 s).
+BACKLOG_BATCHES = 15
+
+
+def test_a_rebalance_in_a_backlog_reads_no_batch_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second member joins the ingest group during a backlog, then leaves: the batch sent and
+    not yet committed is committed before the partitions move, so no record is enriched, sent or
+    counted twice. (Before, that batch was read again: ~20,000 records twice.)"""
+    enriched: Counter[tuple[str, int, int]] = Counter()
+
+    def slow_ingest_records(records: list[Any], *args: Any, **kwargs: Any) -> Any:
+        for record in records:
+            enriched[(record.topic, record.partition, record.offset)] += 1
+        time.sleep(1.0)  # a slow enrichment: the backlog lasts longer than a group join
+        return ingest_records(records, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_stage, "ingest_records", slow_ingest_records)
+    total = BACKLOG_BATCHES * INGEST_BATCH
+    with EmbeddedBroker() as fresh:
+        read_at_join, counted = asyncio.run(_rebalance_a_backlog(fresh.bootstrap, total, enriched))
+    assert read_at_join < total, "the backlog ended before the join: nothing was in flight"
+    twice = sum(enriched.values()) - len(enriched)
+    assert not twice, f"{twice} records read again after the rebalance"
+    assert len(enriched) == total and counted == total
+
+
+async def _rebalance_a_backlog(
+    bootstrap: str, total: int, enriched: Counter[tuple[str, int, int]]
+) -> tuple[int, int]:
+    """(records read when the second member got its partitions, events counted in the end)."""
+    facts_topic = "rebalanced-facts"
+    settings = await _ingest_topics(bootstrap, facts_topic, partitions=2)
+    occurred_at = datetime.now(UTC).isoformat()
+    await produce_in_bulk(
+        bootstrap,
+        TOPIC_ACTIVITY,
+        [
+            (None, orjson.dumps({"user_id": f"user-{n}", "occurred_at": occurred_at}))
+            for n in range(total)
+        ],
+    )
+    consumed = metrics.events_consumed.labels(TOPIC_ACTIVITY)
+    counted_before = consumed._value.get()
+
+    async def ready() -> None:
+        return None
+
+    runner = IngestRunner(settings, Enricher.from_settings(settings, {}.get), facts_topic, ready)
+    other = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=ingest_group(settings.app_id),
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=2000,
+    )
+    await runner.start()
+    try:
+        await _until(lambda: len(enriched) > 0, "the first batch")
+        other.subscribe([TOPIC_ACTIVITY, TOPIC_TICKETS])
+        await other.start()
+        await _until(lambda: bool(other.assignment()), "the second member assigned")
+        read_at_join = len(enriched)
+        await asyncio.sleep(1)
+        await other.stop()  # leaves: its partitions go back to the runner
+        await _until(lambda: len(enriched) >= total, "every record read", timeout=120)
+        await asyncio.sleep(3)  # a batch read again would be by now
+    finally:
+        await runner.stop()
+    return read_at_join, int(consumed._value.get() - counted_before)
+
+
+async def _until(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def test_a_topic_ingest_no_longer_reads_shows_no_lag() -> None:
+    """With several ingest processes a topic can move to another one entirely; the lag this one
+    last saw of it must not stay (the worker adds up the processes' lags)."""
+    with EmbeddedBroker() as fresh:
+        asyncio.run(_lag_of_a_topic_not_owned(fresh.bootstrap))
+
+
+async def _lag_of_a_topic_not_owned(bootstrap: str) -> None:
+    await _ingest_topics(bootstrap, "lag-facts", partitions=1)
+    metrics.consumer_lag.labels(TOPIC_TICKETS).set(990)  # seen before the topic moved away
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(TOPIC_ACTIVITY, 0)])
+        await consumer.getmany(timeout_ms=200)
+        await IngestRunner._update_lag(consumer)
+    finally:
+        await consumer.stop()
+    assert metrics.consumer_lag.labels(TOPIC_TICKETS)._value.get() == 0
 
 
 async def _send_activity(producer: AIOKafkaProducer, user: str) -> None:
