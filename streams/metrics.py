@@ -164,6 +164,12 @@ state_rebuilds = Counter(
     ["topic"],
     registry=registry,
 )
+stream_rereads = Counter(
+    "cci_stream_rereads_total",
+    "Stream partitions read again from their commit after it stopped moving with records past it",
+    ["topic"],
+    registry=registry,
+)
 producer_buffer_records = Gauge(
     "cci_producer_buffer_records",
     "Records the worker sent that the broker has not yet acknowledged (Faust's buffer included)",

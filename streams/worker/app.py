@@ -41,6 +41,9 @@ def create_app(settings: Settings) -> faust.App:
     embedded.install(app, settings)
     delivery.install(app)  # an offset is committed only once what was sent before it is acked
     positions.install(app)  # a partition without a commit starts at its beginning, not past it
+    # A stage's partition that stops moving with records past its commit is read again.
+    names = internal_topic_names(settings.app_id)
+    positions.watch_commits(app, [names["facts"], names["partials"]])
     runtime = Runtime(settings, clock=clock_for(settings))
     app.cci_runtime = runtime  # type: ignore[attr-defined]
     recovery = RebuildingRecovery(app, app.tables, beacon=app.tables.beacon, loop=app.loop)
@@ -58,7 +61,7 @@ def create_app(settings: Settings) -> faust.App:
     broker = BrokerWatch(settings, _watched_topics(settings))
     app.cci_broker_watch = broker  # type: ignore[attr-defined]
     # Validate + enrich run in child processes (CCI_INGEST_PROCESSES) that write the facts topic.
-    ingest = IngestProcesses(settings, internal_topic_names(settings.app_id)["facts"])
+    ingest = IngestProcesses(settings, names["facts"])
     app.cci_ingest = ingest  # type: ignore[attr-defined]
     # Every worker follows cci-updates and cci-alerts whole for its dashboard.
     dashboard = DashboardSource(settings)

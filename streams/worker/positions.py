@@ -1,7 +1,7 @@
 """Where a stream partition starts reading after a rebalance, and what Faust may hand its agents
-meanwhile.
+meanwhile, and a partition that stops moving.
 
-Two rules, both plain Kafka (no broker quirk):
+Three rules, all plain Kafka (no broker quirk):
 
 1. A partition starts at the group's committed offset, or at its beginning when the group has
    committed none (``auto_offset_reset="earliest"``). aiokafka's ``seek_to_committed`` seeks only
@@ -18,15 +18,38 @@ Two rules, both plain Kafka (no broker quirk):
    of a fetch goes on, the partition's read offset is set back to the new position and records of
    fetches older than the partition's last seek are dropped: the seek makes the consumer fetch
    them again. A record handed on twice is harmless: deduplication is idempotent.
+
+3. A partition that stops moving is read again. If records of a stream partition are lost between
+   the fetch and the agent anyway (a race of Faust's fetcher with a rebalance that rule 2 does not
+   cover: two workers, one killed, in 1 CI run of many: ``cci-facts/3`` committed at 26, its end
+   at 27, nothing being processed, for two minutes), nothing fetches them again: the consumer's
+   position is past them, and a later record handed on made Faust commit over them (it takes a
+   jump in offsets for offsets without a record). So a jump holds the commit back
+   (``_HoldsTheCommitAtAHole``), and a partition whose committed and handed-on offsets have not
+   moved for ``STUCK_COMMIT_SECONDS`` while its end is past the commit and none of its records is
+   being processed is sought back to its commit (``StuckCommits``, ``watch_commits``), with a
+   warning and ``cci_stream_rereads_total``.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams import metrics
+
+log = logging.getLogger("streams")
+
+# A stream partition whose commit has not moved for this long, with records past it and none of
+# them being processed, is read again from its commit: long enough for any record to be handled
+# (a facts record takes milliseconds) and for a commit to follow (Faust commits every 2.8 s).
+STUCK_COMMIT_SECONDS = 30.0
+COMMIT_WATCH_INTERVAL_S = 5.0
 
 
 class SeekLedger:
@@ -97,6 +120,114 @@ async def seek_to_committed_or_beginning(
     if ledger is not None:
         ledger.record(positions)
     return committed
+
+
+async def seek_positions(
+    consumer: AIOKafkaConsumer, positions: Mapping[Any, int | None], ledger: SeekLedger
+) -> dict[TopicPartition, int]:
+    """Seek each partition still assigned to its offset in ``positions`` (None: its beginning)
+    and record the seeks in ``ledger``; return where each was sought."""
+    wanted = {TopicPartition(tp.topic, tp.partition): offset for tp, offset in positions.items()}
+    unknown = [tp for tp, offset in wanted.items() if offset is None]
+    beginnings = await consumer.beginning_offsets(unknown) if unknown else {}
+    # From here on one synchronous step, as in ``seek_to_committed_or_beginning``.
+    assigned = consumer.assignment()
+    sought: dict[TopicPartition, int] = {}
+    for tp, offset in wanted.items():
+        position = offset if offset is not None else beginnings.get(tp)
+        if tp in assigned and position is not None:
+            consumer.seek(tp, position)
+            sought[tp] = position
+    ledger.record(sought)
+    return sought
+
+
+class StuckCommits:
+    """Which stream partitions have stopped moving (rule 3): the rule alone, without Faust.
+
+    Each check gives, per partition: its committed offset, the offset last handed on, its end, and
+    whether a record of it is being processed. A partition is stuck once its committed and
+    handed-on offsets stayed the same for ``stuck_after`` seconds of checks in which its end was
+    past the commit and none of its records was being processed.
+    """
+
+    def __init__(self, stuck_after: float = STUCK_COMMIT_SECONDS) -> None:
+        self.stuck_after = stuck_after
+        # partition → ((committed, handed on), when the partition was first seen so)
+        self._since: dict[Any, tuple[tuple[int | None, int | None], float]] = {}
+
+    def check(
+        self,
+        partitions: Mapping[Any, tuple[int | None, int | None, int | None, bool]],
+        now: float,
+    ) -> dict[Any, int | None]:
+        """``partitions``: partition → (committed, handed on, end, busy). Returns partition →
+        committed offset (None: nothing committed) for each one to read again."""
+        for tp in [tp for tp in self._since if tp not in partitions]:
+            del self._since[tp]
+        stuck: dict[Any, int | None] = {}
+        for tp, (committed, handed_on, end, busy) in partitions.items():
+            progress = (committed, handed_on)
+            behind = end is not None and end > (committed or 0)
+            seen = self._since.get(tp)
+            if busy or not behind or seen is None or seen[0] != progress:
+                self._since[tp] = (progress, now)
+            elif now - seen[1] >= self.stuck_after:
+                stuck[tp] = committed
+                self._since[tp] = (progress, now)  # again only after another stuck_after
+        return stuck
+
+    def forget(self) -> None:
+        """A rebalance: every partition starts over."""
+        self._since.clear()
+
+
+def watch_commits(app: Any, topics: Iterable[str], every: float = COMMIT_WATCH_INTERVAL_S) -> None:
+    """Every ``every`` seconds, read the worker's stuck stream partitions of ``topics`` again
+    (rule 3)."""
+    names = frozenset(topics)
+    rule = StuckCommits()
+
+    @app.timer(every, name="read_stuck_partitions_again")
+    async def read_stuck_partitions_again() -> None:
+        try:
+            await _read_stuck_partitions_again(app, names, rule)
+        except Exception:  # a timer that raises stops the worker; this one is only a safety net
+            log.exception("checking the stages' partitions for a commit that stopped moving")
+
+
+async def _read_stuck_partitions_again(app: Any, names: frozenset[str], rule: StuckCommits) -> None:
+    """One check of ``watch_commits``: read the stuck partitions of ``names`` again."""
+    consumer = app.consumer
+    if app.rebalancing or not consumer.flow_active:
+        rule.forget()
+        return
+    busy = {message.tp for message in list(consumer._unacked_messages)}
+    observed = {
+        tp: (
+            consumer._committed_offset.get(tp),
+            consumer._read_offset.get(tp),
+            consumer.highwater(tp),
+            tp in busy,
+        )
+        for tp in list(consumer._get_active_partitions())
+        if tp.topic in names
+    }
+    stuck = rule.check(observed, time.monotonic())
+    for tp, committed in sorted(stuck.items()):
+        log.warning(
+            "%s/%d: its committed offset (%s) has not moved for %.0f s while its end is "
+            "offset %s and none of its records is being processed: reading it again from "
+            "its commit (deduplication absorbs what was already applied)",
+            tp.topic,
+            tp.partition,
+            committed,
+            rule.stuck_after,
+            observed[tp][2],
+        )
+        metrics.stream_rereads.labels(tp.topic).inc()
+    if stuck:
+        await consumer.read_again(stuck)
 
 
 def drop_records_fetched_before_a_seek(
@@ -179,6 +310,14 @@ class _HandsOnNothingFetchedBeforeASeek:
             {tp: offset or None for tp, offset in committed.items() if offset is not None}
         )
 
+    async def read_again(self, positions: Mapping[Any, int | None]) -> None:
+        """Seek partitions back to ``positions`` (rule 3); fetches made before are dropped and
+        read offsets reset by ``_wait_next_records``, as after any seek."""
+        thread: Any = self._thread  # type: ignore[attr-defined]
+        await thread.call_thread(
+            seek_positions, thread._ensure_consumer(), positions, self._seek_ledger()
+        )
+
     def _apply_seeks(self, seeks: Iterable[tuple[Any, int]]) -> None:
         consumer: Any = self
         for tp, offset in seeks:
@@ -193,8 +332,35 @@ class _HandsOnNothingFetchedBeforeASeek:
         return ledger
 
 
+class _HoldsTheCommitAtAHole:
+    """Mixin for a Faust consumer (rule 3): a jump in the offsets handed on holds the commit back.
+
+    Faust takes a jump for offsets without a record (transaction markers, compaction) and commits
+    over it. The stages' topics have a record at every offset (no transactions; facts and partials
+    are never compacted), so a jump is records lost between the fetch and the agent: committed
+    over, they were lost for good; held back, the partition stops moving and ``watch_commits``
+    reads it again.
+    """
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        return None
+
+    def _new_offset(self, tp: Any) -> int | None:
+        consumer: Any = self
+        # Faust lets the first acked offset be one above the commit (the next offset to read):
+        # that one record missing was committed over too.
+        committed = consumer._committed_offset.get(tp)
+        acked = consumer._acked.get(tp)
+        if committed is not None and acked and min(acked) > committed:
+            return None
+        base: Any = super()
+        new: int | None = base._new_offset(tp)
+        return new
+
+
 def install(app: Any) -> None:
-    """Give a ``faust.App``'s consumer (Faust's or the embedded broker's) both rules."""
+    """Give a ``faust.App``'s consumer (Faust's or the embedded broker's) the three rules; the
+    timer of rule 3 is ``watch_commits``."""
     consumer_class = app.transport.Consumer
     base_thread = getattr(consumer_class, "thread_class", faust_aiokafka.AIOKafkaConsumerThread)
     thread_class = type(base_thread.__name__, (_SeeksToCommittedOrBeginning, base_thread), {})
@@ -204,6 +370,6 @@ def install(app: Any) -> None:
 
     app.transport.Consumer = type(
         consumer_class.__name__,
-        (_HandsOnNothingFetchedBeforeASeek, consumer_class),
+        (_HoldsTheCommitAtAHole, _HandsOnNothingFetchedBeforeASeek, consumer_class),
         {"thread_class": thread_class, "_new_consumer_thread": _new_consumer_thread},
     )

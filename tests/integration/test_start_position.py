@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.dev.broker import EmbeddedBroker
-from streams.worker.positions import SeekLedger, seek_to_committed_or_beginning
+from streams.worker.positions import SeekLedger, seek_positions, seek_to_committed_or_beginning
 
 RECORDS = 6
 # partition → the group's committed offset before the restart (None: nothing committed)
@@ -107,3 +107,20 @@ def test_aiokafkas_own_seek_leaves_the_drained_records_skipped(bootstrap: str) -
         )
     )
     assert first == {2: 2}
+
+
+def test_a_stuck_partition_is_sought_back_to_its_commit_or_its_beginning(bootstrap: str) -> None:
+    # Rule 3's seek (``watch_commits``): records drained and never handed on are fetched again.
+    ledger = SeekLedger()
+
+    async def seek(consumer: AIOKafkaConsumer) -> Any:
+        positions = {tp: COMMITTED[tp.partition] for tp in consumer.assignment()}
+        return await seek_positions(consumer, positions, ledger)
+
+    first = asyncio.run(_first_offsets_after_seek(bootstrap, "start-stuck", seek))
+    assert first == {0: 0, 1: 0, 2: 2}
+    assert {tp.partition: seek for tp, seek in ledger.seeks.items()} == {
+        0: (1, 0),
+        1: (1, 0),
+        2: (1, 2),
+    }

@@ -1,0 +1,51 @@
+"""A stream partition whose fetched records never reached the agent is read again from its commit
+(streams/worker/positions.py, rule 3), and the figures end exact.
+
+The loss is injected (tests/integration/faults/sitecustomize.py) in a real worker on a real
+broker: once, the records of a fetch of the facts topic are thrown away after the consumer moved
+past them, and later records of those partitions follow (Faust committed over such a hole). It
+happened for real in one CI run (two workers, one killed): ``cci-facts/3``
+committed at 26, its end at 27, and the figures short for good.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from streams.bench.measure import metric_values
+from streams.pipeline.recount import recount
+from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
+from streams.worker.positions import STUCK_COMMIT_SECONDS
+from tests.integration.harness import produce, wait_for_figures, wait_until
+
+FAULTS = Path(__file__).parent / "faults"
+
+
+def test_facts_lost_between_fetch_and_agent_are_read_again(pipeline, dataset) -> None:
+    data, expected = dataset
+    flag = pipeline.tmp_path / "drop-the-next-facts-fetch"
+    produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
+    path = os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))
+    worker = pipeline.worker(FAULT_DROP_FACTS_FLAG=str(flag), PYTHONPATH=path)
+    half = len(data.tickets) // 2
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[:half])
+    at_half = recount(
+        data.activity, data.tickets[:half], data.profiles, datetime.now(UTC), load_settings({})
+    ).figures
+    wait_for_figures(pipeline.bootstrap, at_half, workers=[worker])
+    # Every facts partition has been read and committed; the next facts fetch is thrown away.
+    flag.touch()
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[half:])
+    wait_until(lambda: not flag.exists(), 30, "no facts fetch was dropped")
+    # Later facts of the same partitions: Faust used to commit over the hole they leave.
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    wait_for_figures(
+        pipeline.bootstrap, expected, timeout=STUCK_COMMIT_SECONDS + 60, workers=[worker]
+    )
+    assert "reading it again from its commit" in worker.log_path.read_text()
+    rereads = metric_values(worker.get("/metrics"), ["cci_stream_rereads_total"])
+    assert (rereads["cci_stream_rereads_total"] or 0) >= 1
+    assert worker.health() == 200
