@@ -143,6 +143,21 @@ def three_workers_on_half_the_activity(
     return workers, half
 
 
+def count_half_the_tickets(
+    pipeline: Any, data: Dataset, workers: Iterable[WorkerProcess]
+) -> tuple[int, Figures]:
+    """Every activity and the first half of the tickets, until ``workers`` publish their exact
+    figures; where that half ends, and those figures."""
+    half = len(data.tickets) // 2
+    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
+    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[:half])
+    figures = recount(
+        data.activity, data.tickets[:half], data.profiles, datetime.now(UTC), load_settings({})
+    ).figures
+    wait_for_figures(pipeline.bootstrap, figures, workers=workers)
+    return half, figures
+
+
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
     """Every record of a topic, from the beginning to the end offsets (the tests' broker is the
     embedded one, whose reported ends lag: streams/kafka/embedded.py)."""

@@ -7,15 +7,13 @@ docs/embedded-broker.md).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from streams.bench.measure import metric_values
 from streams.dev.generate import Dataset
-from streams.pipeline.recount import recount
-from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
+from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS
 from tests.integration.harness import (
     Figures,
     WorkerProcess,
+    count_half_the_tickets,
     latest_updates,
     produce,
     produce_events,
@@ -32,13 +30,7 @@ def _two_workers_at_half_the_tickets(
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
     first = pipeline.worker("first")
     second = pipeline.worker("second")
-    half = len(data.tickets) // 2
-    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
-    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[:half])
-    recount_half = recount(
-        data.activity, data.tickets[:half], data.profiles, datetime.now(UTC), load_settings({})
-    ).figures
-    wait_for_figures(pipeline.bootstrap, recount_half, workers=[first, second])
+    half, recount_half = count_half_the_tickets(pipeline, data, [first, second])
     return first, second, half, recount_half
 
 

@@ -11,14 +11,12 @@ committed at 26, its end at 27, and the figures short for good.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 from streams.bench.measure import metric_values
-from streams.pipeline.recount import recount
-from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS, load_settings
+from streams.settings import TOPIC_ACTIVITY, TOPIC_PROFILES, TOPIC_TICKETS
 from streams.worker.positions import STUCK_COMMIT_SECONDS
-from tests.integration.harness import produce, wait_for_figures, wait_until
+from tests.integration.harness import count_half_the_tickets, produce, wait_for_figures, wait_until
 
 FAULTS = Path(__file__).parent / "faults"
 
@@ -29,13 +27,7 @@ def test_facts_lost_between_fetch_and_agent_are_read_again(pipeline, dataset) ->
     produce(pipeline.bootstrap, TOPIC_PROFILES, data.profiles)
     path = os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))
     worker = pipeline.worker(FAULT_DROP_FACTS_FLAG=str(flag), PYTHONPATH=path)
-    half = len(data.tickets) // 2
-    produce(pipeline.bootstrap, TOPIC_ACTIVITY, data.activity)
-    produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[:half])
-    at_half = recount(
-        data.activity, data.tickets[:half], data.profiles, datetime.now(UTC), load_settings({})
-    ).figures
-    wait_for_figures(pipeline.bootstrap, at_half, workers=[worker])
+    half, _ = count_half_the_tickets(pipeline, data, [worker])
     # Every facts partition has been read and committed; the next facts fetch is thrown away.
     flag.touch()
     produce(pipeline.bootstrap, TOPIC_TICKETS, data.tickets[half:])
