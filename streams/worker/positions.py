@@ -182,6 +182,20 @@ class StuckCommits:
         self._since.clear()
 
 
+def deleted_before_read(
+    stuck: Mapping[Any, int | None], beginnings: Mapping[Any, int | None]
+) -> dict[Any, int]:
+    """The stuck partitions whose first records not committed were deleted since (retention: a
+    group further behind than the topic's retention), each with its beginning now. Nothing can
+    read those records again, so their commit moves past them instead of holding for ever."""
+    deleted: dict[Any, int] = {}
+    for tp, floor in stuck.items():
+        beginning = beginnings.get(tp)
+        if floor is not None and beginning is not None and beginning > floor:
+            deleted[tp] = beginning
+    return deleted
+
+
 def watch_commits(app: Any, topics: Iterable[str], every: float = COMMIT_WATCH_INTERVAL_S) -> None:
     """Every ``every`` seconds, read the worker's stuck stream partitions of ``topics`` again
     (rule 3)."""
@@ -203,31 +217,49 @@ async def _read_stuck_partitions_again(app: Any, names: frozenset[str], rule: St
         rule.forget()
         return
     busy = {message.tp for message in list(consumer._unacked_messages)}
+    assigned = consumer.assignment()  # aiokafka's: Faust's active set can lag it in a rebalance
     observed = {
         tp: (
-            consumer._committed_offset.get(tp),
+            consumer.commit_floor(tp),
             consumer._read_offset.get(tp),
             consumer.highwater(tp),
             tp in busy,
         )
         for tp in list(consumer._get_active_partitions())
-        if tp.topic in names
+        if tp.topic in names and tp in assigned
     }
     stuck = rule.check(observed, time.monotonic())
-    for tp, committed in sorted(stuck.items()):
+    if not stuck:
+        return
+    deleted = deleted_before_read(stuck, await consumer.earliest_offsets(*stuck))
+    read_again: dict[Any, int | None] = {}
+    for tp, floor in sorted(stuck.items()):
+        if tp in deleted:
+            log.error(
+                "%s/%d: its records from offset %s to %d were deleted (retention) before this "
+                "worker read them; its figures lack them. Carrying on from offset %d",
+                tp.topic,
+                tp.partition,
+                floor,
+                deleted[tp] - 1,
+                deleted[tp],
+            )
+            consumer._committed_offset[tp] = deleted[tp]  # the hold lets the commit move on
+            continue
         log.warning(
             "%s/%d: its committed offset (%s) has not moved for %.0f s while its end is "
             "offset %s and none of its records is being processed: reading it again from "
             "its commit (deduplication absorbs what was already applied)",
             tp.topic,
             tp.partition,
-            committed,
+            floor,
             rule.stuck_after,
             observed[tp][2],
         )
         metrics.stream_rereads.labels(tp.topic).inc()
-    if stuck:
-        await consumer.read_again(stuck)
+        read_again[tp] = floor
+    if read_again:
+        await consumer.read_again(read_again)
 
 
 def drop_records_fetched_before_a_seek(
@@ -339,19 +371,29 @@ class _HoldsTheCommitAtAHole:
     over it. The stages' topics have a record at every offset (no transactions; facts and partials
     are never compacted), so a jump is records lost between the fetch and the agent: committed
     over, they were lost for good; held back, the partition stops moving and ``watch_commits``
-    reads it again.
+    reads it again. Records deleted by retention are the exception ``watch_commits`` lets pass.
     """
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         return None
 
+    def commit_floor(self, tp: Any) -> int | None:
+        """The first offset of ``tp`` not yet committed: its commit, or else where it was sought
+        to start (its beginning, rule 1); None when neither is known."""
+        consumer: Any = self
+        committed: int | None = consumer._committed_offset.get(tp)
+        if committed is not None:
+            return committed
+        seek = consumer._thread.seek_ledger.seeks.get(tp)
+        return None if seek is None else int(seek[1])
+
     def _new_offset(self, tp: Any) -> int | None:
         consumer: Any = self
-        # Faust lets the first acked offset be one above the commit (the next offset to read):
-        # that one record missing was committed over too.
-        committed = consumer._committed_offset.get(tp)
+        # Faust lets the first acked offset be one above the commit (the next offset to read), and
+        # commits anything before a first commit: records missing there were committed over too.
+        floor = self.commit_floor(tp)
         acked = consumer._acked.get(tp)
-        if committed is not None and acked and min(acked) > committed:
+        if floor is not None and acked and min(acked) > floor:
             return None
         base: Any = super()
         new: int | None = base._new_offset(tp)
