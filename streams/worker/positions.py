@@ -24,11 +24,12 @@ Three rules, all plain Kafka (no broker quirk):
    cover: two workers, one killed, in 1 CI run of many: ``cci-facts/3`` committed at 26, its end
    at 27, nothing being processed, for two minutes), nothing fetches them again: the consumer's
    position is past them, and a later record handed on made Faust commit over them (it takes a
-   jump in offsets for offsets without a record). So a jump holds the commit back
-   (``_HoldsTheCommitAtAHole``), and a partition whose committed and handed-on offsets have not
-   moved for ``STUCK_COMMIT_SECONDS`` while its end is past the commit and none of its records is
-   being processed is sought back to its commit (``StuckCommits``, ``watch_commits``), with a
-   warning and ``cci_stream_rereads_total``.
+   jump in offsets for offsets without a record). So a jump holds the commit back, also before a
+   first commit (``_HoldsTheCommitAtAHole``; records deleted by retention excepted), and a
+   partition whose committed and handed-on offsets have not moved for ``STUCK_COMMIT_SECONDS``
+   while its end is past the commit and none of its records is being processed is sought back
+   to its commit (``StuckCommits``, ``watch_commits``), with a warning and
+   ``cci_stream_rereads_total``.
 """
 
 from __future__ import annotations
@@ -105,32 +106,20 @@ async def seek_to_committed_or_beginning(
     committed: dict[TopicPartition, int | None] = {}
     for tp in consumer.assignment():
         committed[tp] = await consumer.committed(tp)
-    streams = [tp for tp in committed if tp.topic not in skip_topics]
-    uncommitted = [tp for tp in streams if committed[tp] is None]
-    beginnings = await consumer.beginning_offsets(uncommitted) if uncommitted else {}
-    # From here on one synchronous step: no fetch can land between the seeks and their record.
-    assigned = consumer.assignment()
-    positions: dict[TopicPartition, int] = {}
-    for tp in streams:
-        offset = committed[tp]
-        position = offset if offset is not None else beginnings.get(tp)
-        if tp in assigned and position is not None:
-            consumer.seek(tp, position)
-            positions[tp] = position
-    if ledger is not None:
-        ledger.record(positions)
+    streams = {tp: offset for tp, offset in committed.items() if tp.topic not in skip_topics}
+    await seek_positions(consumer, streams, ledger)
     return committed
 
 
 async def seek_positions(
-    consumer: AIOKafkaConsumer, positions: Mapping[Any, int | None], ledger: SeekLedger
+    consumer: AIOKafkaConsumer, positions: Mapping[Any, int | None], ledger: SeekLedger | None
 ) -> dict[TopicPartition, int]:
     """Seek each partition still assigned to its offset in ``positions`` (None: its beginning)
     and record the seeks in ``ledger``; return where each was sought."""
     wanted = {TopicPartition(tp.topic, tp.partition): offset for tp, offset in positions.items()}
     unknown = [tp for tp, offset in wanted.items() if offset is None]
     beginnings = await consumer.beginning_offsets(unknown) if unknown else {}
-    # From here on one synchronous step, as in ``seek_to_committed_or_beginning``.
+    # From here on one synchronous step: no fetch can land between the seeks and their record.
     assigned = consumer.assignment()
     sought: dict[TopicPartition, int] = {}
     for tp, offset in wanted.items():
@@ -138,7 +127,8 @@ async def seek_positions(
         if tp in assigned and position is not None:
             consumer.seek(tp, position)
             sought[tp] = position
-    ledger.record(sought)
+    if ledger is not None:
+        ledger.record(sought)
     return sought
 
 
